@@ -1,0 +1,254 @@
+//! Identifiers and cluster membership types.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// The identity of a node, a readable string such as `"agent-001"`.
+///
+/// Cloning is cheap (a reference count): node ids travel in every message and event.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NodeId(Arc<str>);
+
+impl NodeId {
+    /// Longest node id accepted, in bytes. Ids travel in every frame, so they stay short.
+    pub const LENGTH_MAX: usize = 128;
+
+    /// Makes a node id. Use [`NodeId::parse`] for input from a user or a peer.
+    pub fn new(id: impl AsRef<str>) -> Self {
+        NodeId(Arc::from(id.as_ref()))
+    }
+
+    /// Makes a node id from untrusted input: it must be 1..=128 bytes of printable ASCII without spaces.
+    pub fn parse(id: &str) -> Result<Self, InvalidNodeId> {
+        if id.is_empty() || id.len() > Self::LENGTH_MAX || !id.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(InvalidNodeId { id: id.chars().take(Self::LENGTH_MAX).collect() });
+        }
+        Ok(Self::new(id))
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A node id that is empty, too long or not printable ASCII.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid node id {id:?}: expected 1 to 128 printable ASCII characters without spaces")]
+pub struct InvalidNodeId {
+    /// The offending id (cut to 128 characters).
+    pub id: String,
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for NodeId {
+    fn from(id: &str) -> Self {
+        NodeId::new(id)
+    }
+}
+
+impl From<String> for NodeId {
+    fn from(id: String) -> Self {
+        NodeId(Arc::from(id))
+    }
+}
+
+impl AsRef<str> for NodeId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for NodeId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A Raft term (or a majority ballot round). Starts at 0 and only grows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Term(pub u64);
+
+impl fmt::Display for Term {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A position in the replicated log. The first entry has index 1; index 0 means "before the log".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LogIndex(pub u64);
+
+impl LogIndex {
+    /// The index before any entry.
+    pub const ZERO: LogIndex = LogIndex(0);
+
+    /// The next index.
+    pub fn next(self) -> LogIndex {
+        LogIndex(self.0 + 1)
+    }
+
+    /// The previous index, saturating at zero.
+    pub fn prev(self) -> LogIndex {
+        LogIndex(self.0.saturating_sub(1))
+    }
+}
+
+impl fmt::Display for LogIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// The version of a key in the key-value state machine: 0 when the key never existed, then
+/// incremented by every command that changes it (a delete too, so versions never repeat).
+pub type Version = u64;
+
+/// Identifies one proposal cluster-wide: the node that made it and a per-node sequence number.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ProposalId {
+    /// The node the proposal was made on.
+    pub origin: NodeId,
+    /// Strictly increasing per origin node for the life of its process.
+    pub sequence: u64,
+}
+
+impl fmt::Debug for ProposalId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{}", self.origin, self.sequence)
+    }
+}
+
+impl fmt::Display for ProposalId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{}", self.origin, self.sequence)
+    }
+}
+
+/// A client session for exactly-once proposals (Raft thesis §6.3): a retried command that carries the
+/// same `(client, sequence)` is applied at most once and answered with the first result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ClientSession {
+    /// A random id the client picked for itself.
+    pub client: u64,
+    /// Strictly increasing per client: one number per logical operation, reused by its retries.
+    pub sequence: u64,
+}
+
+/// A cluster's identity: every frame carries it, and frames of another cluster are refused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ClusterId(pub u64);
+
+/// Free-form node metadata (region, zone, role…), replicated with the membership.
+pub type Metadata = BTreeMap<String, String>;
+
+/// A member of the cluster as the lesson's `addNode({ id, address, metadata })` describes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The node's id.
+    pub id: NodeId,
+    /// Where the node's peer transport listens, e.g. `localhost:5002` or `ws://10.0.0.2:7000`.
+    #[serde(default)]
+    pub address: String,
+    /// Free-form metadata, e.g. `region = "us-west"`.
+    #[serde(default)]
+    pub metadata: Metadata,
+    /// Whether this node currently hears from it (not replicated: each node's own view).
+    #[serde(default)]
+    pub connected: bool,
+}
+
+impl NodeInfo {
+    /// A node with an id and an address, no metadata, not (yet) known to be connected.
+    pub fn new(id: impl Into<NodeId>, address: impl Into<String>) -> Self {
+        NodeInfo { id: id.into(), address: address.into(), metadata: Metadata::new(), connected: false }
+    }
+
+    /// Adds one metadata pair.
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// The role a member plays in the membership.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum MemberRole {
+    /// Votes and counts towards quorums.
+    Voter,
+    /// Receives the log but does not vote or count towards quorums (catching up before promotion).
+    Learner,
+}
+
+/// One member of the replicated membership.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Id, address and metadata (`connected` is not meaningful here and is kept false).
+    pub info: NodeInfo,
+    /// Voter or learner.
+    pub role: MemberRole,
+}
+
+/// The replicated cluster membership: who votes, who learns, and their addresses and metadata.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    /// Members in id order.
+    pub members: BTreeMap<NodeId, Member>,
+}
+
+impl Membership {
+    /// A membership of voters.
+    pub fn with_voters(nodes: impl IntoIterator<Item = NodeInfo>) -> Self {
+        let members = nodes
+            .into_iter()
+            .map(|mut info| {
+                info.connected = false;
+                (info.id.clone(), Member { info, role: MemberRole::Voter })
+            })
+            .collect();
+        Membership { members }
+    }
+
+    /// Ids of the voters, in order.
+    pub fn voters(&self) -> impl Iterator<Item = &NodeId> {
+        self.members.values().filter(|m| m.role == MemberRole::Voter).map(|m| &m.info.id)
+    }
+
+    /// Ids of the learners, in order.
+    pub fn learners(&self) -> impl Iterator<Item = &NodeId> {
+        self.members.values().filter(|m| m.role == MemberRole::Learner).map(|m| &m.info.id)
+    }
+
+    /// Number of voters.
+    pub fn voter_count(&self) -> usize {
+        self.voters().count()
+    }
+
+    /// Whether `id` is a voter.
+    pub fn is_voter(&self, id: &NodeId) -> bool {
+        self.members.get(id).is_some_and(|m| m.role == MemberRole::Voter)
+    }
+
+    /// Whether `id` is a member (voter or learner).
+    pub fn contains(&self, id: &NodeId) -> bool {
+        self.members.contains_key(id)
+    }
+}

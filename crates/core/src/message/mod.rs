@@ -1,0 +1,103 @@
+//! Messages nodes exchange, and the log entries and snapshots they carry.
+//!
+//! These are plain Rust types; the wire format (postcard in a versioned envelope) lives in
+//! [`crate::codec`]. Each mechanism has its own message family; a node that receives the other
+//! family's messages reports a peer error (two mechanisms in one cluster is a misconfiguration).
+
+mod majority;
+mod raft;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+pub use majority::*;
+pub use raft::*;
+
+use crate::command::Command;
+use crate::id::{ClientSession, LogIndex, Membership, ProposalId, Term};
+
+/// Every message of every mechanism.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    /// Raft's messages.
+    Raft(RaftMessage),
+    /// Simple majority's messages.
+    Majority(MajorityMessage),
+}
+
+impl Message {
+    /// A short name for logs and traces.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Raft(message) => message.kind(),
+            Message::Majority(message) => message.kind(),
+        }
+    }
+}
+
+/// One entry of the replicated log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Position in the log.
+    pub index: LogIndex,
+    /// Term of the leader that created it.
+    pub term: Term,
+    /// Wall-clock milliseconds since the Unix epoch by the leader that created it, never less than
+    /// the previous entry's (leases and locks expire by these stamps, not by each node's clock).
+    pub timestamp_ms: u64,
+    /// What the entry carries.
+    pub payload: EntryPayload,
+}
+
+impl Entry {
+    /// Approximate encoded size, for in-flight and batch byte limits.
+    pub fn size_bytes(&self) -> usize {
+        24 + match &self.payload {
+            EntryPayload::Noop => 0,
+            EntryPayload::Command(proposal) => 32 + proposal.command.size_bytes(),
+            EntryPayload::Membership(membership) => 64 * membership.members.len().max(1),
+        }
+    }
+}
+
+/// What a log entry carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryPayload {
+    /// Appended by a new leader to commit entries of earlier terms (Raft §5.4.2, §8).
+    Noop,
+    /// A client command.
+    Command(Proposal),
+    /// A new membership (takes effect when appended, as in one-server-at-a-time changes).
+    Membership(Membership),
+}
+
+/// A client command with its identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// Identifies the proposal so that the node that made it can match the result.
+    pub id: ProposalId,
+    /// Exactly-once session, if the client retries.
+    pub session: Option<ClientSession>,
+    /// The command.
+    pub command: Command,
+}
+
+/// What a snapshot covers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    /// Last log index the snapshot includes.
+    pub last_index: LogIndex,
+    /// Term of that entry.
+    pub last_term: Term,
+    /// The membership as of `last_index`.
+    pub membership: Membership,
+}
+
+/// A snapshot of the replicated state machine (sessions included) and its metadata.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// What it covers.
+    pub meta: SnapshotMeta,
+    /// [`crate::state_machine::Replica::snapshot`] bytes.
+    pub data: Bytes,
+}

@@ -1,0 +1,381 @@
+//! The replicated state machine: the key-value machine every node runs by default, the small trait
+//! that lets an application replicate its own state instead, and [`Replica`], which adds the
+//! exactly-once session table on top of either.
+//!
+//! Everything here is deterministic: the same commands in the same order give the same state and
+//! the same snapshot bytes on every replica (maps are ordered, nothing reads a clock or an RNG; time
+//! comes from the leader's stamp in [`ApplyContext`]).
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::command::{
+    Command, CommandFailure, CommandOutput, CommandResult, Expectation, KeyChange, KeyState,
+};
+use crate::id::{ClientSession, LogIndex, Term, Version};
+
+/// Where in the log a command is applied, and the time the leader stamped on its entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApplyContext {
+    /// The entry's index (for simple majority: the node's local decision sequence).
+    pub index: LogIndex,
+    /// The entry's term.
+    pub term: Term,
+    /// Milliseconds since the Unix epoch by the stamping leader's clock; never decreases along the log.
+    pub timestamp_ms: u64,
+}
+
+/// A snapshot that cannot be restored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateMachineError {
+    /// The snapshot bytes do not decode.
+    #[error("corrupt state machine snapshot: {0}")]
+    CorruptSnapshot(String),
+}
+
+/// A deterministic state machine that consensus replicates.
+///
+/// Implement it to replicate your own state instead of the key-value map: `apply` must depend only
+/// on the current state, the command and the context.
+pub trait StateMachine: Send + 'static {
+    /// Applies one committed command. A refused command (`Err`) must leave the state unchanged.
+    fn apply(&mut self, context: &ApplyContext, command: &Command) -> CommandResult;
+    /// The current version of `key` (simple majority votes on versions). Machines without keys
+    /// may return 0.
+    fn version(&self, key: &str) -> Version;
+    /// The current value of `key`, if the machine is keyed.
+    fn get(&self, key: &str) -> Option<Bytes>;
+    /// The whole state as bytes; equal states must give equal bytes.
+    fn snapshot(&self) -> Bytes;
+    /// Replaces the whole state with a snapshot's.
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), StateMachineError>;
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Slot {
+    value: Option<Bytes>,
+    version: Version,
+}
+
+/// The key-value state machine of the lesson: versioned keys, atomic compare-and-swap, i64
+/// counters and all-or-nothing batches.
+///
+/// A deleted key keeps its version (a tombstone), so a version is never reused and a
+/// compare-and-swap on a version can never be fooled by a delete and re-create.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KvStateMachine {
+    slots: BTreeMap<String, Slot>,
+}
+
+impl KvStateMachine {
+    /// An empty state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The state of `key`.
+    pub fn key_state(&self, key: &str) -> KeyState {
+        match self.slots.get(key) {
+            Some(slot) => KeyState { value: slot.value.clone(), version: slot.version },
+            None => KeyState { value: None, version: 0 },
+        }
+    }
+
+    /// Keys that currently hold a value, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.slots.iter().filter(|(_, slot)| slot.value.is_some()).map(|(key, _)| key.as_str())
+    }
+
+    /// Number of keys that hold a value.
+    pub fn len(&self) -> usize {
+        self.keys().count()
+    }
+
+    /// Whether no key holds a value.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Decodes a counter value: absent is 0.
+    pub fn decode_counter(value: Option<&Bytes>) -> Option<i64> {
+        match value {
+            None => Some(0),
+            Some(bytes) => match postcard::take_from_bytes::<i64>(bytes) {
+                Ok((number, rest)) if rest.is_empty() => Some(number),
+                _ => None,
+            },
+        }
+    }
+
+    /// Encodes a counter value the way typed reads (`get::<i64>`) expect it.
+    pub fn encode_counter(value: i64) -> Bytes {
+        Bytes::from(postcard::to_allocvec(&value).unwrap_or_default())
+    }
+
+    // Computes the new value of one simple command without changing the state.
+    fn plan(
+        &self,
+        command: &Command,
+        staged: &BTreeMap<&str, Slot>,
+    ) -> Result<(Option<Bytes>, Option<i64>), CommandFailure> {
+        let key = command.key();
+        let current =
+            staged.get(key).cloned().unwrap_or_else(|| self.slots.get(key).cloned().unwrap_or_default());
+        match command {
+            Command::Put { value, .. } => Ok((Some(value.clone()), None)),
+            Command::Delete { .. } => Ok((None, None)),
+            Command::CompareAndSwap { key, expected, new } => {
+                let holds = match expected {
+                    Expectation::Value(value) => &current.value == value,
+                    Expectation::Version(version) => current.version == *version,
+                };
+                if holds {
+                    Ok((new.clone(), None))
+                } else {
+                    Err(CommandFailure::CompareFailed {
+                        key: key.clone(),
+                        current: KeyState { value: current.value, version: current.version },
+                    })
+                }
+            }
+            Command::Add { key, delta } => {
+                let number = Self::decode_counter(current.value.as_ref())
+                    .ok_or_else(|| CommandFailure::NotACounter { key: key.clone() })?;
+                let sum = number
+                    .checked_add(*delta)
+                    .ok_or_else(|| CommandFailure::Overflow { key: key.clone(), delta: *delta })?;
+                Ok((Some(Self::encode_counter(sum)), Some(sum)))
+            }
+            Command::Batch(_) => Err(CommandFailure::NestedBatch),
+            Command::Custom(_) => {
+                Err(CommandFailure::Unsupported("custom commands need a custom state machine".into()))
+            }
+        }
+    }
+}
+
+impl StateMachine for KvStateMachine {
+    fn apply(&mut self, _context: &ApplyContext, command: &Command) -> CommandResult {
+        // Plan every command against a staged view first and commit only if all succeed: that is
+        // what makes a batch all-or-nothing.
+        let is_batch = matches!(command, Command::Batch(_));
+        let commands: &[Command] = match command {
+            Command::Batch(commands) => commands,
+            _ => std::slice::from_ref(command),
+        };
+        let mut staged: BTreeMap<&str, Slot> = BTreeMap::new();
+        let mut output = CommandOutput::default();
+        for (position, command) in commands.iter().enumerate() {
+            let key = command.key();
+            let before =
+                staged.get(key).cloned().unwrap_or_else(|| self.slots.get(key).cloned().unwrap_or_default());
+            let (new_value, counter) = self.plan(command, &staged).map_err(|failure| {
+                if is_batch {
+                    CommandFailure::BatchAborted { position, reason: Box::new(failure) }
+                } else {
+                    failure
+                }
+            })?;
+            let version = before.version + 1;
+            output.changes.push(KeyChange {
+                key: key.to_owned(),
+                old_value: before.value,
+                new_value: new_value.clone(),
+                version,
+            });
+            if counter.is_some() {
+                output.counter = counter;
+            }
+            staged.insert(key, Slot { value: new_value, version });
+        }
+        for (key, slot) in staged {
+            self.slots.insert(key.to_owned(), slot);
+        }
+        Ok(output)
+    }
+
+    fn version(&self, key: &str) -> Version {
+        self.slots.get(key).map_or(0, |slot| slot.version)
+    }
+
+    fn get(&self, key: &str) -> Option<Bytes> {
+        self.slots.get(key).and_then(|slot| slot.value.clone())
+    }
+
+    fn snapshot(&self) -> Bytes {
+        Bytes::from(postcard::to_allocvec(&self.slots).unwrap_or_default())
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), StateMachineError> {
+        let (slots, rest) = postcard::take_from_bytes::<BTreeMap<String, Slot>>(snapshot)
+            .map_err(|error| StateMachineError::CorruptSnapshot(error.to_string()))?;
+        if !rest.is_empty() {
+            return Err(StateMachineError::CorruptSnapshot(format!("{} trailing bytes", rest.len())));
+        }
+        self.slots = slots;
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct ClientRecord {
+    results: BTreeMap<u64, CommandResult>,
+    // Results for sequences at or below this were forgotten: a retry of one must not apply again.
+    forgotten_through: u64,
+}
+
+/// A state machine plus the exactly-once session table (Raft thesis §6.3).
+///
+/// A command that carries a [`ClientSession`] is applied once; a retry with the same session gets
+/// the first result back. The table keeps at most `results_max` results; beyond it the oldest
+/// result is forgotten, and a retry of a forgotten one fails with `SessionExpired` rather than
+/// applying twice.
+pub struct Replica {
+    machine: Box<dyn StateMachine>,
+    clients: HashMap<u64, ClientRecord>,
+    // Apply order of retained results, oldest first, for deterministic eviction.
+    retention: BTreeMap<u64, ClientSession>,
+    results_max: usize,
+    applied: LogIndex,
+    applied_term: Term,
+    last_timestamp_ms: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ReplicaSnapshot {
+    clients: BTreeMap<u64, ClientRecord>,
+    retention: BTreeMap<u64, ClientSession>,
+    applied: LogIndex,
+    applied_term: Term,
+    last_timestamp_ms: u64,
+    machine: Bytes,
+}
+
+impl Replica {
+    /// Wraps a state machine; `results_max` bounds the session table (`Config::max_client_sessions`).
+    pub fn new(machine: Box<dyn StateMachine>, results_max: usize) -> Self {
+        Replica {
+            machine,
+            clients: HashMap::new(),
+            retention: BTreeMap::new(),
+            results_max: results_max.max(1),
+            applied: LogIndex::ZERO,
+            applied_term: Term(0),
+            last_timestamp_ms: 0,
+        }
+    }
+
+    /// A replica of the key-value machine.
+    pub fn key_value(results_max: usize) -> Self {
+        Self::new(Box::new(KvStateMachine::new()), results_max)
+    }
+
+    /// Applies a command at `context.index`, which must follow the last applied index.
+    pub fn apply(
+        &mut self,
+        context: &ApplyContext,
+        session: Option<ClientSession>,
+        command: &Command,
+    ) -> CommandResult {
+        assert!(
+            context.index > self.applied,
+            "entries are applied in order: {} after {}",
+            context.index,
+            self.applied
+        );
+        self.applied = context.index;
+        self.applied_term = context.term;
+        self.last_timestamp_ms = self.last_timestamp_ms.max(context.timestamp_ms);
+        let Some(session) = session else {
+            return self.machine.apply(context, command);
+        };
+        if let Some(record) = self.clients.get(&session.client) {
+            if let Some(result) = record.results.get(&session.sequence) {
+                return result.clone();
+            }
+            if session.sequence <= record.forgotten_through {
+                return Err(CommandFailure::SessionExpired);
+            }
+        }
+        let result = self.machine.apply(context, command);
+        self.clients.entry(session.client).or_default().results.insert(session.sequence, result.clone());
+        self.retention.insert(context.index.0, session);
+        while self.retention.len() > self.results_max {
+            let Some((_, oldest)) = self.retention.pop_first() else { break };
+            if let Some(record) = self.clients.get_mut(&oldest.client) {
+                record.results.remove(&oldest.sequence);
+                record.forgotten_through = record.forgotten_through.max(oldest.sequence);
+            }
+        }
+        result
+    }
+
+    /// Marks `index` applied without a command (no-ops, membership entries).
+    pub fn skip(&mut self, index: LogIndex, term: Term) {
+        assert!(index > self.applied, "entries are applied in order: {index} after {}", self.applied);
+        self.applied = index;
+        self.applied_term = term;
+    }
+
+    /// The last applied index.
+    pub fn applied(&self) -> LogIndex {
+        self.applied
+    }
+
+    /// The term of the last applied entry.
+    pub fn applied_term(&self) -> Term {
+        self.applied_term
+    }
+
+    /// The latest leader timestamp applied (ms since the Unix epoch).
+    pub fn last_timestamp_ms(&self) -> u64 {
+        self.last_timestamp_ms
+    }
+
+    /// The wrapped state machine.
+    pub fn machine(&self) -> &dyn StateMachine {
+        &*self.machine
+    }
+
+    /// The whole replica (sessions included) as deterministic bytes.
+    pub fn snapshot(&self) -> Bytes {
+        let snapshot = ReplicaSnapshot {
+            clients: self.clients.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            retention: self.retention.clone(),
+            applied: self.applied,
+            applied_term: self.applied_term,
+            last_timestamp_ms: self.last_timestamp_ms,
+            machine: self.machine.snapshot(),
+        };
+        Bytes::from(postcard::to_allocvec(&snapshot).unwrap_or_default())
+    }
+
+    /// Replaces the replica's state with a snapshot's.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), StateMachineError> {
+        let (snapshot, rest) = postcard::take_from_bytes::<ReplicaSnapshot>(bytes)
+            .map_err(|error| StateMachineError::CorruptSnapshot(error.to_string()))?;
+        if !rest.is_empty() {
+            return Err(StateMachineError::CorruptSnapshot(format!("{} trailing bytes", rest.len())));
+        }
+        self.machine.restore(&snapshot.machine)?;
+        self.clients = snapshot.clients.into_iter().collect();
+        self.retention = snapshot.retention;
+        self.applied = snapshot.applied;
+        self.applied_term = snapshot.applied_term;
+        self.last_timestamp_ms = snapshot.last_timestamp_ms;
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("applied", &self.applied)
+            .field("applied_term", &self.applied_term)
+            .field("sessions", &self.retention.len())
+            .finish_non_exhaustive()
+    }
+}

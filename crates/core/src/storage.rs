@@ -1,0 +1,212 @@
+//! What a mechanism persists, the storage trait that persists it, and an in-memory implementation.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::id::{LogIndex, NodeId, Term};
+use crate::message::{Entry, Snapshot};
+
+/// The state a node must never forget: its term and its vote in that term.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HardState {
+    /// Current term.
+    pub term: Term,
+    /// Who this node voted for in `term`.
+    pub voted_for: Option<NodeId>,
+    /// Last known commit index (an optimization: recomputed if lost).
+    pub commit: LogIndex,
+}
+
+/// One write of a mechanism-specific durable record (simple majority's votes); `None` deletes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordWrite {
+    /// The record's key.
+    pub key: Bytes,
+    /// The new value, or `None` to delete.
+    pub value: Option<Bytes>,
+}
+
+/// Writes a mechanism asks for, applied by storage in this order: `snapshot` (which drops the log
+/// it covers), `truncate_from`, `entries`, `hard_state`, `records`. Durable when `persist` returns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Persist {
+    /// A new snapshot; the log up to its `last_index` may be discarded.
+    pub snapshot: Option<Snapshot>,
+    /// Drop log entries at and after this index (a Raft conflict).
+    pub truncate_from: Option<LogIndex>,
+    /// Entries to append, contiguous, starting right after the (truncated) log's last index, or
+    /// right after the snapshot.
+    pub entries: Vec<Entry>,
+    /// A new hard state.
+    pub hard_state: Option<HardState>,
+    /// Record writes.
+    pub records: Vec<RecordWrite>,
+}
+
+impl Persist {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.snapshot.is_none()
+            && self.truncate_from.is_none()
+            && self.entries.is_empty()
+            && self.hard_state.is_none()
+            && self.records.is_empty()
+    }
+}
+
+/// Everything storage recovered on open.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// The last durable hard state.
+    pub hard_state: HardState,
+    /// The latest snapshot, if any.
+    pub snapshot: Option<Snapshot>,
+    /// The log entries after the snapshot, contiguous.
+    pub entries: Vec<Entry>,
+    /// Durable records.
+    pub records: BTreeMap<Bytes, Bytes>,
+}
+
+/// Why storage failed. After an error the node must stop acknowledging writes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The disk is full.
+    #[error("storage full: {0}")]
+    Full(String),
+    /// An I/O error.
+    #[error("storage I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// Data on disk is corrupt (a bad checksum, an impossible record).
+    #[error("corrupt storage: {file} at offset {offset}: {reason}")]
+    Corrupt {
+        /// The file.
+        file: String,
+        /// Byte offset of the bad record.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The mechanism asked for something impossible (e.g. non-contiguous entries): a bug.
+    #[error("invalid write: {0}")]
+    InvalidWrite(String),
+    /// An earlier error made this storage refuse further writes.
+    #[error("storage has failed earlier and refuses writes: {0}")]
+    Failed(String),
+}
+
+/// Durable storage for one node. Writes come from the mechanism (through [`Persist`]); the
+/// mechanism reads back only at start, through [`Storage::recover`].
+pub trait Storage: Send + 'static {
+    /// Reads back everything durable.
+    fn recover(&mut self) -> Result<Recovered, StorageError>;
+    /// Makes `persist` durable (one sync for the whole batch) before returning.
+    fn persist(&mut self, persist: &Persist) -> Result<(), StorageError>;
+}
+
+/// Storage in memory: fast, and forgets everything when the process ends. It checks every write
+/// the way a durable store would, so a mechanism bug shows up here too.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryStorage {
+    state: Recovered,
+}
+
+impl MemoryStorage {
+    /// Empty storage.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// What is stored now.
+    pub fn state(&self) -> &Recovered {
+        &self.state
+    }
+
+    /// Index of the last entry (or of the snapshot, if the log after it is empty).
+    pub fn last_index(&self) -> LogIndex {
+        self.state
+            .entries
+            .last()
+            .map(|e| e.index)
+            .or_else(|| self.state.snapshot.as_ref().map(|s| s.meta.last_index))
+            .unwrap_or(LogIndex::ZERO)
+    }
+}
+
+impl Storage for MemoryStorage {
+    fn recover(&mut self) -> Result<Recovered, StorageError> {
+        Ok(self.state.clone())
+    }
+
+    fn persist(&mut self, persist: &Persist) -> Result<(), StorageError> {
+        apply_persist(&mut self.state, persist)
+    }
+}
+
+/// Applies a [`Persist`] to an in-memory [`Recovered`], checking contiguity. Durable stores use it
+/// for their in-memory index too.
+pub fn apply_persist(state: &mut Recovered, persist: &Persist) -> Result<(), StorageError> {
+    if let Some(snapshot) = &persist.snapshot {
+        let last = snapshot.meta.last_index;
+        if state.snapshot.as_ref().is_some_and(|s| s.meta.last_index > last) {
+            return Err(StorageError::InvalidWrite(format!(
+                "snapshot at {last} is older than the stored one"
+            )));
+        }
+        // Keep the entries the snapshot does not cover only if they continue it (same term at the
+        // snapshot's index); otherwise the snapshot replaces the whole log.
+        let matches = state.entries.iter().any(|e| e.index == last && e.term == snapshot.meta.last_term);
+        if matches {
+            state.entries.retain(|e| e.index > last);
+        } else {
+            state.entries.clear();
+        }
+        state.snapshot = Some(snapshot.clone());
+    }
+    if let Some(from) = persist.truncate_from {
+        state.entries.retain(|e| e.index < from);
+    }
+    if let Some(first) = persist.entries.first() {
+        let last = state
+            .entries
+            .last()
+            .map(|e| e.index)
+            .or_else(|| state.snapshot.as_ref().map(|s| s.meta.last_index))
+            .unwrap_or(LogIndex::ZERO);
+        if first.index != last.next() {
+            // An append may also overwrite a suffix without an explicit truncate.
+            if first.index <= last
+                && first.index > state.snapshot.as_ref().map_or(LogIndex::ZERO, |s| s.meta.last_index)
+            {
+                state.entries.retain(|e| e.index < first.index);
+            } else {
+                return Err(StorageError::InvalidWrite(format!(
+                    "entries start at {} but the log ends at {last}",
+                    first.index
+                )));
+            }
+        }
+        for pair in persist.entries.windows(2) {
+            if pair[1].index != pair[0].index.next() {
+                return Err(StorageError::InvalidWrite("entries are not contiguous".into()));
+            }
+        }
+        state.entries.extend(persist.entries.iter().cloned());
+    }
+    if let Some(hard_state) = &persist.hard_state {
+        state.hard_state = hard_state.clone();
+    }
+    for record in &persist.records {
+        match &record.value {
+            Some(value) => {
+                state.records.insert(record.key.clone(), value.clone());
+            }
+            None => {
+                state.records.remove(&record.key);
+            }
+        }
+    }
+    Ok(())
+}
