@@ -125,13 +125,15 @@ impl Codec {
                 }
             }
         }
-        if frame.len() > self.max_frame_bytes {
+        // The length field is a u32: a limit set above 4 GiB must not let a larger frame through
+        // with its length silently cut.
+        let length = u32::try_from(frame.len() - 4).ok().filter(|_| frame.len() <= self.max_frame_bytes);
+        let Some(length) = length else {
             return Err(CodecError::TooLarge {
                 size: frame.len() as u64,
-                limit: self.max_frame_bytes as u64,
+                limit: (self.max_frame_bytes as u64).min(u64::from(u32::MAX) + 4),
             });
-        }
-        let length = (frame.len() - 4) as u32;
+        };
         frame[0..4].copy_from_slice(&length.to_be_bytes());
         frame[4] = PROTOCOL_VERSION;
         frame[5] = flags;

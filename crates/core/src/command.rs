@@ -1,7 +1,7 @@
 //! Commands of the replicated key-value state machine, and what applying one returns.
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::id::Version;
 
@@ -15,7 +15,11 @@ pub enum Expectation {
 }
 
 /// One operation on the key-value state.
+// `remote = "Self"` turns the derives into inherent functions that the hand-written trait impls
+// below wrap with a nesting limit: `Batch` is recursive, and without a limit a peer could send a
+// frame of nested batches deep enough to overflow the decoder's stack.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub enum Command {
     /// Set `key` to `value`.
     Put {
@@ -54,6 +58,11 @@ pub enum Command {
 }
 
 impl Command {
+    /// Deepest nesting of commands inside batches (and of failures inside batch failures) that
+    /// encodes or decodes; a plain command is depth 1, a batch of plain commands depth 2. Deeper
+    /// values are refused with a serde error instead of recursing without bound.
+    pub const NESTING_MAX: usize = 8;
+
     /// The key the command touches; for a batch, its first key; for custom commands, `""`.
     pub fn key(&self) -> &str {
         match self {
@@ -120,7 +129,9 @@ pub struct KeyState {
 
 /// Why an applied command did not take effect. These are decisions of the state machine, the same
 /// on every replica, not errors of the system.
+// Recursive through `BatchAborted`, so it gets the same nesting limit as `Command`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(remote = "Self")]
 #[non_exhaustive]
 pub enum CommandFailure {
     /// A compare-and-swap's expectation did not hold.
@@ -162,6 +173,64 @@ pub enum CommandFailure {
     /// A retried command whose session was forgotten (more than `max_client_sessions` clients since).
     #[error("client session expired: the command's first outcome is no longer known")]
     SessionExpired,
+}
+
+impl Serialize for Command {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let _depth = nesting::enter().map_err(serde::ser::Error::custom)?;
+        Command::serialize(self, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Command {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let _depth = nesting::enter().map_err(serde::de::Error::custom)?;
+        Command::deserialize(deserializer)
+    }
+}
+
+impl Serialize for CommandFailure {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let _depth = nesting::enter().map_err(serde::ser::Error::custom)?;
+        CommandFailure::serialize(self, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for CommandFailure {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let _depth = nesting::enter().map_err(serde::de::Error::custom)?;
+        CommandFailure::deserialize(deserializer)
+    }
+}
+
+// Serde gives a (de)serializer no place for state, so the current nesting depth lives in a
+// thread-local counter that a guard raises on entry and lowers on every exit, error or unwind.
+mod nesting {
+    use std::cell::Cell;
+
+    use super::Command;
+
+    thread_local! {
+        static DEPTH: Cell<usize> = const { Cell::new(0) };
+    }
+
+    pub(super) struct DepthGuard(());
+
+    pub(super) fn enter() -> Result<DepthGuard, String> {
+        DEPTH.with(|depth| {
+            if depth.get() >= Command::NESTING_MAX {
+                return Err(format!("commands nest deeper than {} levels", Command::NESTING_MAX));
+            }
+            depth.set(depth.get() + 1);
+            Ok(DepthGuard(()))
+        })
+    }
+
+    impl Drop for DepthGuard {
+        fn drop(&mut self) {
+            DEPTH.with(|depth| depth.set(depth.get().saturating_sub(1)));
+        }
+    }
 }
 
 /// The effect of applying one command: the state of every key it touched, in order.

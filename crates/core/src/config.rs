@@ -478,7 +478,21 @@ impl Config {
 }
 
 // A tiny JSON front end would need serde_json in the core's normal dependencies; it is small, has no
-// runtime, and configs come as JSON in the lesson, so it is worth it.
+// runtime, and configs come as JSON in the lesson, so it is worth it. serde_json's own messages do
+// not say which field a type error is in ("invalid type: string, expected u64"), so the path to the
+// failing value is tracked and put in front.
 fn serde_json_parse(text: &str) -> Result<Config, String> {
-    serde_json::from_str(text).map_err(|error| error.to_string())
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let config: Config = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        // Messages from this module's own deserializers already name their field.
+        if path == "." || inner.to_string().starts_with("field `") {
+            inner.to_string()
+        } else {
+            format!("field `{path}`: {inner}")
+        }
+    })?;
+    deserializer.end().map_err(|error| error.to_string())?;
+    Ok(config)
 }

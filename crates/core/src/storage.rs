@@ -104,6 +104,12 @@ pub trait Storage: Send + 'static {
     fn recover(&mut self) -> Result<Recovered, StorageError>;
     /// Makes `persist` durable (one sync for the whole batch) before returning.
     fn persist(&mut self, persist: &Persist) -> Result<(), StorageError>;
+
+    /// Whether `persist` may block the thread for long (file I/O): async drivers then run it on a
+    /// blocking thread; in-memory stores answer `false` and are called inline.
+    fn is_blocking(&self) -> bool {
+        true
+    }
 }
 
 /// Storage in memory: fast, and forgets everything when the process ends. It checks every write
@@ -143,22 +149,67 @@ impl Storage for MemoryStorage {
     fn persist(&mut self, persist: &Persist) -> Result<(), StorageError> {
         apply_persist(&mut self.state, persist)
     }
+
+    fn is_blocking(&self) -> bool {
+        false
+    }
 }
 
 /// Applies a [`Persist`] to an in-memory [`Recovered`], checking contiguity. Durable stores use it
 /// for their in-memory index too.
 pub fn apply_persist(state: &mut Recovered, persist: &Persist) -> Result<(), StorageError> {
+    // Every check comes before the first change, so a refused write leaves the state as it was
+    // (a durable store built on this must not half-apply a batch either).
+    let stored_snapshot_last = state.snapshot.as_ref().map_or(LogIndex::ZERO, |s| s.meta.last_index);
+    let mut snapshot_last = stored_snapshot_last;
+    let mut log_last = state.entries.last().map_or(stored_snapshot_last, |e| e.index);
+    // Keep the entries a new snapshot does not cover only if they continue it (same term at the
+    // snapshot's index, in the log or as the stored snapshot); otherwise it replaces the whole log.
+    let mut keep_log_after_snapshot = true;
     if let Some(snapshot) = &persist.snapshot {
         let last = snapshot.meta.last_index;
-        if state.snapshot.as_ref().is_some_and(|s| s.meta.last_index > last) {
+        if last < stored_snapshot_last {
             return Err(StorageError::InvalidWrite(format!(
-                "snapshot at {last} is older than the stored one"
+                "snapshot at {last} is older than the stored one at {stored_snapshot_last}"
             )));
         }
-        // Keep the entries the snapshot does not cover only if they continue it (same term at the
-        // snapshot's index); otherwise the snapshot replaces the whole log.
-        let matches = state.entries.iter().any(|e| e.index == last && e.term == snapshot.meta.last_term);
-        if matches {
+        let continued_by_stored = state
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.meta.last_index == last && s.meta.last_term == snapshot.meta.last_term);
+        keep_log_after_snapshot = continued_by_stored
+            || state.entries.iter().any(|e| e.index == last && e.term == snapshot.meta.last_term);
+        snapshot_last = last;
+        log_last = if keep_log_after_snapshot { log_last.max(last) } else { last };
+    }
+    if let Some(from) = persist.truncate_from {
+        log_last = log_last.min(from.prev()).max(snapshot_last);
+    }
+    for pair in persist.entries.windows(2) {
+        if pair[1].index != pair[0].index.next() {
+            return Err(StorageError::InvalidWrite(format!(
+                "entries are not contiguous: {} follows {}",
+                pair[1].index, pair[0].index
+            )));
+        }
+    }
+    // An append may also overwrite a suffix without an explicit truncate, but never what a snapshot
+    // covers.
+    let overwrite_from = match persist.entries.first() {
+        Some(first) if first.index == log_last.next() => None,
+        Some(first) if first.index <= log_last && first.index > snapshot_last => Some(first.index),
+        Some(first) => {
+            return Err(StorageError::InvalidWrite(format!(
+                "entries start at {} but the log ends at {log_last} (snapshot at {snapshot_last})",
+                first.index
+            )));
+        }
+        None => None,
+    };
+
+    if let Some(snapshot) = &persist.snapshot {
+        let last = snapshot.meta.last_index;
+        if keep_log_after_snapshot {
             state.entries.retain(|e| e.index > last);
         } else {
             state.entries.clear();
@@ -168,33 +219,10 @@ pub fn apply_persist(state: &mut Recovered, persist: &Persist) -> Result<(), Sto
     if let Some(from) = persist.truncate_from {
         state.entries.retain(|e| e.index < from);
     }
-    if let Some(first) = persist.entries.first() {
-        let last = state
-            .entries
-            .last()
-            .map(|e| e.index)
-            .or_else(|| state.snapshot.as_ref().map(|s| s.meta.last_index))
-            .unwrap_or(LogIndex::ZERO);
-        if first.index != last.next() {
-            // An append may also overwrite a suffix without an explicit truncate.
-            if first.index <= last
-                && first.index > state.snapshot.as_ref().map_or(LogIndex::ZERO, |s| s.meta.last_index)
-            {
-                state.entries.retain(|e| e.index < first.index);
-            } else {
-                return Err(StorageError::InvalidWrite(format!(
-                    "entries start at {} but the log ends at {last}",
-                    first.index
-                )));
-            }
-        }
-        for pair in persist.entries.windows(2) {
-            if pair[1].index != pair[0].index.next() {
-                return Err(StorageError::InvalidWrite("entries are not contiguous".into()));
-            }
-        }
-        state.entries.extend(persist.entries.iter().cloned());
+    if let Some(from) = overwrite_from {
+        state.entries.retain(|e| e.index < from);
     }
+    state.entries.extend(persist.entries.iter().cloned());
     if let Some(hard_state) = &persist.hard_state {
         state.hard_state = hard_state.clone();
     }

@@ -129,6 +129,8 @@ pub enum RaftMessage {
 /// entry and the first index it stores for that term").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConflictHint {
+    /// The `prev_log_index` of the append being rejected (lets the leader drop stale rejections).
+    pub rejected_index: LogIndex,
     /// Term of the follower's entry at `prev_log_index`, if it has one.
     pub term: Option<Term>,
     /// First index the follower stores for that term, or its last index + 1 if its log is shorter.

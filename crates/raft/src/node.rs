@@ -1,0 +1,2287 @@
+//! The Raft state machine of one node.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use concord_core::command::Command;
+use concord_core::config::{Config, ConfigError, MechanismKind};
+use concord_core::error::{PeerError, ProposalError};
+use concord_core::event::{DebugState, Event, ProposalResult, Role, Votes};
+use concord_core::id::{LogIndex, Member, MemberRole, Membership, NodeId, NodeInfo, ProposalId, Term};
+use concord_core::mechanism::{
+    Mechanism, MembershipChange, Outbound, ReadId, ReadResult, Ready, Setup, SetupError,
+};
+use concord_core::message::{
+    ConflictHint, Entry, EntryPayload, Message, Proposal, RaftMessage, Snapshot, SnapshotMeta,
+};
+use concord_core::state_machine::{ApplyContext, Replica};
+use concord_core::storage::{HardState, Persist};
+use concord_core::time::Instant;
+
+use crate::log::RaftLog;
+use crate::progress::{Progress, ReplicationState};
+use crate::quorum::{majority, quorum_value};
+
+/// Bytes an append's header takes beyond its entries, kept free under `max_message_bytes`.
+const APPEND_HEADER_BYTES: usize = 1024;
+/// Most heartbeat rounds remembered for leases; older ones are forgotten (the lease then simply
+/// cannot be extended from them, which is safe).
+const ROUNDS_REMEMBERED_MAX: usize = 4096;
+/// Most compacted proposal ids remembered for dropping duplicated forwards.
+const COMPACTED_PROPOSALS_REMEMBERED_MAX: usize = 65_536;
+
+/// Deliberately broken behaviours, for proving that the simulator catches real bugs.
+#[cfg(feature = "broken-variants")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Bug {
+    /// Grant a vote to any up-to-date candidate, even after voting for another in the same term.
+    DoubleVote,
+    /// Commit any entry stored on a majority, whatever its term (the Figure 8 bug of §5.4.2).
+    CommitOldTermByCounting,
+    /// Write the term but not the vote to storage, so a restarted node can vote again.
+    SkipVotePersistence,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Follower,
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+struct PendingProposal {
+    deadline: Instant,
+    key: String,
+    value: Option<Bytes>,
+    index: Option<LogIndex>,
+}
+
+#[derive(Clone, Debug)]
+enum ReadOrigin {
+    Local(ReadId),
+    Remote { from: NodeId, request: u64 },
+}
+
+struct LeaderRead {
+    origin: ReadOrigin,
+    index: LogIndex,
+    round: u64,
+}
+
+struct Transfer {
+    target: NodeId,
+    deadline: Instant,
+}
+
+struct IncomingSnapshot {
+    meta: SnapshotMeta,
+    total_bytes: u64,
+    data: Vec<u8>,
+}
+
+/// One Raft node, without I/O: feed it inputs with the time, drain [`Ready`] batches.
+///
+/// See the crate docs for the driver loop and the features.
+pub struct Raft {
+    id: NodeId,
+    config: Config,
+    rng: ChaCha8Rng,
+    replica: Replica,
+
+    // Durable state (mirrored into `persist`).
+    term: Term,
+    voted_for: Option<NodeId>,
+    log: RaftLog,
+    snapshot: Option<Snapshot>,
+    /// Membership entries of the log (and the snapshot's or bootstrap one first): the last one is in
+    /// force as soon as it is appended (one-server-at-a-time changes).
+    memberships: Vec<(LogIndex, Membership)>,
+
+    // Volatile state.
+    commit: LogIndex,
+    /// Last log index known durable on this node (a leader counts itself only up to it).
+    persisted: LogIndex,
+    state: State,
+    leader: Option<NodeId>,
+    started: bool,
+    now: Instant,
+    election_deadline: Instant,
+    leader_contact: Option<Instant>,
+    votes: BTreeMap<NodeId, bool>,
+    reported_role: Role,
+
+    // Leader state.
+    progress: BTreeMap<NodeId, Progress>,
+    heartbeat_deadline: Instant,
+    check_quorum_deadline: Instant,
+    round: u64,
+    round_unsent: bool,
+    round_sent_at: VecDeque<(u64, Instant)>,
+    lease_until: Option<Instant>,
+    /// A transfer was started in this term: its target may win an election that ignores leases, so
+    /// lease reads stay off for the rest of the term.
+    transfer_started: bool,
+    /// The commit index moved and followers have not been told yet.
+    commit_unsent: bool,
+    term_start_index: LogIndex,
+    transfer: Option<Transfer>,
+    batch: Vec<Proposal>,
+    batch_ids: BTreeSet<ProposalId>,
+    batch_deadline: Option<Instant>,
+    membership_proposals: BTreeMap<LogIndex, ProposalId>,
+    promotions: BTreeMap<NodeId, ProposalId>,
+    leader_reads: VecDeque<LeaderRead>,
+    deferred_reads: Vec<ReadOrigin>,
+    remote_reads: usize,
+
+    // Proposals and reads made on this node.
+    pending: BTreeMap<ProposalId, PendingProposal>,
+    proposal_deadlines: BTreeSet<(Instant, ProposalId)>,
+    local_reads: BTreeMap<ReadId, Instant>,
+    read_deadlines: BTreeSet<(Instant, ReadId)>,
+    apply_waits: BTreeSet<(LogIndex, ReadId)>,
+    forwarded_reads: BTreeMap<u64, ReadId>,
+    next_read_request: u64,
+
+    incoming_snapshot: Option<IncomingSnapshot>,
+
+    /// Where each proposal in the in-memory log sits, and a bounded memory of compacted ones: a
+    /// forwarded proposal the network duplicated is appended only once.
+    proposal_index: BTreeMap<ProposalId, LogIndex>,
+    compacted_proposals: VecDeque<ProposalId>,
+    compacted_proposal_set: BTreeSet<ProposalId>,
+
+    // Failure detection.
+    last_heard: BTreeMap<NodeId, Instant>,
+    link_down: BTreeSet<NodeId>,
+    unreachable: BTreeSet<NodeId>,
+
+    // Output.
+    messages: Vec<Outbound>,
+    persisted_messages: Vec<Outbound>,
+    persist: Persist,
+    results: Vec<ProposalResult>,
+    reads: Vec<ReadResult>,
+    events: Vec<Event>,
+    ready_number: u64,
+    /// For each handed-out Ready with writes: its number and the log's last index and term then.
+    unacknowledged: VecDeque<(u64, LogIndex, Term)>,
+
+    #[cfg(feature = "broken-variants")]
+    bug: Option<Bug>,
+}
+
+impl std::fmt::Debug for Raft {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Raft")
+            .field("id", &self.id)
+            .field("term", &self.term)
+            .field("state", &self.state)
+            .field("commit", &self.commit)
+            .field("last_index", &self.log.last_index())
+            .finish_non_exhaustive()
+    }
+}
+
+fn validate_command(config: &Config, command: &Command) -> Result<(), ProposalError> {
+    let commands: &[Command] = match command {
+        Command::Batch(commands) => {
+            if commands.len() > config.max_batch_commands as usize {
+                return Err(ProposalError::Invalid(format!(
+                    "a batch holds {} commands, more than maxBatchCommands ({})",
+                    commands.len(),
+                    config.max_batch_commands
+                )));
+            }
+            commands
+        }
+        other => std::slice::from_ref(other),
+    };
+    for command in commands {
+        if command.key().len() > config.max_key_bytes as usize {
+            return Err(ProposalError::Invalid(format!(
+                "key of {} bytes is over maxKeyBytes ({})",
+                command.key().len(),
+                config.max_key_bytes
+            )));
+        }
+        let value_bytes = match command {
+            Command::Put { value, .. } => value.len(),
+            Command::CompareAndSwap { new, .. } => new.as_ref().map_or(0, Bytes::len),
+            Command::Custom(bytes) => bytes.len(),
+            _ => 0,
+        };
+        if value_bytes > config.max_value_bytes as usize {
+            return Err(ProposalError::Invalid(format!(
+                "value of {value_bytes} bytes is over maxValueBytes ({})",
+                config.max_value_bytes
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Raft {
+    /// Starts a node from its setup: recovers the snapshot (restored into the replica), the log and
+    /// the hard state, and takes the membership from the log, else the snapshot, else
+    /// `setup.initial_members` (bootstrap). A node joining an existing cluster starts with empty
+    /// `initial_members` and waits, without campaigning, until a leader adds it.
+    pub fn new(setup: Setup) -> Result<Raft, SetupError> {
+        let Setup { node_id, config, initial_members, recovered, seed, mut replica } = setup;
+        config.validate()?;
+        if config.mechanism != MechanismKind::Raft {
+            return Err(SetupError::Config(ConfigError::Invalid {
+                field: "mechanism",
+                reason: format!("concord-raft runs \"raft\", not {:?}", config.mechanism.as_str()),
+            }));
+        }
+        let mut memberships = Vec::new();
+        let mut log = RaftLog::new(LogIndex::ZERO, Term(0));
+        let mut snapshot = None;
+        if let Some(recovered_snapshot) = recovered.snapshot {
+            replica
+                .restore(&recovered_snapshot.data)
+                .map_err(|error| SetupError::Recovered(format!("snapshot does not restore: {error}")))?;
+            let meta = &recovered_snapshot.meta;
+            if replica.applied() != meta.last_index {
+                return Err(SetupError::Recovered(format!(
+                    "snapshot state is at index {} but its metadata says {}",
+                    replica.applied(),
+                    meta.last_index
+                )));
+            }
+            log = RaftLog::new(meta.last_index, meta.last_term);
+            if !meta.membership.members.is_empty() {
+                memberships.push((meta.last_index, meta.membership.clone()));
+            }
+            snapshot = Some(recovered_snapshot);
+        } else if replica.applied() != LogIndex::ZERO {
+            return Err(SetupError::Recovered(format!(
+                "the replica has applied up to {} but storage holds no snapshot",
+                replica.applied()
+            )));
+        }
+        for entry in recovered.entries {
+            if entry.index != log.last_index().next() || entry.term < log.last_term() {
+                return Err(SetupError::Recovered(format!(
+                    "entry {} (term {}) does not follow {} (term {})",
+                    entry.index,
+                    entry.term,
+                    log.last_index(),
+                    log.last_term()
+                )));
+            }
+            if let EntryPayload::Membership(membership) = &entry.payload {
+                memberships.push((entry.index, membership.clone()));
+            }
+            log.push(entry);
+        }
+        if memberships.is_empty() {
+            let bootstrap = Membership::with_voters(initial_members);
+            if !bootstrap.members.is_empty() && !bootstrap.contains(&node_id) {
+                return Err(SetupError::NotAMember(node_id));
+            }
+            memberships.push((LogIndex::ZERO, bootstrap));
+        }
+        let hard_state = recovered.hard_state;
+        let term = hard_state.term.max(log.last_term());
+        let voted_for = if hard_state.term == term { hard_state.voted_for } else { None };
+        let commit = log.snapshot_index();
+        let persisted = log.last_index();
+        let mut raft = Raft {
+            id: node_id,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            replica,
+            term,
+            voted_for,
+            log,
+            snapshot,
+            memberships,
+            commit,
+            persisted,
+            state: State::Follower,
+            leader: None,
+            started: false,
+            now: Instant::ZERO,
+            election_deadline: Instant::ZERO,
+            leader_contact: None,
+            votes: BTreeMap::new(),
+            reported_role: Role::Follower,
+            progress: BTreeMap::new(),
+            heartbeat_deadline: Instant::ZERO,
+            check_quorum_deadline: Instant::ZERO,
+            round: 0,
+            round_unsent: false,
+            round_sent_at: VecDeque::new(),
+            lease_until: None,
+            transfer_started: false,
+            commit_unsent: false,
+            term_start_index: LogIndex::ZERO,
+            transfer: None,
+            batch: Vec::new(),
+            batch_ids: BTreeSet::new(),
+            batch_deadline: None,
+            membership_proposals: BTreeMap::new(),
+            promotions: BTreeMap::new(),
+            leader_reads: VecDeque::new(),
+            deferred_reads: Vec::new(),
+            remote_reads: 0,
+            pending: BTreeMap::new(),
+            proposal_deadlines: BTreeSet::new(),
+            local_reads: BTreeMap::new(),
+            read_deadlines: BTreeSet::new(),
+            apply_waits: BTreeSet::new(),
+            forwarded_reads: BTreeMap::new(),
+            next_read_request: 1,
+            incoming_snapshot: None,
+            proposal_index: BTreeMap::new(),
+            compacted_proposals: VecDeque::new(),
+            compacted_proposal_set: BTreeSet::new(),
+            last_heard: BTreeMap::new(),
+            link_down: BTreeSet::new(),
+            unreachable: BTreeSet::new(),
+            messages: Vec::new(),
+            persisted_messages: Vec::new(),
+            persist: Persist::default(),
+            results: Vec::new(),
+            reads: Vec::new(),
+            events: Vec::new(),
+            ready_number: 0,
+            unacknowledged: VecDeque::new(),
+            config,
+            #[cfg(feature = "broken-variants")]
+            bug: None,
+        };
+        raft.reported_role = raft.role();
+        let proposals: Vec<(ProposalId, LogIndex)> = raft
+            .log
+            .entries()
+            .filter_map(|entry| match &entry.payload {
+                EntryPayload::Command(proposal) => Some((proposal.id.clone(), entry.index)),
+                _ => None,
+            })
+            .collect();
+        raft.proposal_index.extend(proposals);
+        Ok(raft)
+    }
+
+    /// Switches on a deliberately broken behaviour (tests of the simulator only).
+    #[cfg(feature = "broken-variants")]
+    pub fn set_bug(&mut self, bug: Bug) {
+        self.bug = Some(bug);
+    }
+
+    #[cfg(feature = "broken-variants")]
+    fn has_bug(&self, bug: Bug) -> bool {
+        self.bug == Some(bug)
+    }
+
+
+    // ----- accessors -----
+
+    /// The current term.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// Who this node voted for in the current term.
+    pub fn voted_for(&self) -> Option<&NodeId> {
+        self.voted_for.as_ref()
+    }
+
+    /// The role: `Learner` for a follower that is not a voter.
+    pub fn role(&self) -> Role {
+        match self.state {
+            State::Leader => Role::Leader,
+            State::Candidate => Role::Candidate,
+            State::PreCandidate => Role::PreCandidate,
+            State::Follower if self.membership().is_voter(&self.id) => Role::Follower,
+            State::Follower => Role::Learner,
+        }
+    }
+
+    /// The commit index.
+    pub fn commit_index(&self) -> LogIndex {
+        self.commit
+    }
+
+    /// The last applied index.
+    pub fn applied_index(&self) -> LogIndex {
+        self.replica.applied()
+    }
+
+    /// The index of the last log entry (or of the snapshot when the log after it is empty).
+    pub fn last_log_index(&self) -> LogIndex {
+        self.log.last_index()
+    }
+
+    /// The term of the last log entry (or of the snapshot).
+    pub fn last_log_term(&self) -> Term {
+        self.log.last_term()
+    }
+
+    /// The term of the entry at `index`, if the log (or the snapshot point) holds it.
+    pub fn term_at(&self, index: LogIndex) -> Option<Term> {
+        self.log.term_at(index)
+    }
+
+    /// The entries after the snapshot, in order.
+    pub fn log_entries(&self) -> impl Iterator<Item = &Entry> {
+        self.log.entries()
+    }
+
+    /// What the latest snapshot covers, if there is one.
+    pub fn snapshot_meta(&self) -> Option<&SnapshotMeta> {
+        self.snapshot.as_ref().map(|snapshot| &snapshot.meta)
+    }
+
+    /// The latest snapshot, if there is one.
+    pub fn snapshot(&self) -> Option<&Snapshot> {
+        self.snapshot.as_ref()
+    }
+
+    /// The time at which this node's election timer fires (meaningless on a leader).
+    pub fn election_deadline(&self) -> Instant {
+        self.election_deadline
+    }
+
+    /// Whether a lease read could be served now (leader with a valid lease).
+    pub fn lease_valid(&self, now: Instant) -> bool {
+        self.state == State::Leader && self.lease_until.is_some_and(|until| now < until)
+    }
+
+    // ----- small helpers -----
+
+    fn membership_now(&self) -> &Membership {
+        &self.memberships[self.memberships.len() - 1].1
+    }
+
+    fn membership_at(&self, index: LogIndex) -> &Membership {
+        self.memberships
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= index)
+            .map_or_else(|| &self.memberships[0].1, |(_, membership)| membership)
+    }
+
+    fn voters(&self) -> Vec<NodeId> {
+        self.membership_now().voters().cloned().collect()
+    }
+
+    fn is_voter(&self) -> bool {
+        self.membership_now().is_voter(&self.id)
+    }
+
+    fn node_info(&self, id: &NodeId) -> NodeInfo {
+        self.membership_now()
+            .members
+            .get(id)
+            .map(|member| member.info.clone())
+            .unwrap_or_else(|| NodeInfo::new(id.clone(), ""))
+    }
+
+    fn not_leader(&self) -> ProposalError {
+        ProposalError::NotLeader { leader: self.leader.as_ref().map(|leader| self.node_info(leader)) }
+    }
+
+    fn random_election_timeout(&mut self) -> Duration {
+        let (min, max) = self.config.election_timeout_range();
+        let spread = u64::try_from((max - min).as_nanos()).unwrap_or(u64::MAX);
+        min + Duration::from_nanos(self.rng.gen_range(0..=spread))
+    }
+
+    fn reset_election_deadline(&mut self, now: Instant) {
+        let timeout = self.random_election_timeout();
+        self.election_deadline = now + timeout;
+    }
+
+    fn send(&mut self, to: NodeId, message: RaftMessage) {
+        debug_assert_ne!(to, self.id, "a node never sends to itself");
+        self.messages.push(Outbound { to, message: Message::Raft(message) });
+    }
+
+    fn send_after_persist(&mut self, to: NodeId, message: RaftMessage) {
+        debug_assert_ne!(to, self.id, "a node never sends to itself");
+        self.persisted_messages.push(Outbound { to, message: Message::Raft(message) });
+    }
+
+    fn save_hard_state(&mut self) {
+        #[allow(unused_mut)]
+        let mut voted_for = self.voted_for.clone();
+        #[cfg(feature = "broken-variants")]
+        if self.has_bug(Bug::SkipVotePersistence) {
+            voted_for = None;
+        }
+        self.persist.hard_state = Some(HardState { term: self.term, voted_for, commit: self.commit });
+    }
+
+    fn set_commit(&mut self, index: LogIndex) {
+        assert!(index >= self.commit, "the commit index never moves back ({} to {index})", self.commit);
+        assert!(index <= self.log.last_index(), "commit {index} beyond the log's end {}", self.log.last_index());
+        self.commit = index;
+    }
+
+    fn set_leader(&mut self, leader: Option<NodeId>) {
+        if leader != self.leader {
+            if let Some(new) = &leader {
+                if *new != self.id {
+                    self.events.push(Event::LeaderElected { leader: new.clone(), term: self.term });
+                }
+            }
+            self.leader = leader;
+        }
+    }
+
+    fn start_if_needed(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        if self.started {
+            return;
+        }
+        self.started = true;
+        self.reset_election_deadline(now);
+        let peers: Vec<NodeId> =
+            self.membership_now().members.keys().filter(|id| **id != self.id).cloned().collect();
+        for peer in peers {
+            self.last_heard.insert(peer, now);
+        }
+    }
+
+    /// Work common to the end of every input.
+    fn finish(&mut self, now: Instant) {
+        if self.state == State::Leader {
+            self.try_promote(now);
+        }
+        let role = self.role();
+        if role != self.reported_role {
+            self.reported_role = role;
+            self.events.push(Event::RoleChanged { role, term: self.term });
+        }
+    }
+
+    // ----- log writes (mirrored into the pending persist) -----
+
+    fn append_entry(&mut self, entry: Entry) {
+        if let EntryPayload::Membership(membership) = &entry.payload {
+            self.memberships.push((entry.index, membership.clone()));
+        }
+        let key = match &entry.payload {
+            EntryPayload::Command(proposal) => {
+                self.proposal_index.insert(proposal.id.clone(), entry.index);
+                Some(proposal.command.key().to_owned())
+            }
+            _ => None,
+        };
+        self.events.push(Event::LogAppended { index: entry.index, term: entry.term, key });
+        self.persist.entries.push(entry.clone());
+        self.log.push(entry);
+    }
+
+    fn truncate_log_from(&mut self, from: LogIndex) {
+        assert!(from > self.commit, "a committed entry ({from}, commit {}) is never truncated", self.commit);
+        let mut index = from;
+        while let Some(entry) = self.log.entry(index) {
+            if let EntryPayload::Command(proposal) = &entry.payload {
+                self.proposal_index.remove(&proposal.id);
+            }
+            index = index.next();
+        }
+        self.log.truncate_from(from);
+        self.memberships.retain(|(index, _)| *index < from);
+        assert!(!self.memberships.is_empty(), "the snapshot's membership is never truncated");
+        self.persisted = self.persisted.min(from.prev());
+        if self.persist.entries.first().is_some_and(|first| first.index <= from) {
+            self.persist.entries.retain(|entry| entry.index < from);
+        } else {
+            self.persist.entries.clear();
+            self.persist.truncate_from = Some(self.persist.truncate_from.map_or(from, |old| old.min(from)));
+        }
+    }
+
+    /// Puts a snapshot in the pending persist; `log_continues` says whether the in-memory log
+    /// kept the entries after it.
+    fn persist_snapshot(&mut self, snapshot: Snapshot, log_continues: bool) {
+        let last = snapshot.meta.last_index;
+        self.persist.entries.retain(|entry| entry.index > last);
+        if !log_continues {
+            self.persist.entries.clear();
+            self.persist.truncate_from = Some(last.next());
+        }
+        self.persist.snapshot = Some(snapshot);
+    }
+
+    fn leader_append(&mut self, now: Instant, payload: EntryPayload) -> LogIndex {
+        debug_assert_eq!(self.state, State::Leader);
+        let index = self.log.last_index().next();
+        let previous_timestamp = self
+            .log
+            .entry(self.log.last_index())
+            .map_or(self.replica.last_timestamp_ms(), |entry| entry.timestamp_ms);
+        let timestamp_ms = now.as_millis().max(previous_timestamp);
+        if let EntryPayload::Command(proposal) = &payload {
+            if let Some(pending) = self.pending.get_mut(&proposal.id) {
+                pending.index = Some(index);
+            }
+        }
+        let is_membership = matches!(payload, EntryPayload::Membership(_));
+        self.append_entry(Entry { index, term: self.term, timestamp_ms, payload });
+        if is_membership {
+            self.sync_progress();
+        }
+        index
+    }
+
+    // ----- roles -----
+
+    fn become_follower(&mut self, now: Instant, term: Term, leader: Option<NodeId>) {
+        if self.state == State::Leader {
+            self.on_leadership_lost();
+        }
+        if term > self.term {
+            self.term = term;
+            self.voted_for = None;
+            self.save_hard_state();
+        }
+        self.state = State::Follower;
+        self.votes.clear();
+        self.leader = None;
+        self.set_leader(leader);
+        self.reset_election_deadline(now);
+        self.reset_connectivity_grace(now);
+    }
+
+    fn reset_connectivity_grace(&mut self, now: Instant) {
+        for heard in self.last_heard.values_mut() {
+            *heard = (*heard).max(now);
+        }
+    }
+
+    fn on_leadership_lost(&mut self) {
+        let commit = self.commit;
+        let lost: Vec<ProposalId> = self
+            .pending
+            .iter()
+            .filter(|(_, pending)| pending.index.map_or(true, |index| index > commit))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in lost {
+            self.fail_proposal(&id, ProposalError::LeadershipLost);
+        }
+        self.batch.clear();
+        self.batch_ids.clear();
+        self.batch_deadline = None;
+        self.membership_proposals.clear();
+        self.promotions.clear();
+        let reads: Vec<ReadOrigin> = self
+            .leader_reads
+            .drain(..)
+            .map(|read| read.origin)
+            .chain(self.deferred_reads.drain(..))
+            .collect();
+        for origin in reads {
+            self.answer_origin(origin, Err(ProposalError::LeadershipLost));
+        }
+        self.remote_reads = 0;
+        self.progress.clear();
+        self.transfer = None;
+        self.lease_until = None;
+        self.round_sent_at.clear();
+    }
+
+    fn campaign(&mut self, now: Instant, pre_vote: bool, transfer: bool) {
+        if !self.is_voter() {
+            self.reset_election_deadline(now);
+            return;
+        }
+        let campaign_term = if pre_vote {
+            self.state = State::PreCandidate;
+            Term(self.term.0 + 1)
+        } else {
+            self.term = Term(self.term.0 + 1);
+            self.voted_for = Some(self.id.clone());
+            self.state = State::Candidate;
+            self.save_hard_state();
+            self.term
+        };
+        self.leader = None;
+        self.leader_contact = None;
+        self.votes.clear();
+        self.votes.insert(self.id.clone(), true);
+        self.reset_election_deadline(now);
+        if self.tally_votes(now) {
+            return;
+        }
+        let request = RaftMessage::VoteRequest {
+            term: campaign_term,
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term(),
+            pre_vote,
+            transfer,
+        };
+        for voter in self.voters() {
+            if voter == self.id {
+                continue;
+            }
+            if pre_vote {
+                // A pre-vote changes nothing durable on either side.
+                self.send(voter, request.clone());
+            } else {
+                // The vote for itself must be on disk before anyone counts this candidacy.
+                self.send_after_persist(voter, request.clone());
+            }
+        }
+    }
+
+    /// Counts the votes; returns whether the round is decided (won or lost).
+    fn tally_votes(&mut self, now: Instant) -> bool {
+        let voters = self.voters();
+        let needed = majority(voters.len());
+        let granted = voters.iter().filter(|voter| self.votes.get(*voter) == Some(&true)).count();
+        let rejected = voters.iter().filter(|voter| self.votes.get(*voter) == Some(&false)).count();
+        if granted >= needed {
+            match self.state {
+                State::PreCandidate => self.campaign(now, false, false),
+                State::Candidate => self.become_leader(now),
+                _ => {}
+            }
+            true
+        } else if rejected >= needed {
+            let term = self.term;
+            self.become_follower(now, term, None);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn become_leader(&mut self, now: Instant) {
+        debug_assert_eq!(self.state, State::Candidate);
+        self.state = State::Leader;
+        self.votes.clear();
+        self.leader = Some(self.id.clone());
+        self.events.push(Event::LeaderElected { leader: self.id.clone(), term: self.term });
+        self.progress.clear();
+        self.round_sent_at.clear();
+        self.lease_until = None;
+        self.transfer = None;
+        self.transfer_started = false;
+        self.commit_unsent = false;
+        self.sync_progress();
+        self.reset_connectivity_grace(now);
+        self.term_start_index = self.log.last_index().next();
+        self.check_quorum_deadline = now + self.config.election_timeout.min;
+        // A no-op of the new term lets the leader commit (and so learn) everything before it (§8).
+        self.leader_append(now, EntryPayload::Noop);
+        self.broadcast_heartbeat(now);
+        self.maybe_commit(now);
+    }
+
+    /// Keeps a progress for every member of the latest and of the committed membership (a removed
+    /// node keeps receiving the log until its removal commits, so it learns of it).
+    fn sync_progress(&mut self) {
+        if self.state != State::Leader {
+            return;
+        }
+        let mut wanted: BTreeSet<NodeId> = self.membership_now().members.keys().cloned().collect();
+        wanted.extend(self.membership_at(self.commit).members.keys().cloned());
+        wanted.remove(&self.id);
+        self.progress.retain(|id, _| wanted.contains(id));
+        let next = self.log.last_index().next();
+        for id in wanted {
+            self.progress.entry(id.clone()).or_insert_with(|| Progress::new(next));
+            self.last_heard.entry(id).or_insert(self.now);
+        }
+    }
+
+    fn committed_own_term(&self) -> bool {
+        self.state == State::Leader && self.commit >= self.term_start_index
+    }
+
+    // ----- replication (leader) -----
+
+    fn broadcast_heartbeat(&mut self, now: Instant) {
+        self.round += 1;
+        self.round_sent_at.push_back((self.round, now));
+        while self.round_sent_at.len() > ROUNDS_REMEMBERED_MAX {
+            self.round_sent_at.pop_front();
+        }
+        self.round_unsent = true;
+        self.heartbeat_deadline = now + self.config.heartbeat_interval;
+        let peers: Vec<NodeId> = self.progress.keys().cloned().collect();
+        for peer in peers {
+            self.send_heartbeat(now, &peer);
+        }
+    }
+
+    fn send_heartbeat(&mut self, now: Instant, peer: &NodeId) {
+        let Some(progress) = self.progress.get_mut(peer) else { return };
+        match progress.state {
+            ReplicationState::Snapshot => {
+                let resend = progress
+                    .snapshot
+                    .as_ref()
+                    .is_some_and(|transfer| now >= transfer.sent_at + self.config.heartbeat_interval);
+                if resend {
+                    self.send_snapshot_chunk(now, peer);
+                }
+            }
+            ReplicationState::Probe => {
+                progress.probe_sent = false;
+                self.send_append(now, peer, true);
+            }
+            ReplicationState::Replicate => {
+                // An empty append at the pipeline's end: a lost tail shows up as a rejection.
+                self.send_append(now, peer, true);
+            }
+        }
+    }
+
+    fn broadcast_append(&mut self, now: Instant) {
+        let peers: Vec<NodeId> = self.progress.keys().cloned().collect();
+        for peer in peers {
+            self.send_append(now, &peer, false);
+        }
+    }
+
+    /// Sends what the follower lacks, within its window; `heartbeat` sends even when nothing is
+    /// new (or the window is full), with no entries.
+    fn send_append(&mut self, now: Instant, peer: &NodeId, heartbeat: bool) {
+        let inflight_messages_max = self.config.max_inflight_messages as usize;
+        let inflight_bytes_max = self.config.max_inflight_bytes;
+        let entries_max = self.config.max_entries_per_message as usize;
+        let message_bytes_max =
+            (self.config.max_message_bytes as usize).saturating_sub(APPEND_HEADER_BYTES).max(1);
+        let mut heartbeat = heartbeat;
+        loop {
+            let Some(progress) = self.progress.get(peer) else { return };
+            if progress.state == ReplicationState::Snapshot {
+                return;
+            }
+            let paused = progress.is_paused(inflight_messages_max, inflight_bytes_max);
+            if paused && !heartbeat {
+                return;
+            }
+            let next = progress.next_index;
+            let prev = next.prev();
+            let Some(prev_term) = self.log.term_at(prev) else {
+                self.start_snapshot(now, peer);
+                return;
+            };
+            let entries = if paused {
+                Vec::new()
+            } else {
+                let bytes_left = usize::try_from(progress.inflight_bytes_left(inflight_bytes_max))
+                    .unwrap_or(usize::MAX)
+                    .min(message_bytes_max);
+                self.log.slice(next, entries_max, bytes_left)
+            };
+            if entries.is_empty() && !heartbeat {
+                return;
+            }
+            let bytes: u64 = entries.iter().map(|entry| entry.size_bytes() as u64).sum();
+            let last = entries.last().map(|entry| entry.index);
+            let message = RaftMessage::Append {
+                term: self.term,
+                prev_log_index: prev,
+                prev_log_term: prev_term,
+                entries,
+                leader_commit: self.commit,
+                read_round: self.round,
+            };
+            self.send(peer.clone(), message);
+            let commit = self.commit;
+            let Some(progress) = self.progress.get_mut(peer) else { return };
+            progress.commit_sent = commit;
+            match last {
+                Some(last) => progress.sent_entries(last, bytes),
+                None if progress.state == ReplicationState::Probe => progress.probe_sent = true,
+                None => {}
+            }
+            heartbeat = false;
+            if progress.state != ReplicationState::Replicate {
+                return;
+            }
+        }
+    }
+
+    /// Followers learn a new commit index without waiting for the next heartbeat: one empty append
+    /// per batch to each pipelined follower that has room and has not been told.
+    fn send_commit_updates(&mut self) {
+        let now = self.now;
+        let inflight_messages_max = self.config.max_inflight_messages as usize;
+        let inflight_bytes_max = self.config.max_inflight_bytes;
+        let peers: Vec<NodeId> = self
+            .progress
+            .iter()
+            .filter(|(_, progress)| {
+                progress.state == ReplicationState::Replicate
+                    && progress.commit_sent < self.commit
+                    && !progress.is_paused(inflight_messages_max, inflight_bytes_max)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for peer in peers {
+            self.send_append(now, &peer, true);
+        }
+    }
+
+    fn start_snapshot(&mut self, now: Instant, peer: &NodeId) {
+        let Some(snapshot_index) = self.snapshot.as_ref().map(|snapshot| snapshot.meta.last_index) else {
+            // Without a snapshot the log starts at index 1 and every term is known: unreachable.
+            return;
+        };
+        if let Some(progress) = self.progress.get_mut(peer) {
+            progress.become_snapshot(snapshot_index, now);
+        }
+        self.send_snapshot_chunk(now, peer);
+    }
+
+    fn send_snapshot_chunk(&mut self, now: Instant, peer: &NodeId) {
+        let Some(snapshot) = self.snapshot.as_ref() else { return };
+        let Some(progress) = self.progress.get_mut(peer) else { return };
+        let Some(transfer) = progress.snapshot.as_mut() else { return };
+        if transfer.last_index != snapshot.meta.last_index {
+            // A newer snapshot replaced the one being sent: start over with it.
+            transfer.last_index = snapshot.meta.last_index;
+            transfer.offset = 0;
+        }
+        let total = snapshot.data.len() as u64;
+        let start = transfer.offset.min(total);
+        let end = (start + u64::from(self.config.snapshot_chunk_bytes)).min(total);
+        transfer.sent_at = now;
+        let message = RaftMessage::InstallSnapshot {
+            term: self.term,
+            meta: snapshot.meta.clone(),
+            offset: start,
+            total_bytes: total,
+            data: snapshot.data.slice(start as usize..end as usize),
+            done: end == total,
+        };
+        self.send(peer.clone(), message);
+    }
+
+    fn maybe_commit(&mut self, now: Instant) {
+        if self.state != State::Leader {
+            return;
+        }
+        let mut matches: Vec<LogIndex> = self
+            .voters()
+            .iter()
+            .map(|voter| {
+                if *voter == self.id {
+                    self.persisted
+                } else {
+                    self.progress.get(voter).map_or(LogIndex::ZERO, |progress| progress.match_index)
+                }
+            })
+            .collect();
+        let Some(quorum_index) = quorum_value(&mut matches) else { return };
+        if quorum_index <= self.commit {
+            return;
+        }
+        #[allow(unused_mut)]
+        let mut countable = self.log.term_at(quorum_index) == Some(self.term);
+        #[cfg(feature = "broken-variants")]
+        if self.has_bug(Bug::CommitOldTermByCounting) {
+            countable = true;
+        }
+        // §5.4.2: only entries of the leader's own term are committed by counting replicas.
+        if !countable {
+            return;
+        }
+        let had_committed_own_term = self.committed_own_term();
+        self.set_commit(quorum_index);
+        if !had_committed_own_term && self.committed_own_term() {
+            let deferred = std::mem::take(&mut self.deferred_reads);
+            for origin in deferred {
+                self.leader_read_now(now, origin);
+            }
+        }
+        self.commit_unsent = true;
+        self.sync_progress();
+        self.apply_committed(now);
+    }
+
+    fn try_promote(&mut self, now: Instant) {
+        if self.promotions.is_empty() || !self.committed_own_term() || self.membership_change_in_progress() {
+            return;
+        }
+        let ready: Option<(NodeId, ProposalId)> = self
+            .promotions
+            .iter()
+            .find(|(node, _)| {
+                self.progress.get(*node).is_some_and(|progress| progress.match_index >= self.commit)
+            })
+            .map(|(node, id)| (node.clone(), id.clone()));
+        let Some((node, id)) = ready else { return };
+        self.promotions.remove(&node);
+        let mut next = self.membership_now().clone();
+        let Some(member) = next.members.get_mut(&node) else { return };
+        member.role = MemberRole::Voter;
+        let index = self.leader_append(now, EntryPayload::Membership(next));
+        self.membership_proposals.insert(index, id);
+        self.broadcast_append(now);
+    }
+
+    fn membership_change_in_progress(&self) -> bool {
+        self.memberships.last().is_some_and(|(index, _)| *index > self.commit)
+    }
+
+    // ----- applying -----
+
+    fn apply_committed(&mut self, now: Instant) {
+        while self.replica.applied() < self.commit {
+            let index = self.replica.applied().next();
+            let Some(entry) = self.log.entry(index).cloned() else {
+                panic!("committed entry {index} is missing from the log (snapshot at {})", self.log.snapshot_index());
+            };
+            match &entry.payload {
+                EntryPayload::Noop => self.replica.skip(entry.index, entry.term),
+                EntryPayload::Membership(_) => {
+                    self.replica.skip(entry.index, entry.term);
+                    self.on_membership_committed(now, entry.index);
+                }
+                EntryPayload::Command(proposal) => self.apply_command(&entry, proposal),
+            }
+        }
+        assert!(self.replica.applied() <= self.commit, "applied never passes commit");
+        while let Some((index, id)) = self.apply_waits.first().cloned() {
+            if index > self.replica.applied() {
+                break;
+            }
+            self.apply_waits.remove(&(index, id));
+            self.answer_read(id, Ok(index));
+        }
+        self.maybe_snapshot();
+    }
+
+    fn apply_command(&mut self, entry: &Entry, proposal: &Proposal) {
+        let context = ApplyContext { index: entry.index, term: entry.term, timestamp_ms: entry.timestamp_ms };
+        let result = self.replica.apply(&context, proposal.session, &proposal.command);
+        if let Ok(output) = &result {
+            for change in &output.changes {
+                self.events.push(Event::StateChanged {
+                    key: change.key.clone(),
+                    new_value: change.new_value.clone(),
+                    old_value: change.old_value.clone(),
+                    version: change.version,
+                });
+            }
+        }
+        let Some(pending) = self.pending.remove(&proposal.id) else { return };
+        self.proposal_deadlines.remove(&(pending.deadline, proposal.id.clone()));
+        let voters = self.membership_now().voter_count();
+        let quorum_required = majority(voters);
+        let in_favor = if self.state == State::Leader { self.holders(entry.index) } else { quorum_required };
+        let mut proposal_result = ProposalResult {
+            proposal_id: proposal.id.clone(),
+            accepted: true,
+            key: pending.key,
+            value: pending.value,
+            votes: Votes { in_favor, against: 0, total: voters },
+            quorum_required,
+            error: None,
+            output: None,
+            index: Some(entry.index),
+            advisory: false,
+        };
+        match result {
+            Ok(output) => {
+                proposal_result.output = Some(output);
+                self.events.push(Event::ConsensusAccepted(proposal_result.clone()));
+            }
+            Err(failure) => {
+                proposal_result.accepted = false;
+                proposal_result.error = Some(ProposalError::Command(failure));
+            }
+        }
+        self.results.push(proposal_result);
+    }
+
+    /// Voters known to store `index` (this node counts once its copy is durable).
+    fn holders(&self, index: LogIndex) -> usize {
+        self.voters()
+            .iter()
+            .filter(|voter| {
+                if **voter == self.id {
+                    self.persisted >= index
+                } else {
+                    self.progress.get(*voter).is_some_and(|progress| progress.match_index >= index)
+                }
+            })
+            .count()
+    }
+
+    fn on_membership_committed(&mut self, now: Instant, index: LogIndex) {
+        if let Some(id) = self.membership_proposals.remove(&index) {
+            if let Some(pending) = self.pending.remove(&id) {
+                self.proposal_deadlines.remove(&(pending.deadline, id.clone()));
+                let voters = self.membership_now().voter_count();
+                let quorum_required = majority(voters);
+                let result = ProposalResult {
+                    proposal_id: id,
+                    accepted: true,
+                    key: pending.key,
+                    value: None,
+                    votes: Votes { in_favor: self.holders(index), against: 0, total: voters },
+                    quorum_required,
+                    error: None,
+                    output: None,
+                    index: Some(index),
+                    advisory: false,
+                };
+                self.events.push(Event::ConsensusAccepted(result.clone()));
+                self.results.push(result);
+            }
+        }
+        let latest = self.memberships.last().map_or(LogIndex::ZERO, |(at, _)| *at);
+        if self.state == State::Leader && latest == index && !self.is_voter() {
+            // The leader removed itself: it steps down once the removal is committed (thesis
+            // §4.2.2), and hands over to the most up-to-date voter to shorten the gap.
+            let successor = self
+                .voters()
+                .into_iter()
+                .filter_map(|voter| self.progress.get(&voter).map(|progress| (progress.match_index, voter)))
+                .max();
+            let term = self.term;
+            self.become_follower(now, term, None);
+            if let Some((_, successor)) = successor {
+                self.send(successor, RaftMessage::TimeoutNow { term });
+            }
+        }
+    }
+
+    fn maybe_snapshot(&mut self) {
+        let interval = self.config.snapshot_interval;
+        let applied = self.replica.applied();
+        if interval == 0 || applied.0 < self.log.snapshot_index().0 + interval {
+            return;
+        }
+        let Some(term) = self.log.term_at(applied) else { return };
+        let meta = SnapshotMeta { last_index: applied, last_term: term, membership: self.membership_at(applied).clone() };
+        let snapshot = Snapshot { meta, data: self.replica.snapshot() };
+        self.forget_proposals_through(applied);
+        self.log.compact_to(applied, term);
+        // Keep the membership in force at the snapshot and every later one.
+        let base = self.membership_at(applied).clone();
+        self.memberships.retain(|(index, _)| *index > applied);
+        self.memberships.insert(0, (applied, base));
+        self.persist_snapshot(snapshot.clone(), true);
+        self.snapshot = Some(snapshot);
+    }
+
+    fn forget_proposals_through(&mut self, index: LogIndex) {
+        let mut position = self.log.first_index();
+        while position <= index {
+            if let Some(EntryPayload::Command(proposal)) = self.log.entry(position).map(|entry| &entry.payload) {
+                let id = proposal.id.clone();
+                self.proposal_index.remove(&id);
+                if self.compacted_proposal_set.insert(id.clone()) {
+                    self.compacted_proposals.push_back(id);
+                }
+            }
+            position = position.next();
+        }
+        while self.compacted_proposals.len() > COMPACTED_PROPOSALS_REMEMBERED_MAX {
+            if let Some(old) = self.compacted_proposals.pop_front() {
+                self.compacted_proposal_set.remove(&old);
+            }
+        }
+    }
+
+    fn is_known_proposal(&self, id: &ProposalId) -> bool {
+        self.proposal_index.contains_key(id) || self.compacted_proposal_set.contains(id) || self.batch_ids.contains(id)
+    }
+
+    // ----- proposals -----
+
+    fn register_proposal(&mut self, now: Instant, proposal: &Proposal) {
+        let deadline = now + self.config.timeout;
+        self.proposal_deadlines.insert((deadline, proposal.id.clone()));
+        self.pending.insert(
+            proposal.id.clone(),
+            PendingProposal {
+                deadline,
+                key: proposal.command.key().to_owned(),
+                value: proposal.command.written_value().cloned(),
+                index: None,
+            },
+        );
+    }
+
+    fn fail_proposal(&mut self, id: &ProposalId, error: ProposalError) {
+        if let Some(pending) = self.pending.remove(id) {
+            self.proposal_deadlines.remove(&(pending.deadline, id.clone()));
+            self.results.push(ProposalResult::failed(id.clone(), pending.key, error));
+        }
+    }
+
+    /// The leader takes a proposal (made here or forwarded).
+    fn leader_accept(&mut self, now: Instant, proposal: Proposal) -> Result<(), ProposalError> {
+        if self.transfer.is_some() {
+            return Err(ProposalError::Busy { what: "leadership transfer in progress".into(), limit: 0 });
+        }
+        if proposal.id.origin != self.id && self.is_known_proposal(&proposal.id) {
+            // The network duplicated a forward: the first copy is already in the log.
+            return Ok(());
+        }
+        let uncommitted = self.log.last_index().0.saturating_sub(self.commit.0) + self.batch.len() as u64;
+        let limit = u64::from(self.config.max_pending_proposals);
+        if uncommitted >= limit {
+            return Err(ProposalError::Busy { what: "uncommitted entries on the leader".into(), limit });
+        }
+        if proposal.id.origin == self.id {
+            self.register_proposal(now, &proposal);
+        }
+        if self.config.batch_updates {
+            self.batch_ids.insert(proposal.id.clone());
+            self.batch.push(proposal);
+            if self.batch_deadline.is_none() {
+                self.batch_deadline = Some(now + self.config.batch_window);
+            }
+            if self.batch.len() >= self.config.max_batch_entries as usize {
+                self.flush_batch(now);
+            }
+        } else {
+            self.leader_append(now, EntryPayload::Command(proposal));
+            self.broadcast_append(now);
+            self.maybe_commit(now);
+        }
+        Ok(())
+    }
+
+    fn flush_batch(&mut self, now: Instant) {
+        self.batch_deadline = None;
+        if self.batch.is_empty() || self.state != State::Leader {
+            self.batch.clear();
+            self.batch_ids.clear();
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_ids.clear();
+        for proposal in batch {
+            self.leader_append(now, EntryPayload::Command(proposal));
+        }
+        self.broadcast_append(now);
+        self.maybe_commit(now);
+    }
+
+    // ----- reads -----
+
+    fn pending_read_count(&self) -> usize {
+        self.local_reads.len() + self.remote_reads
+    }
+
+    fn register_read(&mut self, now: Instant, id: ReadId) {
+        let deadline = now + self.config.timeout;
+        self.local_reads.insert(id, deadline);
+        self.read_deadlines.insert((deadline, id));
+    }
+
+    fn answer_read(&mut self, id: ReadId, result: Result<LogIndex, ProposalError>) {
+        if let Some(deadline) = self.local_reads.remove(&id) {
+            self.read_deadlines.remove(&(deadline, id));
+            self.reads.push(ReadResult { id, result });
+        }
+    }
+
+    fn answer_origin(&mut self, origin: ReadOrigin, result: Result<LogIndex, ProposalError>) {
+        match origin {
+            ReadOrigin::Local(id) => match result {
+                Ok(index) if index > self.replica.applied() => {
+                    self.apply_waits.insert((index, id));
+                }
+                result => self.answer_read(id, result),
+            },
+            ReadOrigin::Remote { from, request } => {
+                self.remote_reads = self.remote_reads.saturating_sub(1);
+                let term = self.term;
+                self.send(from, RaftMessage::ReadIndexResponse { term, request, result });
+            }
+        }
+    }
+
+    /// ReadIndex on the leader (§6.4 of the thesis): record the commit index, confirm leadership
+    /// with a heartbeat round, answer once applied. A leader that has not committed an entry of
+    /// its term does not know the commit index yet and defers the read until it has.
+    fn leader_read(&mut self, now: Instant, origin: ReadOrigin) {
+        if !self.committed_own_term() {
+            self.deferred_reads.push(origin);
+            return;
+        }
+        self.leader_read_now(now, origin);
+    }
+
+    fn leader_read_now(&mut self, now: Instant, origin: ReadOrigin) {
+        let index = self.commit;
+        let single_voter = self.voters().iter().all(|voter| *voter == self.id);
+        let lease = self.config.lease_reads && self.lease_valid(now);
+        if single_voter || lease {
+            self.answer_origin(origin, Ok(index));
+            return;
+        }
+        if !self.round_unsent {
+            self.broadcast_heartbeat(now);
+        }
+        let round = self.round;
+        self.leader_reads.push_back(LeaderRead { origin, index, round });
+    }
+
+    /// Releases reads whose round a quorum acknowledged, and extends the lease.
+    fn check_rounds(&mut self, now: Instant) {
+        if self.state != State::Leader {
+            return;
+        }
+        let mut rounds: Vec<u64> = self
+            .voters()
+            .iter()
+            .map(|voter| {
+                if *voter == self.id {
+                    self.round
+                } else {
+                    self.progress.get(voter).map_or(0, |progress| progress.acked_round)
+                }
+            })
+            .collect();
+        let Some(acked) = quorum_value(&mut rounds) else { return };
+        while self.leader_reads.front().is_some_and(|read| read.round <= acked) {
+            if let Some(read) = self.leader_reads.pop_front() {
+                self.answer_origin(read.origin, Ok(read.index));
+            }
+        }
+        while self.round_sent_at.len() > 1 && self.round_sent_at.get(1).is_some_and(|(round, _)| *round <= acked)
+        {
+            self.round_sent_at.pop_front();
+        }
+        if let Some((round, sent_at)) = self.round_sent_at.front().copied() {
+            if round == acked && !self.transfer_started {
+                // A quorum received this round, so none of them votes for another candidate until
+                // an election timeout after it was sent (by their clocks); shorten the lease by the
+                // clock drift we tolerate.
+                let min = self.config.election_timeout.min;
+                let drift = u64::from(self.config.lease_clock_drift_max_per_mille);
+                let lease = min.mul_f64((1000 - drift.min(999)) as f64 / 1000.0);
+                let until = sent_at + lease;
+                self.lease_until = Some(self.lease_until.map_or(until, |old| old.max(until)));
+            }
+        }
+        let _ = now;
+    }
+
+    // ----- message handlers -----
+
+    fn in_leader_lease(&self, now: Instant) -> bool {
+        if !self.config.check_quorum {
+            return false;
+        }
+        match self.state {
+            State::Leader => true,
+            _ => {
+                self.leader.is_some()
+                    && self.leader_contact.is_some_and(|contact| now < contact + self.config.election_timeout.min)
+            }
+        }
+    }
+
+    fn heard_from(&mut self, now: Instant, from: &NodeId) {
+        if !self.membership_now().contains(from) && !self.progress.contains_key(from) {
+            return;
+        }
+        self.last_heard.insert(from.clone(), now);
+        if self.unreachable.remove(from) {
+            self.events.push(Event::NodeReconnected { node: from.clone() });
+        }
+        if let Some(progress) = self.progress.get_mut(from) {
+            progress.recent_active = true;
+        }
+    }
+
+    fn step(&mut self, now: Instant, from: NodeId, message: RaftMessage) -> Result<(), PeerError> {
+        let term = message.term();
+        if term > self.term {
+            match &message {
+                RaftMessage::VoteRequest { pre_vote, transfer, .. } => {
+                    if !transfer && self.in_leader_lease(now) {
+                        // A current leader is alive: a node rejoining (or partitioned one way) must
+                        // not disrupt it. Ignore, as etcd does.
+                        return Ok(());
+                    }
+                    if !pre_vote {
+                        self.become_follower(now, term, None);
+                    }
+                }
+                RaftMessage::VoteResponse { pre_vote: true, granted: true, .. } => {}
+                RaftMessage::Append { .. } | RaftMessage::InstallSnapshot { .. } => {
+                    self.become_follower(now, term, Some(from.clone()));
+                }
+                _ => self.become_follower(now, term, None),
+            }
+        } else if term < self.term {
+            match &message {
+                RaftMessage::Append { .. } | RaftMessage::InstallSnapshot { .. } => {
+                    // Tell a stale leader about the newer term, or it never steps down.
+                    let response = RaftMessage::AppendResponse {
+                        term: self.term,
+                        success: false,
+                        match_index: LogIndex::ZERO,
+                        conflict: None,
+                        last_log_index: self.log.last_index(),
+                        read_round: 0,
+                    };
+                    self.send_after_persist(from, response);
+                    return Ok(());
+                }
+                RaftMessage::VoteRequest { pre_vote: true, .. } => {
+                    let response = RaftMessage::VoteResponse { term: self.term, granted: false, pre_vote: true };
+                    self.send_after_persist(from, response);
+                    return Ok(());
+                }
+                // Proposals, reads and their answers do not depend on the sender's term.
+                RaftMessage::ForwardProposal { .. }
+                | RaftMessage::ReadIndexRequest { .. }
+                | RaftMessage::ForwardRejected { .. }
+                | RaftMessage::ReadIndexResponse { .. } => {}
+                _ => return Ok(()),
+            }
+        }
+        match message {
+            RaftMessage::VoteRequest { term, last_log_index, last_log_term, pre_vote, .. } => {
+                self.handle_vote_request(now, from, term, last_log_index, last_log_term, pre_vote);
+            }
+            RaftMessage::VoteResponse { term, granted, pre_vote } => {
+                self.handle_vote_response(now, from, term, granted, pre_vote);
+            }
+            RaftMessage::Append { prev_log_index, prev_log_term, entries, leader_commit, read_round, .. } => {
+                self.handle_append(now, from, prev_log_index, prev_log_term, entries, leader_commit, read_round)?;
+            }
+            RaftMessage::AppendResponse { success, match_index, conflict, read_round, .. } => {
+                self.handle_append_response(now, from, success, match_index, conflict, read_round);
+            }
+            RaftMessage::InstallSnapshot { meta, offset, total_bytes, data, done, .. } => {
+                self.handle_install_snapshot(now, from, meta, offset, total_bytes, data, done)?;
+            }
+            RaftMessage::InstallSnapshotResponse { last_index, next_offset, done, .. } => {
+                self.handle_install_snapshot_response(now, from, last_index, next_offset, done);
+            }
+            RaftMessage::TimeoutNow { .. } => {
+                if self.state != State::Leader && self.is_voter() {
+                    self.campaign(now, false, true);
+                }
+            }
+            RaftMessage::ForwardProposal { proposal, .. } => {
+                let id = proposal.id.clone();
+                let outcome = if self.state != State::Leader {
+                    Err(self.not_leader())
+                } else {
+                    validate_command(&self.config, &proposal.command)
+                        .and_then(|()| self.leader_accept(now, proposal))
+                };
+                if let Err(error) = outcome {
+                    let term = self.term;
+                    self.send(from, RaftMessage::ForwardRejected { term, proposal: id, error });
+                }
+            }
+            RaftMessage::ForwardRejected { proposal, error, .. } => {
+                if proposal.origin == self.id {
+                    self.fail_proposal(&proposal, error);
+                }
+            }
+            RaftMessage::ReadIndexRequest { request, .. } => {
+                let limit = self.config.max_pending_reads as usize;
+                let refusal = if self.state != State::Leader {
+                    Some(self.not_leader())
+                } else if self.pending_read_count() >= limit {
+                    Some(ProposalError::Busy { what: "pending reads".into(), limit: limit as u64 })
+                } else {
+                    None
+                };
+                match refusal {
+                    Some(error) => {
+                        let term = self.term;
+                        self.send(from, RaftMessage::ReadIndexResponse { term, request, result: Err(error) });
+                    }
+                    None => {
+                        self.remote_reads += 1;
+                        self.leader_read(now, ReadOrigin::Remote { from, request });
+                    }
+                }
+            }
+            RaftMessage::ReadIndexResponse { request, result, .. } => {
+                if let Some(id) = self.forwarded_reads.remove(&request) {
+                    self.answer_origin(ReadOrigin::Local(id), result);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_vote_request(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        term: Term,
+        last_log_index: LogIndex,
+        last_log_term: Term,
+        pre_vote: bool,
+    ) {
+        if !pre_vote {
+            self.events.push(Event::VoteRequested { from: from.clone(), term });
+        }
+        // §5.4.1: only a candidate whose log is at least as up to date as ours.
+        let up_to_date = (last_log_term, last_log_index) >= (self.log.last_term(), self.log.last_index());
+        #[allow(unused_mut)]
+        let mut can_vote = self.voted_for.as_ref() == Some(&from)
+            || (self.voted_for.is_none() && self.leader.is_none())
+            || (pre_vote && term > self.term);
+        #[cfg(feature = "broken-variants")]
+        if self.has_bug(Bug::DoubleVote) && !pre_vote && self.state == State::Follower {
+            can_vote = true;
+        }
+        let grant = can_vote && up_to_date;
+        if pre_vote {
+            let response_term = if grant { term } else { self.term };
+            self.send(from, RaftMessage::VoteResponse { term: response_term, granted: grant, pre_vote: true });
+            return;
+        }
+        if grant {
+            self.voted_for = Some(from.clone());
+            self.save_hard_state();
+            self.reset_election_deadline(now);
+            self.events.push(Event::VoteGranted { to: from.clone(), term });
+        }
+        let response = RaftMessage::VoteResponse { term: self.term, granted: grant, pre_vote: false };
+        self.send_after_persist(from, response);
+    }
+
+    fn handle_vote_response(&mut self, now: Instant, from: NodeId, term: Term, granted: bool, pre_vote: bool) {
+        let counting = if pre_vote {
+            self.state == State::PreCandidate && (!granted || term == Term(self.term.0 + 1))
+        } else {
+            self.state == State::Candidate && term == self.term
+        };
+        if !counting || !self.membership_now().is_voter(&from) {
+            return;
+        }
+        self.votes.insert(from, granted);
+        self.tally_votes(now);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn handle_append(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        prev_log_index: LogIndex,
+        prev_log_term: Term,
+        entries: Vec<Entry>,
+        leader_commit: LogIndex,
+        read_round: u64,
+    ) -> Result<(), PeerError> {
+        for (position, entry) in entries.iter().enumerate() {
+            let expected = LogIndex(prev_log_index.0 + 1 + position as u64);
+            if entry.index != expected || entry.term > self.term {
+                return Err(PeerError::Protocol {
+                    from: from.to_string(),
+                    reason: format!("append entry {} (term {}) where {expected} was expected", entry.index, entry.term),
+                });
+            }
+        }
+        if self.state == State::Leader {
+            return Err(PeerError::Protocol {
+                from: from.to_string(),
+                reason: format!("a second leader in term {}", self.term),
+            });
+        }
+        if self.state != State::Follower {
+            let term = self.term;
+            self.become_follower(now, term, Some(from.clone()));
+        }
+        self.set_leader(Some(from.clone()));
+        self.leader_contact = Some(now);
+        self.reset_election_deadline(now);
+
+        let mut prev_index = prev_log_index;
+        let mut prev_term = prev_log_term;
+        let mut entries = entries;
+        if prev_index < self.commit {
+            // Everything up to our commit index is committed, hence in the leader's log too.
+            let skip = usize::try_from(self.commit.0 - prev_index.0).unwrap_or(usize::MAX);
+            if skip >= entries.len() {
+                let response = RaftMessage::AppendResponse {
+                    term: self.term,
+                    success: true,
+                    match_index: self.commit,
+                    conflict: None,
+                    last_log_index: self.log.last_index(),
+                    read_round,
+                };
+                self.send_after_persist(from, response);
+                return Ok(());
+            }
+            entries.drain(..skip);
+            prev_index = self.commit;
+            prev_term = self.log.term_at(self.commit).unwrap_or(prev_term);
+        }
+        let conflict = match self.log.term_at(prev_index) {
+            None => Some(ConflictHint {
+                rejected_index: prev_log_index,
+                term: None,
+                index: self.log.last_index().next(),
+            }),
+            Some(term) if term != prev_term => Some(ConflictHint {
+                rejected_index: prev_log_index,
+                term: Some(term),
+                index: self.log.first_index_of_term(prev_index, term).max(self.commit.next()),
+            }),
+            Some(_) => None,
+        };
+        if let Some(hint) = conflict {
+            let response = RaftMessage::AppendResponse {
+                term: self.term,
+                success: false,
+                match_index: LogIndex::ZERO,
+                conflict: Some(hint),
+                last_log_index: self.log.last_index(),
+                read_round,
+            };
+            self.send_after_persist(from, response);
+            return Ok(());
+        }
+        let last_new = LogIndex(prev_index.0 + entries.len() as u64);
+        for entry in entries {
+            match self.log.term_at(entry.index) {
+                Some(term) if term == entry.term => continue,
+                Some(_) => {
+                    self.truncate_log_from(entry.index);
+                    self.append_entry(entry);
+                }
+                None => self.append_entry(entry),
+            }
+        }
+        let new_commit = leader_commit.min(last_new);
+        if new_commit > self.commit {
+            self.set_commit(new_commit);
+            self.apply_committed(now);
+        }
+        let response = RaftMessage::AppendResponse {
+            term: self.term,
+            success: true,
+            match_index: last_new,
+            conflict: None,
+            last_log_index: self.log.last_index(),
+            read_round,
+        };
+        // The acknowledgement promises the entries are durable: it waits for the persist.
+        self.send_after_persist(from, response);
+        Ok(())
+    }
+
+    fn handle_append_response(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        success: bool,
+        match_index: LogIndex,
+        conflict: Option<ConflictHint>,
+        read_round: u64,
+    ) {
+        if self.state != State::Leader {
+            return;
+        }
+        let last_index = self.log.last_index();
+        let Some(progress) = self.progress.get_mut(&from) else { return };
+        progress.acked_round = progress.acked_round.max(read_round);
+        if success {
+            let match_index = match_index.min(last_index);
+            let advanced = progress.update_match(match_index);
+            if progress.state == ReplicationState::Probe && progress.match_index.next() >= progress.next_index {
+                progress.become_replicate();
+            }
+            if advanced {
+                self.maybe_commit(now);
+            }
+        } else if let Some(hint) = conflict {
+            let stale = match progress.state {
+                ReplicationState::Replicate => hint.rejected_index <= progress.match_index,
+                ReplicationState::Probe => hint.rejected_index != progress.next_index.prev(),
+                ReplicationState::Snapshot => true,
+            };
+            if !stale {
+                let mut next = match hint.term {
+                    Some(term) => {
+                        let candidate = self.log.last_index_with_term_at_most(hint.rejected_index, term);
+                        if candidate > self.log.snapshot_index() && self.log.term_at(candidate) == Some(term) {
+                            candidate.next()
+                        } else {
+                            hint.index
+                        }
+                    }
+                    None => hint.index,
+                };
+                let Some(progress) = self.progress.get_mut(&from) else { return };
+                next = next.min(hint.rejected_index).max(progress.match_index.next());
+                progress.become_probe();
+                progress.next_index = next;
+            }
+        }
+        self.check_rounds(now);
+        if self.state != State::Leader {
+            return;
+        }
+        self.send_append(now, &from, false);
+        self.maybe_send_timeout_now(&from);
+    }
+
+    fn maybe_send_timeout_now(&mut self, peer: &NodeId) {
+        let Some(transfer) = &self.transfer else { return };
+        if transfer.target != *peer {
+            return;
+        }
+        let caught_up = self.progress.get(peer).is_some_and(|progress| progress.match_index >= self.log.last_index());
+        if caught_up {
+            let term = self.term;
+            self.send(peer.clone(), RaftMessage::TimeoutNow { term });
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn handle_install_snapshot(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        total_bytes: u64,
+        data: Bytes,
+        done: bool,
+    ) -> Result<(), PeerError> {
+        let end = offset.checked_add(data.len() as u64);
+        if end.map_or(true, |end| end > total_bytes || (end == total_bytes) != done) {
+            return Err(PeerError::Protocol {
+                from: from.to_string(),
+                reason: format!("snapshot chunk at {offset} of {} bytes overruns its {total_bytes} bytes", data.len()),
+            });
+        }
+        if self.state == State::Leader {
+            return Err(PeerError::Protocol { from: from.to_string(), reason: "a second leader".into() });
+        }
+        if self.state != State::Follower {
+            let term = self.term;
+            self.become_follower(now, term, Some(from.clone()));
+        }
+        self.set_leader(Some(from.clone()));
+        self.leader_contact = Some(now);
+        self.reset_election_deadline(now);
+        let last_index = meta.last_index;
+        let respond = |raft: &mut Raft, next_offset: u64, done: bool| {
+            let response = RaftMessage::InstallSnapshotResponse { term: raft.term, last_index, next_offset, done };
+            raft.send_after_persist(from.clone(), response);
+        };
+        if last_index <= self.commit {
+            respond(self, total_bytes, true);
+            return Ok(());
+        }
+        let same_transfer = self
+            .incoming_snapshot
+            .as_ref()
+            .is_some_and(|incoming| incoming.meta == meta && incoming.total_bytes == total_bytes);
+        if !same_transfer {
+            if offset != 0 {
+                self.incoming_snapshot = None;
+                respond(self, 0, false);
+                return Ok(());
+            }
+            self.incoming_snapshot = Some(IncomingSnapshot { meta: meta.clone(), total_bytes, data: Vec::new() });
+        }
+        let Some(incoming) = self.incoming_snapshot.as_mut() else { return Ok(()) };
+        let have = incoming.data.len() as u64;
+        if offset != have {
+            // A chunk was lost or reordered: ask for the one we need next.
+            respond(self, have, false);
+            return Ok(());
+        }
+        incoming.data.extend_from_slice(&data);
+        if !done {
+            let have = incoming.data.len() as u64;
+            respond(self, have, false);
+            return Ok(());
+        }
+        let Some(incoming) = self.incoming_snapshot.take() else { return Ok(()) };
+        let data = Bytes::from(incoming.data);
+        if let Err(error) = self.replica.restore(&data) {
+            return Err(PeerError::Protocol { from: from.to_string(), reason: format!("snapshot does not restore: {error}") });
+        }
+        debug_assert_eq!(self.replica.applied(), last_index, "a snapshot is taken at its last index");
+        if self.log.term_at(last_index) == Some(meta.last_term) {
+            self.forget_proposals_through(last_index);
+        } else {
+            self.proposal_index.clear();
+        }
+        let continues = self.log.restore_to(last_index, meta.last_term);
+        if continues {
+            self.memberships.retain(|(index, _)| *index > last_index);
+        } else {
+            self.memberships.clear();
+            self.persisted = self.persisted.min(last_index.prev());
+        }
+        self.memberships.insert(0, (last_index, meta.membership.clone()));
+        self.commit = self.commit.max(last_index);
+        let snapshot = Snapshot { meta, data };
+        self.persist_snapshot(snapshot.clone(), continues);
+        self.snapshot = Some(snapshot);
+        self.apply_committed(now);
+        respond(self, total_bytes, true);
+        Ok(())
+    }
+
+    fn handle_install_snapshot_response(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        last_index: LogIndex,
+        next_offset: u64,
+        done: bool,
+    ) {
+        if self.state != State::Leader {
+            return;
+        }
+        let Some(progress) = self.progress.get_mut(&from) else { return };
+        let current = progress.snapshot.as_ref().is_some_and(|transfer| transfer.last_index == last_index);
+        if progress.state != ReplicationState::Snapshot || !current {
+            return;
+        }
+        if done {
+            progress.update_match(last_index);
+            progress.become_probe();
+            self.send_append(now, &from, false);
+            self.maybe_commit(now);
+        } else {
+            if let Some(transfer) = progress.snapshot.as_mut() {
+                transfer.offset = next_offset;
+            }
+            self.send_snapshot_chunk(now, &from);
+        }
+    }
+}
+
+impl Mechanism for Raft {
+    fn node_id(&self) -> &NodeId {
+        &self.id
+    }
+
+    fn handle_message(&mut self, now: Instant, from: NodeId, message: Message) -> Result<(), PeerError> {
+        self.start_if_needed(now);
+        let message = match message {
+            Message::Raft(message) => message,
+            Message::Majority(_) => {
+                return Err(PeerError::WrongMechanism { expected: "raft", got: "simple_majority" });
+            }
+        };
+        if from == self.id {
+            return Err(PeerError::Protocol { from: from.to_string(), reason: "a message from itself".into() });
+        }
+        self.heard_from(now, &from);
+        let result = self.step(now, from, message);
+        self.finish(now);
+        result
+    }
+
+    fn propose(&mut self, now: Instant, proposal: Proposal) -> Result<(), ProposalError> {
+        self.start_if_needed(now);
+        validate_command(&self.config, &proposal.command)?;
+        if proposal.id.origin != self.id {
+            return Err(ProposalError::Invalid(format!(
+                "proposal {} names origin {} but was made on {}",
+                proposal.id, proposal.id.origin, self.id
+            )));
+        }
+        if self.pending.contains_key(&proposal.id) {
+            return Err(ProposalError::Invalid(format!("proposal {} is already pending", proposal.id)));
+        }
+        let limit = self.config.max_pending_proposals as usize;
+        if self.pending.len() >= limit {
+            return Err(ProposalError::Busy { what: "pending proposals".into(), limit: limit as u64 });
+        }
+        let outcome = if self.state == State::Leader {
+            self.leader_accept(now, proposal)
+        } else if let (true, Some(leader)) = (self.config.forward_to_leader, self.leader.clone()) {
+            self.register_proposal(now, &proposal);
+            let term = self.term;
+            self.send(leader, RaftMessage::ForwardProposal { term, proposal });
+            Ok(())
+        } else {
+            Err(self.not_leader())
+        };
+        self.finish(now);
+        outcome
+    }
+
+    fn read(&mut self, now: Instant, id: ReadId) -> Result<(), ProposalError> {
+        self.start_if_needed(now);
+        if self.local_reads.contains_key(&id) {
+            return Err(ProposalError::Invalid(format!("read {id} is already pending")));
+        }
+        let limit = self.config.max_pending_reads as usize;
+        if self.pending_read_count() >= limit {
+            return Err(ProposalError::Busy { what: "pending reads".into(), limit: limit as u64 });
+        }
+        if self.state == State::Leader {
+            self.register_read(now, id);
+            self.leader_read(now, ReadOrigin::Local(id));
+        } else if let (true, Some(leader)) = (self.config.forward_to_leader, self.leader.clone()) {
+            self.register_read(now, id);
+            let request = self.next_read_request;
+            self.next_read_request += 1;
+            self.forwarded_reads.insert(request, id);
+            let term = self.term;
+            self.send(leader, RaftMessage::ReadIndexRequest { term, request });
+        } else {
+            return Err(self.not_leader());
+        }
+        self.finish(now);
+        Ok(())
+    }
+
+    fn change_membership(
+        &mut self,
+        now: Instant,
+        id: ProposalId,
+        change: MembershipChange,
+    ) -> Result<(), ProposalError> {
+        self.start_if_needed(now);
+        if self.state != State::Leader {
+            return Err(self.not_leader());
+        }
+        if self.transfer.is_some() {
+            return Err(ProposalError::Busy { what: "leadership transfer in progress".into(), limit: 0 });
+        }
+        if self.pending.contains_key(&id) {
+            return Err(ProposalError::Invalid(format!("proposal {id} is already pending")));
+        }
+        if !self.committed_own_term() {
+            // The known fix for one-server-at-a-time changes: a new leader first commits an entry
+            // of its own term, so no change of an earlier leader can still be in flight.
+            return Err(ProposalError::Busy {
+                what: "the new leader has not committed an entry of its term yet".into(),
+                limit: 0,
+            });
+        }
+        if self.membership_change_in_progress() || !self.promotions.is_empty() {
+            return Err(ProposalError::Busy { what: "another membership change is in progress".into(), limit: 1 });
+        }
+        let mut next = self.membership_now().clone();
+        let node = change.node().clone();
+        let invalid = |reason: &str| Err(ProposalError::Invalid(format!("{reason}: {node}")));
+        match &change {
+            MembershipChange::AddVoter(info) | MembershipChange::AddLearner(info) => {
+                if next.contains(&info.id) {
+                    return invalid("already a member");
+                }
+                let mut info = info.clone();
+                info.connected = false;
+                next.members.insert(info.id.clone(), Member { info, role: MemberRole::Learner });
+            }
+            MembershipChange::Promote(id) => match next.members.get_mut(id) {
+                Some(member) if member.role == MemberRole::Learner => member.role = MemberRole::Voter,
+                Some(_) => return invalid("already a voter"),
+                None => return invalid("not a member"),
+            },
+            MembershipChange::Remove(id) => {
+                if !next.contains(id) {
+                    return invalid("not a member");
+                }
+                if next.is_voter(id) && next.voter_count() == 1 {
+                    return invalid("cannot remove the last voter");
+                }
+                next.members.remove(id);
+            }
+            MembershipChange::Update(info) => match next.members.get_mut(&info.id) {
+                Some(member) => {
+                    let mut info = info.clone();
+                    info.connected = false;
+                    member.info = info;
+                }
+                None => return invalid("not a member"),
+            },
+        }
+        let deadline = now + self.config.timeout;
+        self.proposal_deadlines.insert((deadline, id.clone()));
+        self.pending.insert(id.clone(), PendingProposal { deadline, key: node.to_string(), value: None, index: None });
+        let index = self.leader_append(now, EntryPayload::Membership(next));
+        if let Some(pending) = self.pending.get_mut(&id) {
+            pending.index = Some(index);
+        }
+        if matches!(change, MembershipChange::AddVoter(_)) {
+            // The result comes when the promotion that follows the catch-up commits.
+            if let Some(pending) = self.pending.get_mut(&id) {
+                pending.index = None;
+            }
+            self.promotions.insert(node, id);
+        } else {
+            self.membership_proposals.insert(index, id);
+        }
+        self.broadcast_append(now);
+        self.maybe_commit(now);
+        self.finish(now);
+        Ok(())
+    }
+
+    fn vote(&mut self, _now: Instant, _proposal: &ProposalId, _in_favor: bool) -> Result<(), ProposalError> {
+        Err(ProposalError::Unsupported { mechanism: "raft".into(), operation: "manual votes".into() })
+    }
+
+    fn transfer_leadership(&mut self, now: Instant, to: &NodeId) -> Result<(), ProposalError> {
+        self.start_if_needed(now);
+        if self.state != State::Leader {
+            return Err(self.not_leader());
+        }
+        if *to == self.id {
+            return Ok(());
+        }
+        if !self.membership_now().is_voter(to) {
+            return Err(ProposalError::Invalid(format!("{to} is not a voter")));
+        }
+        self.transfer = Some(Transfer { target: to.clone(), deadline: now + self.config.election_timeout.max });
+        // The target may win an election that ignores leases: no lease reads for the rest of the term.
+        self.lease_until = None;
+        self.transfer_started = true;
+        if !self.batch.is_empty() {
+            self.flush_batch(now);
+        }
+        self.send_append(now, to, false);
+        self.maybe_send_timeout_now(to);
+        self.finish(now);
+        Ok(())
+    }
+
+    fn handle_peer_status(&mut self, now: Instant, peer: &NodeId, connected: bool) {
+        self.start_if_needed(now);
+        if *peer == self.id {
+            return;
+        }
+        if connected {
+            self.link_down.remove(peer);
+            self.heard_from(now, peer);
+        } else {
+            self.link_down.insert(peer.clone());
+            if self.membership_now().contains(peer) && self.unreachable.insert(peer.clone()) {
+                self.events.push(Event::NodeUnreachable { node: peer.clone() });
+            }
+        }
+        self.finish(now);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if !self.started {
+            self.start_if_needed(now);
+            return;
+        }
+        self.start_if_needed(now);
+        while let Some((deadline, id)) = self.proposal_deadlines.first().cloned() {
+            if deadline > now {
+                break;
+            }
+            self.fail_proposal(&id, ProposalError::Timeout);
+            self.proposal_deadlines.remove(&(deadline, id));
+        }
+        while let Some((deadline, id)) = self.read_deadlines.first().copied() {
+            if deadline > now {
+                break;
+            }
+            self.answer_read(id, Err(ProposalError::Timeout));
+            self.read_deadlines.remove(&(deadline, id));
+        }
+        if !self.forwarded_reads.is_empty() {
+            let local_reads = &self.local_reads;
+            self.forwarded_reads.retain(|_, id| local_reads.contains_key(id));
+        }
+        if !self.apply_waits.is_empty() {
+            let local_reads = &self.local_reads;
+            self.apply_waits.retain(|(_, id)| local_reads.contains_key(id));
+        }
+        if self.batch_deadline.is_some_and(|deadline| deadline <= now) {
+            self.flush_batch(now);
+        }
+        if self.state == State::Leader {
+            if self.transfer.as_ref().is_some_and(|transfer| transfer.deadline <= now) {
+                self.transfer = None;
+            }
+            if self.config.check_quorum && self.check_quorum_deadline <= now {
+                self.check_quorum_deadline = now + self.config.election_timeout.min;
+                let voters = self.voters();
+                let active = voters
+                    .iter()
+                    .filter(|voter| {
+                        **voter == self.id || self.progress.get(*voter).is_some_and(|progress| progress.recent_active)
+                    })
+                    .count();
+                for progress in self.progress.values_mut() {
+                    progress.recent_active = false;
+                }
+                if active < majority(voters.len()) {
+                    let term = self.term;
+                    self.become_follower(now, term, None);
+                }
+            }
+            if self.state == State::Leader && self.heartbeat_deadline <= now {
+                self.broadcast_heartbeat(now);
+            }
+        } else if self.election_deadline <= now {
+            let pre_vote = self.config.pre_vote;
+            self.campaign(now, pre_vote, false);
+        }
+        let timeout = self.config.election_timeout.max;
+        let expected: Vec<NodeId> = match self.state {
+            State::Leader => self.progress.keys().cloned().collect(),
+            _ => self.leader.iter().cloned().collect(),
+        };
+        for peer in expected {
+            let silent = self.last_heard.get(&peer).is_some_and(|heard| now >= *heard + timeout);
+            if silent && self.unreachable.insert(peer.clone()) {
+                self.events.push(Event::NodeUnreachable { node: peer });
+            }
+        }
+        self.finish(now);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        if !self.started {
+            return Some(Instant::ZERO);
+        }
+        let mut earliest = Instant::MAX;
+        let mut consider = |instant: Instant| earliest = earliest.min(instant);
+        if let Some((deadline, _)) = self.proposal_deadlines.first() {
+            consider(*deadline);
+        }
+        if let Some((deadline, _)) = self.read_deadlines.first() {
+            consider(*deadline);
+        }
+        if let Some(deadline) = self.batch_deadline {
+            consider(deadline);
+        }
+        if self.state == State::Leader {
+            consider(self.heartbeat_deadline);
+            if self.config.check_quorum {
+                consider(self.check_quorum_deadline);
+            }
+            if let Some(transfer) = &self.transfer {
+                consider(transfer.deadline);
+            }
+            for peer in self.progress.keys() {
+                if !self.unreachable.contains(peer) {
+                    if let Some(heard) = self.last_heard.get(peer) {
+                        consider(*heard + self.config.election_timeout.max);
+                    }
+                }
+            }
+        } else {
+            if self.is_voter() {
+                consider(self.election_deadline);
+            }
+            if let Some(leader) = &self.leader {
+                if !self.unreachable.contains(leader) {
+                    if let Some(heard) = self.last_heard.get(leader) {
+                        consider(*heard + self.config.election_timeout.max);
+                    }
+                }
+            }
+        }
+        (earliest != Instant::MAX).then_some(earliest)
+    }
+
+    fn has_ready(&self) -> bool {
+        !self.messages.is_empty()
+            || !self.persisted_messages.is_empty()
+            || !self.persist.is_empty()
+            || !self.results.is_empty()
+            || !self.reads.is_empty()
+            || !self.events.is_empty()
+            || (!self.batch.is_empty() && self.config.batch_window.is_zero())
+            || (self.commit_unsent && self.state == State::Leader)
+    }
+
+    fn ready(&mut self) -> Ready {
+        if !self.batch.is_empty() && self.config.batch_window.is_zero() {
+            let now = self.now;
+            self.flush_batch(now);
+            self.finish(now);
+        }
+        if self.commit_unsent && self.state == State::Leader {
+            self.send_commit_updates();
+        }
+        self.commit_unsent = false;
+        self.round_unsent = false;
+        self.ready_number += 1;
+        let number = self.ready_number;
+        let persist = std::mem::take(&mut self.persist);
+        if !persist.is_empty() {
+            self.unacknowledged.push_back((number, self.log.last_index(), self.log.last_term()));
+        }
+        Ready {
+            number,
+            messages: std::mem::take(&mut self.messages),
+            persist,
+            persisted_messages: std::mem::take(&mut self.persisted_messages),
+            results: std::mem::take(&mut self.results),
+            reads: std::mem::take(&mut self.reads),
+            events: std::mem::take(&mut self.events),
+        }
+    }
+
+    fn advance(&mut self, now: Instant, number: u64) {
+        self.start_if_needed(now);
+        while self.unacknowledged.front().is_some_and(|(acknowledged, _, _)| *acknowledged <= number) {
+            let Some((_, index, term)) = self.unacknowledged.pop_front() else { break };
+            // Storage now holds the log as it was when that batch was taken; if the entry there is
+            // still ours, so is everything before it (log matching).
+            if self.log.term_at(index) == Some(term) {
+                self.persisted = self.persisted.max(index);
+            }
+        }
+        self.maybe_commit(now);
+        self.finish(now);
+    }
+
+    fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
+    fn membership(&self) -> &Membership {
+        self.membership_now()
+    }
+
+    fn leader(&self) -> Option<NodeId> {
+        self.leader.clone()
+    }
+
+    fn connected_peers(&self) -> Vec<NodeId> {
+        self.membership_now()
+            .members
+            .keys()
+            .filter(|id| **id != self.id && !self.unreachable.contains(*id) && !self.link_down.contains(*id))
+            .cloned()
+            .collect()
+    }
+
+    fn debug_state(&self) -> DebugState {
+        DebugState {
+            node_id: self.id.clone(),
+            mechanism: "raft".into(),
+            current_term: self.term,
+            role: self.role(),
+            leader_id: self.leader.clone(),
+            commit_index: self.commit,
+            last_applied: self.replica.applied(),
+            log_length: self.log.len() as u64,
+            last_log_index: self.log.last_index(),
+            snapshot_index: self.log.snapshot_index(),
+            followers: self.progress.iter().map(|(id, progress)| (id.clone(), progress.debug())).collect(),
+            pending_proposals: self.pending.len(),
+        }
+    }
+}

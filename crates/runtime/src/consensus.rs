@@ -1,0 +1,984 @@
+//! The `Consensus` handle, its builder, and the node task that drives a mechanism.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use concord_core::codec::{Codec, Envelope};
+use concord_core::command::{Command, Expectation};
+use concord_core::config::{Config, MechanismKind};
+use concord_core::error::ProposalError;
+use concord_core::event::{DebugState, Event, PartitionSide, ProposalResult};
+use concord_core::id::{ClientSession, ClusterId, LogIndex, NodeId, NodeInfo, ProposalId};
+use concord_core::mechanism::{Mechanism, MembershipChange, Outbound, ReadId, Ready, Setup};
+use concord_core::message::Proposal;
+use concord_core::state_machine::{Replica, StateMachine};
+use concord_core::storage::{MemoryStorage, Storage};
+use concord_core::transport::{Incoming, Transport};
+use concord_core::typed::{decode_value, encode_value};
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::{broadcast, oneshot, Notify};
+
+use crate::callback::{CallbackTransport, MessageSender};
+use crate::clock::Clock;
+use crate::error::{ReadError, StartError};
+use crate::stream::{EventStream, KeySubscription};
+
+/// Builds and starts a node: `Consensus::builder("agent-001").config(cfg).transport(t).start().await`.
+pub struct ConsensusBuilder {
+    node_id: String,
+    address: String,
+    config: Config,
+    members: Vec<NodeInfo>,
+    transport: Option<Arc<dyn Transport>>,
+    storage: Option<Box<dyn Storage>>,
+    state_machine: Option<Box<dyn StateMachine>>,
+    cluster_id: ClusterId,
+    seed: Option<u64>,
+    clock_epoch_unix_ms: Option<u64>,
+}
+
+impl ConsensusBuilder {
+    fn new(node_id: impl Into<String>) -> Self {
+        ConsensusBuilder {
+            node_id: node_id.into(),
+            address: String::new(),
+            config: Config::default(),
+            members: Vec::new(),
+            transport: None,
+            storage: None,
+            state_machine: None,
+            cluster_id: ClusterId::default(),
+            seed: None,
+            clock_epoch_unix_ms: None,
+        }
+    }
+
+    /// The consensus config (validated at start).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// This node's own address, as peers reach it.
+    pub fn address(mut self, address: impl Into<String>) -> Self {
+        self.address = address.into();
+        self
+    }
+
+    /// A member of the initial cluster (call once per peer; this node is added automatically). Used
+    /// only when storage holds no membership yet.
+    pub fn add_node(mut self, node: NodeInfo) -> Self {
+        self.members.push(node);
+        self
+    }
+
+    /// The initial cluster, replacing earlier `add_node` calls.
+    pub fn members(mut self, members: impl IntoIterator<Item = NodeInfo>) -> Self {
+        self.members = members.into_iter().collect();
+        self
+    }
+
+    /// The transport (in-memory, WebSocket, ZeroMQ, or your own). Swapping it changes nothing else.
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = Some(transport);
+        self
+    }
+
+    /// Bring your own network (the lesson's `setMessageSender`): the node calls `sender(to, frame)`
+    /// for every outgoing frame, and you pass incoming frames to [`Consensus::handle_message`].
+    pub fn set_message_sender(mut self, sender: impl Fn(&NodeId, Bytes) + Send + Sync + 'static) -> Self {
+        let sender: MessageSender = Box::new(sender);
+        self.transport = Some(Arc::new(CallbackTransport::new(sender)));
+        self
+    }
+
+    /// Durable storage (default: in memory).
+    pub fn storage(mut self, storage: Box<dyn Storage>) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
+    /// Replicate your own state machine instead of the key-value one.
+    pub fn state_machine(mut self, machine: Box<dyn StateMachine>) -> Self {
+        self.state_machine = Some(machine);
+        self
+    }
+
+    /// The cluster's id: frames of other clusters are refused.
+    pub fn cluster_id(mut self, cluster_id: ClusterId) -> Self {
+        self.cluster_id = cluster_id;
+        self
+    }
+
+    /// Seed of the mechanism's RNG (default: derived from the node id and the time).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Anchor the node's clock at this Unix time instead of the system clock (tests).
+    pub fn clock_epoch_unix_ms(mut self, epoch: u64) -> Self {
+        self.clock_epoch_unix_ms = Some(epoch);
+        self
+    }
+
+    /// Validates everything, recovers storage, builds the mechanism and starts the node's tasks.
+    /// Must be called inside a tokio runtime.
+    pub async fn start(self) -> Result<Consensus, StartError> {
+        self.config.validate()?;
+        let node_id = NodeId::parse(&self.node_id)?;
+        let transport =
+            self.transport.ok_or_else(|| StartError::Builder("a transport is required".into()))?;
+        let mut storage = self.storage.unwrap_or_else(|| Box::new(MemoryStorage::new()));
+        let recovered = storage.recover()?;
+        let mut members = self.members;
+        if !members.iter().any(|m| m.id == node_id) {
+            members.push(NodeInfo::new(node_id.clone(), self.address.clone()));
+        }
+        for member in &members {
+            if member.id != node_id {
+                if let Err(error) = transport.add_peer(member) {
+                    tracing::warn!(peer = %member.id, %error, "transport refused peer");
+                }
+            }
+        }
+        let replica = match self.state_machine {
+            Some(machine) => Replica::new(machine, self.config.max_client_sessions as usize),
+            None => Replica::key_value(self.config.max_client_sessions as usize),
+        };
+        let clock = Clock::new(self.clock_epoch_unix_ms);
+        let seed = self.seed.unwrap_or_else(|| random_u64() ^ hash_str(node_id.as_str()));
+        let setup = Setup {
+            node_id: node_id.clone(),
+            config: self.config.clone(),
+            initial_members: members,
+            recovered,
+            seed,
+            replica,
+        };
+        let mechanism = build_mechanism(setup)?;
+        let (events, _) = broadcast::channel(self.config.max_event_backlog as usize);
+        let start = clock.now();
+        let shared = Arc::new(Shared {
+            node_id,
+            codec: Codec::from_config(&self.config),
+            cluster_id: self.cluster_id,
+            config: self.config,
+            clock,
+            state: Mutex::new(NodeState {
+                mechanism,
+                proposals: HashMap::new(),
+                reads: HashMap::new(),
+                partition: PartitionTracker { started: start, ..PartitionTracker::default() },
+                failure: None,
+            }),
+            wake: Notify::new(),
+            events,
+            client_id: random_u64(),
+            next_sequence: AtomicU64::new(1),
+            next_read: AtomicU64::new(1),
+            stopping: AtomicBool::new(false),
+            stopped: Notify::new(),
+            transport,
+        });
+        let driver = tokio::spawn(drive(shared.clone(), storage));
+        let receiver = tokio::spawn(receive(shared.clone()));
+        Ok(Consensus { shared, tasks: Arc::new(Mutex::new(Some((driver, receiver)))) })
+    }
+}
+
+fn build_mechanism(setup: Setup) -> Result<Box<dyn Mechanism>, StartError> {
+    match setup.config.mechanism {
+        #[cfg(feature = "raft")]
+        MechanismKind::Raft => Ok(Box::new(concord_raft::Raft::new(setup)?)),
+        #[cfg(feature = "majority")]
+        MechanismKind::SimpleMajority => Ok(Box::new(concord_majority::Majority::new(setup)?)),
+        #[allow(unreachable_patterns)]
+        other => Err(StartError::MechanismNotCompiled(other.as_str())),
+    }
+}
+
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS per process; good enough for client ids and default seeds
+    // (never used by protocol code, which gets its seed explicitly).
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+    );
+    hasher.finish()
+}
+
+fn hash_str(text: &str) -> u64 {
+    // FNV-1a: stable across runs, unlike std's hasher.
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3))
+}
+
+pub(crate) struct Shared {
+    node_id: NodeId,
+    config: Config,
+    codec: Codec,
+    cluster_id: ClusterId,
+    clock: Clock,
+    state: Mutex<NodeState>,
+    wake: Notify,
+    pub(crate) events: broadcast::Sender<Event>,
+    client_id: u64,
+    next_sequence: AtomicU64,
+    next_read: AtomicU64,
+    stopping: AtomicBool,
+    stopped: Notify,
+    transport: Arc<dyn Transport>,
+}
+
+struct NodeState {
+    mechanism: Box<dyn Mechanism>,
+    proposals: HashMap<ProposalId, oneshot::Sender<ProposalResult>>,
+    reads: HashMap<ReadId, oneshot::Sender<Result<LogIndex, ProposalError>>>,
+    partition: PartitionTracker,
+    failure: Option<String>,
+}
+
+/// Tracks whether this node reaches a quorum, for `partition:detected` / `partition:healed` and the
+/// read-only mode.
+#[derive(Default)]
+struct PartitionTracker {
+    started: concord_core::time::Instant,
+    side: Option<PartitionSide>,
+}
+
+type Tasks = (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>);
+
+/// A running node: the lesson's ConsensusTrait. Cheap to clone; every clone drives the same node.
+#[derive(Clone)]
+pub struct Consensus {
+    shared: Arc<Shared>,
+    tasks: Arc<Mutex<Option<Tasks>>>,
+}
+
+impl std::fmt::Debug for Consensus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consensus").field("node_id", &self.shared.node_id).finish_non_exhaustive()
+    }
+}
+
+/// The outcome of a compare-and-swap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CasOutcome {
+    /// Whether the swap happened.
+    pub swapped: bool,
+    /// The key's value after the command (the new value if swapped, the current one if not).
+    pub value: Option<Bytes>,
+    /// The key's version after the command.
+    pub version: u64,
+}
+
+/// One operation of an atomic batch.
+pub type BatchOperation = Command;
+
+impl Consensus {
+    /// Starts building a node with id `node_id` (e.g. `"agent-001"`).
+    pub fn builder(node_id: impl Into<String>) -> ConsensusBuilder {
+        ConsensusBuilder::new(node_id)
+    }
+
+    /// This node's id (`getNodeId()`).
+    pub fn node_id(&self) -> &NodeId {
+        &self.shared.node_id
+    }
+
+    /// The config the node runs with.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    fn now(&self) -> concord_core::time::Instant {
+        self.shared.clock.now()
+    }
+
+    fn next_proposal(&self) -> (ProposalId, ClientSession) {
+        let sequence = self.shared.next_sequence.fetch_add(1, Ordering::Relaxed);
+        (
+            ProposalId { origin: self.shared.node_id.clone(), sequence },
+            ClientSession { client: self.shared.client_id, sequence },
+        )
+    }
+
+    fn check_sizes(&self, command: &Command) -> Result<(), ProposalError> {
+        let config = &self.shared.config;
+        for key in command.keys() {
+            if key.len() > config.max_key_bytes as usize {
+                return Err(ProposalError::Invalid(format!(
+                    "key of {} bytes exceeds maxKeyBytes ({})",
+                    key.len(),
+                    config.max_key_bytes
+                )));
+            }
+        }
+        if let Command::Batch(commands) = command {
+            if commands.len() > config.max_batch_commands as usize {
+                return Err(ProposalError::Invalid(format!(
+                    "batch of {} commands exceeds maxBatchCommands ({})",
+                    commands.len(),
+                    config.max_batch_commands
+                )));
+            }
+        }
+        let size = command.size_bytes();
+        if size > config.max_value_bytes as usize + config.max_key_bytes as usize + 64 {
+            return Err(ProposalError::Invalid(format!(
+                "command of {size} bytes exceeds maxValueBytes ({})",
+                config.max_value_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Proposes `value` for `key` and waits for the decision (`propose`): `true` if accepted.
+    pub async fn propose<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> bool {
+        self.propose_with_result(key, value).await.accepted
+    }
+
+    /// Proposes `value` for `key` and returns the detailed result (`proposeWithResult`).
+    pub async fn propose_with_result<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> ProposalResult {
+        match encode_value(value) {
+            Ok(bytes) => self.propose_command(Command::Put { key: key.to_owned(), value: bytes }).await,
+            Err(error) => {
+                let (id, _) = self.next_proposal();
+                ProposalResult::failed(id, key, ProposalError::Invalid(error.to_string()))
+            }
+        }
+    }
+
+    /// Proposes raw bytes for `key`.
+    pub async fn propose_bytes(&self, key: &str, value: Bytes) -> ProposalResult {
+        self.propose_command(Command::Put { key: key.to_owned(), value }).await
+    }
+
+    /// Deletes `key` through consensus.
+    pub async fn delete(&self, key: &str) -> ProposalResult {
+        self.propose_command(Command::Delete { key: key.to_owned() }).await
+    }
+
+    /// Adds `delta` to the i64 counter at `key` atomically; returns the new value.
+    pub async fn add(&self, key: &str, delta: i64) -> Result<i64, ProposalError> {
+        let result = self.propose_command(Command::Add { key: key.to_owned(), delta }).await;
+        match (result.accepted, result.output.and_then(|o| o.counter), result.error) {
+            (true, Some(value), _) => Ok(value),
+            (_, _, Some(error)) => Err(error),
+            _ => Err(ProposalError::Rejected { reason: "counter update not applied".into() }),
+        }
+    }
+
+    /// Atomic compare-and-swap, decided when the command is applied: sets `key` to `new` only if its
+    /// value then equals `expected` (`None`: absent). Never check-then-propose.
+    pub async fn compare_and_swap<E: Serialize, T: Serialize>(
+        &self,
+        key: &str,
+        expected: Option<&E>,
+        new: &T,
+    ) -> Result<CasOutcome, ProposalError> {
+        let expected = match expected {
+            Some(value) => Some(encode_value(value).map_err(|e| ProposalError::Invalid(e.to_string()))?),
+            None => None,
+        };
+        let new = encode_value(new).map_err(|e| ProposalError::Invalid(e.to_string()))?;
+        self.compare_and_swap_bytes(key, Expectation::Value(expected), Some(new)).await
+    }
+
+    /// Compare-and-swap on raw bytes, against a value or a version; `new: None` deletes.
+    pub async fn compare_and_swap_bytes(
+        &self,
+        key: &str,
+        expected: Expectation,
+        new: Option<Bytes>,
+    ) -> Result<CasOutcome, ProposalError> {
+        let result =
+            self.propose_command(Command::CompareAndSwap { key: key.to_owned(), expected, new }).await;
+        if result.accepted {
+            let change = result.output.and_then(|o| o.changes.into_iter().next());
+            return Ok(CasOutcome {
+                swapped: true,
+                value: change.as_ref().and_then(|c| c.new_value.clone()),
+                version: change.map_or(0, |c| c.version),
+            });
+        }
+        match result.error {
+            Some(ProposalError::Command(concord_core::command::CommandFailure::CompareFailed {
+                current, ..
+            })) => Ok(CasOutcome { swapped: false, value: current.value, version: current.version }),
+            Some(error) => Err(error),
+            None => Err(ProposalError::Rejected { reason: "compare-and-swap not applied".into() }),
+        }
+    }
+
+    /// Applies every command or none (atomic batch).
+    pub async fn batch(&self, commands: Vec<Command>) -> ProposalResult {
+        self.propose_command(Command::Batch(commands)).await
+    }
+
+    /// Proposes any command and waits for its result. Retries after a leadership change with the same
+    /// client session, so the command applies at most once (Raft thesis §6.3).
+    pub async fn propose_command(&self, command: Command) -> ProposalResult {
+        let (id, session) = self.next_proposal();
+        let key = command.key().to_owned();
+        if let Err(error) = self.check_sizes(&command) {
+            return ProposalResult::failed(id, key, error);
+        }
+        let deadline = tokio::time::Instant::now() + self.shared.config.timeout;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let proposal = Proposal { id: id.clone(), session: Some(session), command: command.clone() };
+            let result = self.submit_once(proposal, deadline).await;
+            let retry = matches!(result.error, Some(ProposalError::LeadershipLost))
+                && tokio::time::Instant::now() < deadline
+                && attempt < 8;
+            if !retry {
+                return result;
+            }
+            // Give the cluster a moment to elect a leader before retrying with the same session.
+            tokio::time::sleep(self.shared.config.heartbeat_interval).await;
+        }
+    }
+
+    async fn submit_once(&self, proposal: Proposal, deadline: tokio::time::Instant) -> ProposalResult {
+        let id = proposal.id.clone();
+        let key = proposal.command.key().to_owned();
+        let receiver = {
+            let shared = &self.shared;
+            if shared.stopping.load(Ordering::Acquire) {
+                return ProposalResult::failed(id, key, ProposalError::Stopped);
+            }
+            let mut state = shared.state.lock();
+            if let Some(failure) = &state.failure {
+                return ProposalResult::failed(id, key, ProposalError::Storage(failure.clone()));
+            }
+            if let Some(error) = read_only_error(&state, &shared.config) {
+                return ProposalResult::failed(id, key, error);
+            }
+            let limit = shared.config.max_pending_proposals as usize;
+            if state.proposals.len() >= limit {
+                return ProposalResult::failed(
+                    id,
+                    key,
+                    ProposalError::Busy { what: "pending proposals".into(), limit: limit as u64 },
+                );
+            }
+            let now = shared.clock.now();
+            if let Err(error) = state.mechanism.propose(now, proposal) {
+                return ProposalResult::failed(id, key, error);
+            }
+            let (sender, receiver) = oneshot::channel();
+            state.proposals.insert(id.clone(), sender);
+            receiver
+        };
+        self.shared.wake.notify_one();
+        // The mechanism times proposals out itself; this outer bound only guards against a result
+        // that never comes (e.g. the node stopped).
+        let grace = deadline + self.shared.config.heartbeat_interval * 2;
+        match tokio::time::timeout_at(grace, receiver).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => ProposalResult::failed(id, key, ProposalError::Stopped),
+            Err(_) => {
+                self.shared.state.lock().proposals.remove(&id);
+                ProposalResult::failed(id, key, ProposalError::Timeout)
+            }
+        }
+    }
+
+    /// The local value of `key` (`get`): fast, possibly stale on a follower. `Ok(None)` if absent.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, concord_core::typed::ValueError> {
+        match self.get_bytes(key) {
+            Some(bytes) => decode_value(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The local raw value of `key`.
+    pub fn get_bytes(&self, key: &str) -> Option<Bytes> {
+        self.shared.state.lock().mechanism.replica().machine().get(key)
+    }
+
+    /// The local version of `key` (0 if it never existed).
+    pub fn version(&self, key: &str) -> u64 {
+        self.shared.state.lock().mechanism.replica().machine().version(key)
+    }
+
+    /// A linearizable read of `key` (Raft: ReadIndex or lease; forwarded from a follower).
+    pub async fn read<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, ReadError> {
+        match self.read_bytes(key).await? {
+            Some(bytes) => Ok(Some(decode_value(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A linearizable read of raw bytes.
+    pub async fn read_bytes(&self, key: &str) -> Result<Option<Bytes>, ProposalError> {
+        self.read_barrier().await?;
+        Ok(self.get_bytes(key))
+    }
+
+    /// Waits until the local replica reflects every write completed before this call.
+    pub async fn read_barrier(&self) -> Result<LogIndex, ProposalError> {
+        let id = self.shared.next_read.fetch_add(1, Ordering::Relaxed);
+        let receiver = {
+            if self.shared.stopping.load(Ordering::Acquire) {
+                return Err(ProposalError::Stopped);
+            }
+            let mut state = self.shared.state.lock();
+            let limit = self.shared.config.max_pending_reads as usize;
+            if state.reads.len() >= limit {
+                return Err(ProposalError::Busy { what: "pending reads".into(), limit: limit as u64 });
+            }
+            let now = self.shared.clock.now();
+            state.mechanism.read(now, id)?;
+            let (sender, receiver) = oneshot::channel();
+            state.reads.insert(id, sender);
+            receiver
+        };
+        self.shared.wake.notify_one();
+        match tokio::time::timeout(self.shared.config.timeout, receiver).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ProposalError::Stopped),
+            Err(_) => {
+                self.shared.state.lock().reads.remove(&id);
+                Err(ProposalError::Timeout)
+            }
+        }
+    }
+
+    /// A stream of `key`'s new values (`subscribe`).
+    pub fn subscribe(&self, key: &str) -> KeySubscription {
+        KeySubscription::new(key.to_owned(), self.shared.events.subscribe())
+    }
+
+    /// A stream of every event (`on(...)` for all event names).
+    pub fn events(&self) -> EventStream {
+        EventStream::new(self.shared.events.subscribe())
+    }
+
+    /// Every member, with `connected` as this node sees it (`getNodes()`).
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        let state = self.shared.state.lock();
+        let connected = state.mechanism.connected_peers();
+        state
+            .mechanism
+            .membership()
+            .members
+            .values()
+            .map(|member| {
+                let mut info = member.info.clone();
+                info.connected = info.id == self.shared.node_id || connected.contains(&info.id);
+                info
+            })
+            .collect()
+    }
+
+    /// The current leader, if known (`getLeader()`); always `None` for simple majority.
+    pub fn leader(&self) -> Option<NodeInfo> {
+        let state = self.shared.state.lock();
+        let leader = state.mechanism.leader()?;
+        let info = state.mechanism.membership().members.get(&leader).map(|m| m.info.clone());
+        Some(info.unwrap_or_else(|| NodeInfo::new(leader, "")))
+    }
+
+    /// Whether this node is the leader (`isLeader()`).
+    pub fn is_leader(&self) -> bool {
+        self.shared.state.lock().mechanism.leader().as_ref() == Some(&self.shared.node_id)
+    }
+
+    /// The debug state (`getDebugState()`).
+    pub fn debug_state(&self) -> DebugState {
+        self.shared.state.lock().mechanism.debug_state()
+    }
+
+    /// Adds a member through consensus (`addNode`); Raft adds it as a learner, then promotes it.
+    pub async fn add_node(&self, node: NodeInfo) -> Result<(), ProposalError> {
+        if let Err(error) = self.shared.transport.add_peer(&node) {
+            return Err(ProposalError::Invalid(error.to_string()));
+        }
+        self.change_membership(MembershipChange::AddVoter(node)).await
+    }
+
+    /// Removes a member through consensus (`removeNode`).
+    pub async fn remove_node(&self, node: &str) -> Result<(), ProposalError> {
+        let id = NodeId::parse(node).map_err(|e| ProposalError::Invalid(e.to_string()))?;
+        if !self.shared.state.lock().mechanism.membership().contains(&id) {
+            return Err(ProposalError::Invalid(format!("unknown node {id}")));
+        }
+        self.change_membership(MembershipChange::Remove(id)).await
+    }
+
+    /// Any membership change (learners, promotion, metadata update).
+    pub async fn change_membership(&self, change: MembershipChange) -> Result<(), ProposalError> {
+        let (id, _) = self.next_proposal();
+        let receiver = {
+            if self.shared.stopping.load(Ordering::Acquire) {
+                return Err(ProposalError::Stopped);
+            }
+            let mut state = self.shared.state.lock();
+            let now = self.shared.clock.now();
+            state.mechanism.change_membership(now, id.clone(), change)?;
+            let (sender, receiver) = oneshot::channel();
+            state.proposals.insert(id.clone(), sender);
+            receiver
+        };
+        self.shared.wake.notify_one();
+        // Adding a voter waits for it to catch up: allow a few timeouts.
+        match tokio::time::timeout(self.shared.config.timeout * 3, receiver).await {
+            Ok(Ok(result)) if result.accepted => Ok(()),
+            Ok(Ok(result)) => Err(result.error.unwrap_or(ProposalError::Rejected { reason: "refused".into() })),
+            Ok(Err(_)) => Err(ProposalError::Stopped),
+            Err(_) => {
+                self.shared.state.lock().proposals.remove(&id);
+                Err(ProposalError::Timeout)
+            }
+        }
+    }
+
+    /// Casts this node's vote on a proposal (`vote(proposalId, vote)`, simple majority with manual voting).
+    pub fn vote(&self, proposal: &ProposalId, in_favor: bool) -> Result<(), ProposalError> {
+        let result = {
+            let mut state = self.shared.state.lock();
+            let now = self.shared.clock.now();
+            state.mechanism.vote(now, proposal, in_favor)
+        };
+        self.shared.wake.notify_one();
+        result
+    }
+
+    /// Hands leadership to `to` (Raft).
+    pub fn transfer_leadership(&self, to: &str) -> Result<(), ProposalError> {
+        let id = NodeId::parse(to).map_err(|e| ProposalError::Invalid(e.to_string()))?;
+        let result = {
+            let mut state = self.shared.state.lock();
+            let now = self.shared.clock.now();
+            state.mechanism.transfer_leadership(now, &id)
+        };
+        self.shared.wake.notify_one();
+        result
+    }
+
+    /// Feeds a frame received from your own network (the lesson's `handleMessage(from, message)`).
+    pub fn handle_message(&self, from: &str, frame: &[u8]) -> Result<(), crate::HandleMessageError> {
+        let shared = &self.shared;
+        let envelope = shared.codec.decode_for(shared.cluster_id, frame)?;
+        if envelope.from.as_str() != from {
+            return Err(crate::HandleMessageError::SenderMismatch {
+                claimed: envelope.from.to_string(),
+                link: from.to_owned(),
+            });
+        }
+        if envelope.to != shared.node_id {
+            return Err(crate::HandleMessageError::NotForMe(envelope.to.to_string()));
+        }
+        {
+            let mut state = shared.state.lock();
+            let now = shared.clock.now();
+            state.mechanism.handle_message(now, envelope.from, envelope.message)?;
+        }
+        shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// Whether the node is in read-only mode (it cannot reach a quorum).
+    pub fn is_read_only(&self) -> bool {
+        self.shared.state.lock().partition.side == Some(PartitionSide::Minority)
+    }
+
+    /// Stops the node gracefully: new calls fail with `Stopped`, proposals in flight get up to one
+    /// heartbeat interval to finish, then fail with `Stopped`; the transport is closed.
+    pub async fn stop(&self) {
+        if self.shared.stopping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let drain_until = tokio::time::Instant::now() + self.shared.config.heartbeat_interval;
+        while tokio::time::Instant::now() < drain_until {
+            let pending = {
+                let state = self.shared.state.lock();
+                state.proposals.len() + state.reads.len()
+            };
+            if pending == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        self.shared.stopped.notify_waiters();
+        self.shared.wake.notify_one();
+        let tasks = self.tasks.lock().take();
+        if let Some((driver, receiver)) = tasks {
+            receiver.abort();
+            let _ = driver.await;
+            let _ = receiver.await;
+        }
+        {
+            let mut state = self.shared.state.lock();
+            for (id, sender) in state.proposals.drain() {
+                let _ = sender.send(ProposalResult::failed(id, "", ProposalError::Stopped));
+            }
+            for (_, sender) in state.reads.drain() {
+                let _ = sender.send(Err(ProposalError::Stopped));
+            }
+        }
+        self.shared.transport.close().await;
+    }
+}
+
+fn read_only_error(state: &NodeState, config: &Config) -> Option<ProposalError> {
+    if state.partition.side != Some(PartitionSide::Minority) {
+        return None;
+    }
+    let membership = state.mechanism.membership();
+    let members = membership.voter_count();
+    let connected = state.mechanism.connected_peers();
+    let reachable = 1 + membership.voters().filter(|v| connected.contains(v)).count();
+    Some(ProposalError::NoQuorum { reachable, members, required: quorum_required(config, members) })
+}
+
+fn quorum_required(config: &Config, voters: usize) -> usize {
+    match config.mechanism {
+        MechanismKind::Raft => voters / 2 + 1,
+        MechanismKind::SimpleMajority => config.quorum.required(voters),
+    }
+}
+
+/// The node task: waits for inputs or the next deadline, then drains every Ready in the order the
+/// core documents (send, persist, send persisted, advance, deliver).
+async fn drive(shared: Arc<Shared>, storage: Box<dyn Storage>) {
+    let blocking = storage.is_blocking();
+    let storage = Arc::new(std::sync::Mutex::new(storage));
+    let partition_check = shared.config.heartbeat_interval;
+    let mut next_partition_check = shared.clock.now() + partition_check;
+    loop {
+        if shared.stopping.load(Ordering::Acquire) && pending_is_empty(&shared) {
+            break;
+        }
+        let deadline = {
+            let state = shared.state.lock();
+            state.mechanism.poll_timeout().unwrap_or(concord_core::time::Instant::MAX).min(next_partition_check)
+        };
+        tokio::select! {
+            _ = shared.wake.notified() => {}
+            _ = tokio::time::sleep_until(shared.clock.to_tokio(deadline)) => {}
+            _ = shared.stopped.notified() => {}
+        }
+        let now = shared.clock.now();
+        {
+            let mut state = shared.state.lock();
+            if state.mechanism.poll_timeout().is_some_and(|at| at <= now) {
+                state.mechanism.handle_timeout(now);
+            }
+        }
+        if now >= next_partition_check {
+            next_partition_check = now + partition_check;
+            let events = shared.state.lock().update_partition(&shared.config, now);
+            for event in events {
+                let _ = shared.events.send(event);
+            }
+        }
+        if !process_ready(&shared, &storage, blocking).await {
+            break;
+        }
+        if shared.stopping.load(Ordering::Acquire) && pending_is_empty(&shared) {
+            break;
+        }
+    }
+}
+
+fn pending_is_empty(shared: &Shared) -> bool {
+    let state = shared.state.lock();
+    state.proposals.is_empty() && state.reads.is_empty()
+}
+
+/// Drains every Ready. Returns false once storage has failed (the node stops acknowledging).
+async fn process_ready(
+    shared: &Arc<Shared>,
+    storage: &Arc<std::sync::Mutex<Box<dyn Storage>>>,
+    blocking: bool,
+) -> bool {
+    // A bound on the work done per wake-up, so one busy node cannot starve the receive task.
+    const READY_ROUNDS_MAX: usize = 64;
+    for _ in 0..READY_ROUNDS_MAX {
+        let ready: Ready = {
+            let mut state = shared.state.lock();
+            if state.failure.is_some() || !state.mechanism.has_ready() {
+                return state.failure.is_none();
+            }
+            state.mechanism.ready()
+        };
+        let Ready { number, messages, persist, persisted_messages, results, reads, events } = ready;
+        send_all(shared, messages).await;
+        if !persist.is_empty() {
+            let outcome = if blocking {
+                let storage = storage.clone();
+                tokio::task::spawn_blocking(move || match storage.lock() {
+                    Ok(mut storage) => storage.persist(&persist).map_err(|e| e.to_string()),
+                    Err(_) => Err("storage lock poisoned".to_owned()),
+                })
+                .await
+                .unwrap_or_else(|error| Err(error.to_string()))
+            } else {
+                match storage.lock() {
+                    Ok(mut storage) => storage.persist(&persist).map_err(|e| e.to_string()),
+                    Err(_) => Err("storage lock poisoned".to_owned()),
+                }
+            };
+            if let Err(error) = outcome {
+                tracing::error!(node = %shared.node_id, %error, "storage failed; the node stops acknowledging writes");
+                let mut state = shared.state.lock();
+                state.failure = Some(error.clone());
+                for (id, sender) in state.proposals.drain() {
+                    let _ = sender.send(ProposalResult::failed(id, "", ProposalError::Storage(error.clone())));
+                }
+                for (_, sender) in state.reads.drain() {
+                    let _ = sender.send(Err(ProposalError::Storage(error.clone())));
+                }
+                return false;
+            }
+        }
+        send_all(shared, persisted_messages).await;
+        let extra_events = {
+            let mut state = shared.state.lock();
+            let now = shared.clock.now();
+            state.mechanism.advance(now, number);
+            for result in results {
+                if let Some(sender) = state.proposals.remove(&result.proposal_id) {
+                    let _ = sender.send(result);
+                }
+            }
+            for read in reads {
+                if let Some(sender) = state.reads.remove(&read.id) {
+                    let _ = sender.send(read.result);
+                }
+            }
+            if events.iter().any(|e| matches!(e, Event::NodeUnreachable { .. } | Event::NodeReconnected { .. })) {
+                state.update_partition(&shared.config, now)
+            } else {
+                Vec::new()
+            }
+        };
+        for event in events.into_iter().chain(extra_events) {
+            // No subscriber is fine: events are then dropped.
+            let _ = shared.events.send(event);
+        }
+    }
+    // More work remains: come back without waiting.
+    shared.wake.notify_one();
+    true
+}
+
+async fn send_all(shared: &Shared, messages: Vec<Outbound>) {
+    if messages.is_empty() {
+        return;
+    }
+    // Group by destination so each peer gets one send (one flush) per round.
+    let mut by_peer: Vec<(NodeId, Vec<Bytes>)> = Vec::new();
+    for Outbound { to, message } in messages {
+        let envelope = Envelope { cluster_id: shared.cluster_id, from: shared.node_id.clone(), to, message };
+        let frame = match shared.codec.encode(&envelope) {
+            Ok(frame) => frame,
+            Err(error) => {
+                tracing::error!(to = %envelope.to, kind = envelope.message.kind(), %error, "cannot encode message");
+                continue;
+            }
+        };
+        match by_peer.iter_mut().find(|(peer, _)| *peer == envelope.to) {
+            Some((_, frames)) => frames.push(frame),
+            None => by_peer.push((envelope.to, vec![frame])),
+        }
+    }
+    for (peer, frames) in by_peer {
+        if let Err(error) = shared.transport.send(&peer, frames).await {
+            tracing::debug!(%peer, %error, "send failed");
+        }
+    }
+}
+
+/// Receives frames from the transport and feeds them to the mechanism.
+async fn receive(shared: Arc<Shared>) {
+    loop {
+        let incoming = tokio::select! {
+            incoming = shared.transport.recv() => incoming,
+            _ = shared.stopped.notified() => return,
+        };
+        let now = shared.clock.now();
+        match incoming {
+            Ok(Incoming::Frame { from, frame }) => {
+                let envelope = match shared.codec.decode_for(shared.cluster_id, &frame) {
+                    Ok(envelope) => envelope,
+                    Err(error) => {
+                        tracing::warn!(%from, %error, "dropping undecodable frame");
+                        continue;
+                    }
+                };
+                if envelope.from != from || envelope.to != shared.node_id {
+                    tracing::warn!(%from, claimed = %envelope.from, to = %envelope.to, "dropping misrouted frame");
+                    continue;
+                }
+                let result = shared.state.lock().mechanism.handle_message(now, from, envelope.message);
+                if let Err(error) = result {
+                    tracing::warn!(%error, "dropping message");
+                }
+            }
+            Ok(Incoming::PeerConnected(peer)) => shared.state.lock().mechanism.handle_peer_status(now, &peer, true),
+            Ok(Incoming::PeerDisconnected(peer)) => {
+                shared.state.lock().mechanism.handle_peer_status(now, &peer, false)
+            }
+            Err(concord_core::transport::TransportError::Closed) => return,
+            Err(error) => {
+                tracing::warn!(%error, "transport receive error");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        }
+        shared.wake.notify_one();
+    }
+}
+
+impl NodeState {
+    /// Recomputes which side of a partition this node is on and returns the events to emit.
+    fn update_partition(&mut self, config: &Config, now: concord_core::time::Instant) -> Vec<Event> {
+        // Right after start no peer has been heard from yet: that is not a partition.
+        if now < self.partition.started + config.election_timeout.max {
+            return Vec::new();
+        }
+        let membership = self.mechanism.membership();
+        let voters: Vec<NodeId> = membership.voters().cloned().collect();
+        if voters.len() <= 1 {
+            return Vec::new();
+        }
+        let me = self.mechanism.node_id().clone();
+        let connected = self.mechanism.connected_peers();
+        let mut reachable: Vec<NodeId> = voters.iter().filter(|v| **v == me || connected.contains(v)).cloned().collect();
+        if !reachable.contains(&me) {
+            reachable.push(me);
+        }
+        reachable.sort();
+        let required = quorum_required(config, voters.len());
+        let side = if reachable.len() < required {
+            Some(PartitionSide::Minority)
+        } else if reachable.len() < voters.len() {
+            Some(PartitionSide::Majority)
+        } else {
+            None
+        };
+        if side == self.partition.side {
+            return Vec::new();
+        }
+        let previous = std::mem::replace(&mut self.partition.side, side);
+        match side {
+            Some(side) => vec![Event::PartitionDetected { side, reachable }],
+            None if previous.is_some() => vec![Event::PartitionHealed],
+            None => Vec::new(),
+        }
+    }
+}

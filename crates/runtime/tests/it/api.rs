@@ -1,0 +1,299 @@
+use std::time::Duration;
+
+use concord_core::prelude::*;
+use concord_runtime::{Consensus, MemoryNetwork};
+
+use crate::support::*;
+
+#[tokio::test(start_paused = true)]
+async fn raft_cluster_elects_a_leader_and_replicates() {
+    let network = MemoryNetwork::new();
+    let nodes = cluster(&network, 3, raft_config()).await;
+    let leader = wait_for_leader(&nodes).await;
+    let leader_info = nodes[0].leader();
+    wait_until(Duration::from_secs(5), "everyone knows the leader", || {
+        nodes.iter().all(|n| n.leader().map(|l| l.id) == Some(nodes[leader].node_id().clone()))
+    })
+    .await;
+    assert!(leader_info.is_some());
+    let result = nodes[leader].propose_with_result("config", &("maxPlayers", 10u32)).await;
+    assert!(result.accepted, "{result:?}");
+    assert_eq!(result.key, "config");
+    assert!(result.votes.in_favor >= 2 && result.quorum_required == 2, "{result:?}");
+    wait_until(Duration::from_secs(5), "replication", || {
+        nodes.iter().all(|n| n.get::<(String, u32)>("config").ok().flatten() == Some(("maxPlayers".into(), 10)))
+    })
+    .await;
+    stop_all(&nodes).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn follower_forwards_proposals_and_reads_to_the_leader() {
+    let network = MemoryNetwork::new();
+    let nodes = cluster(&network, 3, raft_config()).await;
+    let leader = wait_for_leader(&nodes).await;
+    let follower = (leader + 1) % 3;
+    assert!(!nodes[follower].is_leader());
+    assert!(nodes[follower].propose("player_score", &100i64).await);
+    // A linearizable read on another follower sees the write at once.
+    let other = (leader + 2) % 3;
+    assert_eq!(nodes[other].read::<i64>("player_score").await.unwrap(), Some(100));
+    stop_all(&nodes).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn not_leader_error_names_the_leader_when_forwarding_is_off() {
+    let network = MemoryNetwork::new();
+    let mut config = raft_config();
+    config.forward_to_leader = false;
+    let nodes = cluster(&network, 3, config).await;
+    let leader = wait_for_leader(&nodes).await;
+    let follower = (leader + 1) % 3;
+    wait_until(Duration::from_secs(5), "follower knows leader", || nodes[follower].leader().is_some()).await;
+    let result = nodes[follower].propose_with_result("k", &1u8).await;
+    match result.error {
+        Some(ProposalError::NotLeader { leader: Some(info) }) => {
+            assert_eq!(&info.id, nodes[leader].node_id());
+            assert_eq!(info.address, format!("mem://{}", nodes[leader].node_id()));
+        }
+        other => panic!("expected NotLeader with the leader, got {other:?}"),
+    }
+    stop_all(&nodes).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_follow_the_lesson() {
+    let network = MemoryNetwork::new();
+    let config = raft_config();
+    // Subscribe before anything happens: start nodes one by one and subscribe to the first.
+    let nodes = cluster(&network, 3, config).await;
+    let mut events = nodes[0].events();
+    let leader = wait_for_leader(&nodes).await;
+    let mut updates = nodes[0].subscribe("player_score");
+    assert!(nodes[leader].propose("player_score", &7i64).await);
+    let update = tokio::time::timeout(Duration::from_secs(5), updates.next()).await.unwrap().unwrap();
+    assert_eq!(update.value::<i64>().unwrap(), Some(7));
+    assert_eq!(update.old::<i64>().unwrap(), None);
+    let mut seen = std::collections::BTreeSet::new();
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(200), events.next()).await {
+        seen.insert(event.name());
+    }
+    for name in ["leader:elected", "state:changed", "log:appended"] {
+        assert!(seen.contains(name), "missing {name} in {seen:?}");
+    }
+    if leader == 0 {
+        assert!(seen.contains("consensus:accepted"), "{seen:?}");
+    }
+    stop_all(&nodes).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn compare_and_swap_counter_and_batch() {
+    let network = MemoryNetwork::new();
+    let nodes = cluster(&network, 3, raft_config()).await;
+    let leader = wait_for_leader(&nodes).await;
+    let node = &nodes[(leader + 1) % 3];
+    let swapped = node.compare_and_swap::<String, String>("owner", None, &"alice".into()).await.unwrap();
+    assert!(swapped.swapped);
+    let refused = node.compare_and_swap::<String, String>("owner", None, &"bob".into()).await.unwrap();
+    assert!(!refused.swapped);
+    assert_eq!(refused.version, 1);
+    assert_eq!(node.add("visits", 5).await.unwrap(), 5);
+    assert_eq!(node.add("visits", -2).await.unwrap(), 3);
+    let failed = node
+        .batch(vec![
+            Command::Add { key: "visits".into(), delta: 10 },
+            Command::CompareAndSwap { key: "owner".into(), expected: Expectation::Version(99), new: None },
+        ])
+        .await;
+    assert!(!failed.accepted);
+    assert_eq!(node.read::<i64>("visits").await.unwrap(), Some(3), "a failed batch applies nothing");
+    stop_all(&nodes).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn minority_side_is_read_only_and_heals() {
+    let network = MemoryNetwork::new();
+    let nodes = cluster(&network, 3, raft_config()).await;
+    let leader = wait_for_leader(&nodes).await;
+    assert!(nodes[leader].propose("k", &1u32).await);
+    let lonely = (leader + 1) % 3;
+    wait_until(Duration::from_secs(5), "replicated", || nodes[lonely].get::<u32>("k").ok().flatten() == Some(1)).await;
+    let mut events = nodes[lonely].events();
+    network.isolate(nodes[lonely].node_id().as_str());
+    let mut detected = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while detected.is_none() && tokio::time::Instant::now() < deadline {
+        if let Ok(Some(Event::PartitionDetected { side, reachable })) =
+            tokio::time::timeout(Duration::from_millis(100), events.next()).await
+        {
+            detected = Some((side, reachable));
+        }
+    }
+    let (side, reachable) = detected.expect("partition:detected on the isolated node");
+    assert_eq!(side, PartitionSide::Minority);
+    assert_eq!(reachable, vec![nodes[lonely].node_id().clone()]);
+    assert!(nodes[lonely].is_read_only());
+    let result = nodes[lonely].propose_with_result("k", &2u32).await;
+    assert!(matches!(result.error, Some(ProposalError::NoQuorum { reachable: 1, members: 3, required: 2 })), "{result:?}");
+    assert_eq!(nodes[lonely].get::<u32>("k").unwrap(), Some(1), "local reads still work");
+    network.heal();
+    let mut healed = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !healed && tokio::time::Instant::now() < deadline {
+        if let Ok(Some(Event::PartitionHealed)) = tokio::time::timeout(Duration::from_millis(100), events.next()).await {
+            healed = true;
+        }
+    }
+    assert!(healed, "partition:healed after heal");
+    wait_until(Duration::from_secs(5), "writable again", || !nodes[lonely].is_read_only()).await;
+    assert!(nodes[lonely].propose("k", &3u32).await);
+    stop_all(&nodes).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn full_proposal_queue_is_busy_not_unbounded() {
+    let network = MemoryNetwork::new();
+    let mut config = raft_config();
+    config.max_pending_proposals = 1;
+    let nodes = cluster(&network, 3, config).await;
+    let leader = wait_for_leader(&nodes).await;
+    // Cut the leader's outgoing links so nothing commits, without it noticing at once.
+    for other in 0..3 {
+        if other != leader {
+            network.cut(nodes[leader].node_id().as_str(), nodes[other].node_id().as_str());
+        }
+    }
+    let first = {
+        let node = nodes[leader].clone();
+        tokio::spawn(async move { node.propose_with_result("a", &1u8).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let second = nodes[leader].propose_with_result("b", &2u8).await;
+    assert!(matches!(second.error, Some(ProposalError::Busy { limit: 1, .. })), "{second:?}");
+    let first = first.await.unwrap();
+    assert!(!first.accepted);
+    network.heal();
+    stop_all(&nodes).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_with_proposals_in_flight_answers_every_one() {
+    let network = MemoryNetwork::new();
+    let nodes = cluster(&network, 3, raft_config()).await;
+    let leader = wait_for_leader(&nodes).await;
+    network.isolate(nodes[leader].node_id().as_str());
+    let mut waiting = Vec::new();
+    for i in 0..5u32 {
+        let node = nodes[leader].clone();
+        waiting.push(tokio::spawn(async move { node.propose_with_result(&format!("k{i}"), &i).await }));
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    nodes[leader].stop().await;
+    for handle in waiting {
+        let result = tokio::time::timeout(Duration::from_secs(10), handle).await.expect("no proposal hangs").unwrap();
+        assert!(!result.accepted);
+        assert!(result.error.is_some());
+    }
+    let after = nodes[leader].propose_with_result("late", &0u8).await;
+    assert_eq!(after.error, Some(ProposalError::Stopped));
+    stop_all(&nodes).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn nodes_leader_and_debug_state() {
+    let network = MemoryNetwork::new();
+    let nodes = cluster(&network, 3, raft_config()).await;
+    let leader = wait_for_leader(&nodes).await;
+    assert!(nodes[leader].propose("x", &1u8).await);
+    wait_until(Duration::from_secs(5), "all connected", || nodes[leader].nodes().iter().all(|n| n.connected)).await;
+    let listed = nodes[leader].nodes();
+    assert_eq!(listed.len(), 3);
+    let debug = nodes[leader].debug_state();
+    assert_eq!(debug.role, Role::Leader);
+    assert!(debug.commit_index >= LogIndex(2), "{debug:?}");
+    assert_eq!(debug.followers.len(), 2);
+    assert_eq!(debug.leader_id.as_ref(), Some(nodes[leader].node_id()));
+    stop_all(&nodes).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn add_and_remove_nodes() {
+    let network = MemoryNetwork::new();
+    let config = raft_config();
+    let nodes = cluster(&network, 3, config.clone()).await;
+    let leader = wait_for_leader(&nodes).await;
+    assert!(nodes[leader].propose("before", &1u8).await);
+    // A fourth node joins: it knows the cluster, the cluster adds it through the log.
+    let mut members: Vec<NodeInfo> = ids(3).iter().map(|id| NodeInfo::new(id.as_str(), format!("mem://{id}"))).collect();
+    let newcomer = NodeInfo::new("n4", "mem://n4").with_metadata("region", "us-west");
+    members.push(newcomer.clone());
+    let fourth = Consensus::builder("n4")
+        .config(config)
+        .members(members)
+        .transport(network.transport("n4"))
+        .seed(4)
+        .start()
+        .await
+        .unwrap();
+    nodes[leader].add_node(newcomer).await.expect("add_node");
+    let listed = nodes[leader].nodes();
+    assert_eq!(listed.len(), 4);
+    assert_eq!(listed.iter().find(|n| n.id.as_str() == "n4").unwrap().metadata.get("region").unwrap(), "us-west");
+    wait_until(Duration::from_secs(5), "n4 catches up", || fourth.get::<u8>("before").ok().flatten() == Some(1)).await;
+    let victim = nodes[(leader + 1) % 3].node_id().to_string();
+    nodes[leader].remove_node(&victim).await.expect("remove_node");
+    assert_eq!(nodes[leader].nodes().len(), 3);
+    assert!(nodes[leader].remove_node("nobody").await.is_err());
+    stop_all(&nodes).await;
+    fourth.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn bring_your_own_network_with_message_sender() {
+    // The lesson's setMessageSender + handleMessage: frames travel through a user channel.
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<(String, String, bytes::Bytes)>();
+    let members: Vec<NodeInfo> = ids(3).iter().map(|id| NodeInfo::new(id.as_str(), "")).collect();
+    let mut nodes = Vec::new();
+    for (index, id) in ids(3).into_iter().enumerate() {
+        let sender = sender.clone();
+        let from = id.clone();
+        let node = Consensus::builder(id.as_str())
+            .config(raft_config())
+            .members(members.clone())
+            .seed(index as u64)
+            .set_message_sender(move |to: &NodeId, frame| {
+                let _ = sender.send((from.clone(), to.to_string(), frame));
+            })
+            .start()
+            .await
+            .unwrap();
+        nodes.push(node);
+    }
+    let router_nodes = nodes.clone();
+    let router = tokio::spawn(async move {
+        while let Some((from, to, frame)) = receiver.recv().await {
+            if let Some(node) = router_nodes.iter().find(|n| n.node_id().as_str() == to) {
+                node.handle_message(&from, &frame).expect("valid frame");
+            }
+        }
+    });
+    let leader = wait_for_leader(&nodes).await;
+    assert!(nodes[leader].propose("via-callback", &42u64).await);
+    // A forged frame is refused with a typed error.
+    assert!(nodes[0].handle_message("n2", b"garbage").is_err());
+    stop_all(&nodes).await;
+    router.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_config_and_bad_ids_are_refused_at_start() {
+    let network = MemoryNetwork::new();
+    let mut config = raft_config();
+    config.election_timeout.min = Duration::from_millis(10);
+    let error = Consensus::builder("n1").config(config).transport(network.transport("n1")).start().await.unwrap_err();
+    assert!(error.to_string().contains("electionTimeout"), "{error}");
+    let error =
+        Consensus::builder("has space").config(raft_config()).transport(network.transport("x")).start().await.unwrap_err();
+    assert!(error.to_string().contains("invalid node id"), "{error}");
+}

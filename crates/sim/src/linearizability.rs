@@ -1,0 +1,343 @@
+//! A linearizability checker for key-value histories (Wing & Gong's search with Lowe's memoization).
+//!
+//! The model is one i64 register-and-counter per key: reads, writes, compare-and-swap and add
+//! (absent counts as 0). Keys are independent, so the history is split by key and each part checked
+//! alone (P-compositionality), which keeps the search small.
+//!
+//! Outcomes: `Ok` operations must take effect between their invocation and completion; `Fail`
+//! operations never took effect and are dropped; `Unknown` (or still `Pending`) writes may take
+//! effect at any point after their invocation, or never; reads without a value are dropped (a read
+//! changes nothing).
+//!
+//! The search explores "which operation takes effect next" depth first, removing operations from a
+//! doubly linked list of call and return events as they are linearized, and remembers every
+//! (set of linearized operations, state) pair it has already explored so no configuration is
+//! explored twice. It stops after a step limit with [`LinearizabilityError::Inconclusive`] rather
+//! than run forever.
+
+use std::collections::{BTreeMap, HashSet};
+
+use crate::history::{History, Operation, OperationId, OperationKind, Outcome, Response};
+
+/// Default bound on search steps per key.
+pub const SEARCH_STEPS_MAX: u64 = 5_000_000;
+
+/// Operations of the failing key shown in an error, at most.
+const REPORTED_OPERATIONS_MAX: usize = 12;
+
+/// Why a history is not (or could not be shown to be) linearizable.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinearizabilityError {
+    /// No order of the key's operations explains what the clients saw.
+    #[error("{}", describe_failure(key, operation, linearized, state, candidates))]
+    NotLinearizable {
+        /// The key.
+        key: String,
+        /// The operation that could not be placed: it completed, and no order of the operations
+        /// before it lets it take effect with the result it returned.
+        operation: Box<Operation>,
+        /// The longest order found that explains a prefix of the history (its last operations).
+        linearized: Vec<Operation>,
+        /// The key's value after `linearized`.
+        state: Option<i64>,
+        /// Operations invoked before `operation` completed that were not in `linearized`.
+        candidates: Vec<Operation>,
+    },
+    /// The search hit its step limit before deciding.
+    #[error("linearizability of key {key:?} is undecided after {steps} search steps ({operations} operations)")]
+    Inconclusive {
+        /// The key.
+        key: String,
+        /// Steps taken.
+        steps: u64,
+        /// Operations on the key.
+        operations: usize,
+    },
+    /// The history itself is inconsistent (e.g. a read answered with a write's response).
+    #[error("malformed history: {operation}: {reason}")]
+    Malformed {
+        /// The operation.
+        operation: OperationId,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn describe_failure(
+    key: &str,
+    operation: &Operation,
+    linearized: &[Operation],
+    state: &Option<i64>,
+    candidates: &[Operation],
+) -> String {
+    let mut text = format!("key {key:?} is not linearizable: cannot place {operation}\n");
+    text.push_str(&format!("  longest explained order ends in state {state:?} after:\n"));
+    for op in linearized {
+        text.push_str(&format!("    {op}\n"));
+    }
+    text.push_str("  operations that could have come next:\n");
+    for op in candidates {
+        text.push_str(&format!("    {op}\n"));
+    }
+    text
+}
+
+/// Checks a whole history with the default step limit.
+pub fn check(history: &History) -> Result<(), LinearizabilityError> {
+    check_with_limit(history, SEARCH_STEPS_MAX)
+}
+
+/// Checks a whole history, allowing at most `steps_max` search steps per key.
+pub fn check_with_limit(history: &History, steps_max: u64) -> Result<(), LinearizabilityError> {
+    let mut by_key: BTreeMap<&str, Vec<&Operation>> = BTreeMap::new();
+    for operation in &history.operations {
+        by_key.entry(operation.key.as_str()).or_default().push(operation);
+    }
+    for (key, operations) in by_key {
+        check_key(key, &operations, steps_max)?;
+    }
+    Ok(())
+}
+
+/// One operation as the search sees it.
+struct Candidate<'a> {
+    operation: &'a Operation,
+    /// `None`: the outcome is unknown, so it may also never take effect.
+    response: Option<Response>,
+}
+
+impl Candidate<'_> {
+    fn definite(&self) -> bool {
+        self.response.is_some()
+    }
+}
+
+/// Applies `kind` to `state`; `None` if the response cannot be explained from `state`.
+fn step(state: Option<i64>, kind: OperationKind, response: Option<Response>) -> Option<Option<i64>> {
+    match (kind, response) {
+        (OperationKind::Read, Some(Response::Read { value })) => (value == state).then_some(state),
+        (OperationKind::Read, _) => None,
+        (OperationKind::Write { value }, _) => Some(Some(value)),
+        (OperationKind::Cas { expected, new }, Some(Response::Cas { swapped: true })) => {
+            (state == expected).then_some(Some(new))
+        }
+        (OperationKind::Cas { expected, .. }, Some(Response::Cas { swapped: false })) => {
+            (state != expected).then_some(state)
+        }
+        (OperationKind::Cas { expected, new }, _) => Some(if state == expected { Some(new) } else { state }),
+        (OperationKind::Add { delta }, response) => {
+            let sum = state.unwrap_or(0).checked_add(delta);
+            match (sum, response) {
+                (Some(sum), Some(Response::Added { value })) => (sum == value).then_some(Some(sum)),
+                (Some(sum), _) => Some(Some(sum)),
+                // The state machine refuses an overflowing add: nothing changes.
+                (None, Some(_)) => None,
+                (None, None) => Some(state),
+            }
+        }
+    }
+}
+
+fn validate(operation: &Operation) -> Result<Option<Option<Response>>, LinearizabilityError> {
+    let malformed = |reason: &str| LinearizabilityError::Malformed { operation: operation.id, reason: reason.into() };
+    match (&operation.outcome, operation.kind) {
+        (Outcome::Fail { .. }, _) => Ok(None),
+        (Outcome::Unknown { .. } | Outcome::Pending, OperationKind::Read) => Ok(None),
+        (Outcome::Unknown { .. } | Outcome::Pending, _) => Ok(Some(None)),
+        (Outcome::Ok(response), kind) => {
+            let fits = matches!(
+                (kind, response),
+                (OperationKind::Read, Response::Read { .. })
+                    | (OperationKind::Write { .. }, Response::Written)
+                    | (OperationKind::Cas { .. }, Response::Cas { .. })
+                    | (OperationKind::Add { .. }, Response::Added { .. })
+            );
+            if !fits {
+                return Err(malformed("the response does not match the operation"));
+            }
+            if operation.completed_at_nanos.is_some_and(|done| done < operation.invoked_at_nanos) {
+                return Err(malformed("completed before it was invoked"));
+            }
+            Ok(Some(Some(*response)))
+        }
+    }
+}
+
+const NONE: usize = usize::MAX;
+const HEAD: usize = 0;
+
+/// A call or return event in the doubly linked list the search removes operations from.
+struct Event {
+    candidate: usize,
+    is_call: bool,
+    /// For a call: its return event, if the operation has one.
+    matching_return: usize,
+}
+
+struct EventList {
+    events: Vec<Event>,
+    next: Vec<usize>,
+    prev: Vec<usize>,
+}
+
+impl EventList {
+    fn unlink(&mut self, at: usize) {
+        let (prev, next) = (self.prev[at], self.next[at]);
+        self.next[prev] = next;
+        if next != NONE {
+            self.prev[next] = prev;
+        }
+    }
+
+    fn relink(&mut self, at: usize) {
+        let (prev, next) = (self.prev[at], self.next[at]);
+        self.next[prev] = at;
+        if next != NONE {
+            self.prev[next] = at;
+        }
+    }
+
+    /// Removes a call and its return (dancing links: the removed nodes remember their place).
+    fn lift(&mut self, call: usize) {
+        self.unlink(call);
+        let matching = self.events[call].matching_return;
+        if matching != NONE {
+            self.unlink(matching);
+        }
+    }
+
+    /// Undoes [`EventList::lift`], in reverse order.
+    fn unlift(&mut self, call: usize) {
+        let matching = self.events[call].matching_return;
+        if matching != NONE {
+            self.relink(matching);
+        }
+        self.relink(call);
+    }
+}
+
+fn check_key(key: &str, operations: &[&Operation], steps_max: u64) -> Result<(), LinearizabilityError> {
+    let mut candidates = Vec::new();
+    for operation in operations {
+        if let Some(response) = validate(operation)? {
+            candidates.push(Candidate { operation, response });
+        }
+    }
+    // Event 0 is the list head. Calls sort before returns at the same instant: operations that
+    // touch in time count as concurrent, so the checker never blames a tie.
+    let mut order: Vec<(u64, u8, usize)> = Vec::new();
+    for (position, candidate) in candidates.iter().enumerate() {
+        order.push((candidate.operation.invoked_at_nanos, 0, position));
+        if candidate.definite() {
+            order.push((candidate.operation.completed_at_nanos.unwrap_or(u64::MAX), 1, position));
+        }
+    }
+    order.sort_unstable();
+    let mut list = EventList { events: Vec::with_capacity(order.len() + 1), next: Vec::new(), prev: Vec::new() };
+    list.events.push(Event { candidate: NONE, is_call: false, matching_return: NONE });
+    let mut call_of = vec![NONE; candidates.len()];
+    for &(_, kind, position) in &order {
+        let at = list.events.len();
+        if kind == 0 {
+            call_of[position] = at;
+            list.events.push(Event { candidate: position, is_call: true, matching_return: NONE });
+        } else {
+            list.events[call_of[position]].matching_return = at;
+            list.events.push(Event { candidate: position, is_call: false, matching_return: NONE });
+        }
+    }
+    let count = list.events.len();
+    list.next = (1..=count).map(|n| if n == count { NONE } else { n }).collect();
+    list.prev = (0..count).map(|n| n.saturating_sub(1)).collect();
+
+    let mut remaining_definite = candidates.iter().filter(|candidate| candidate.definite()).count();
+    let mut linearized = vec![0u64; candidates.len().div_ceil(64)];
+    let mut explored: HashSet<(Vec<u64>, Option<i64>)> = HashSet::new();
+    let mut stack: Vec<(usize, Option<i64>)> = Vec::new();
+    let mut state: Option<i64> = None;
+    let mut entry = list.next[HEAD];
+    let mut steps = 0u64;
+    // The deepest point reached, for the error message: (depth, stuck candidate, order, state).
+    let mut best: Option<(usize, usize, Vec<usize>, Option<i64>)> = None;
+
+    while remaining_definite > 0 {
+        steps += 1;
+        if steps > steps_max {
+            return Err(LinearizabilityError::Inconclusive {
+                key: key.to_owned(),
+                steps: steps_max,
+                operations: candidates.len(),
+            });
+        }
+        if entry != NONE && list.events[entry].is_call {
+            let position = list.events[entry].candidate;
+            let candidate = &candidates[position];
+            if let Some(next_state) = step(state, candidate.operation.kind, candidate.response) {
+                let (word, bit) = (position / 64, 1u64 << (position % 64));
+                linearized[word] |= bit;
+                if explored.insert((linearized.clone(), next_state)) {
+                    stack.push((entry, state));
+                    state = next_state;
+                    list.lift(entry);
+                    if candidate.definite() {
+                        remaining_definite -= 1;
+                    }
+                    entry = list.next[HEAD];
+                    continue;
+                }
+                linearized[word] &= !bit;
+            }
+            entry = list.next[entry];
+            continue;
+        }
+        // A return event (or the end): that operation must already have taken effect. Backtrack.
+        if entry != NONE && best.as_ref().map_or(true, |(depth, ..)| stack.len() >= *depth) {
+            let order_so_far = stack.iter().map(|(call, _)| list.events[*call].candidate).collect();
+            best = Some((stack.len(), list.events[entry].candidate, order_so_far, state));
+        }
+        let Some((call, previous_state)) = stack.pop() else {
+            return Err(not_linearizable(key, &candidates, best));
+        };
+        let position = list.events[call].candidate;
+        linearized[position / 64] &= !(1u64 << (position % 64));
+        state = previous_state;
+        list.unlift(call);
+        if candidates[position].definite() {
+            remaining_definite += 1;
+        }
+        entry = list.next[call];
+    }
+    Ok(())
+}
+
+fn not_linearizable(
+    key: &str,
+    candidates: &[Candidate<'_>],
+    best: Option<(usize, usize, Vec<usize>, Option<i64>)>,
+) -> LinearizabilityError {
+    let Some((_, stuck, order, state)) = best else {
+        return LinearizabilityError::Inconclusive { key: key.to_owned(), steps: 0, operations: candidates.len() };
+    };
+    let stuck_operation = candidates[stuck].operation;
+    let deadline = stuck_operation.completed_at_nanos.unwrap_or(u64::MAX);
+    let placed: HashSet<usize> = order.iter().copied().collect();
+    let linearized = order
+        .iter()
+        .skip(order.len().saturating_sub(REPORTED_OPERATIONS_MAX))
+        .map(|&position| candidates[position].operation.clone())
+        .collect();
+    let candidates_next = (0..candidates.len())
+        .filter(|position| !placed.contains(position) && *position != stuck)
+        .filter(|&position| candidates[position].operation.invoked_at_nanos <= deadline)
+        .take(REPORTED_OPERATIONS_MAX)
+        .map(|position| candidates[position].operation.clone())
+        .collect();
+    LinearizabilityError::NotLinearizable {
+        key: key.to_owned(),
+        operation: Box::new(stuck_operation.clone()),
+        linearized,
+        state,
+        candidates: candidates_next,
+    }
+}

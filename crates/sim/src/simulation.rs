@@ -1,0 +1,1459 @@
+//! The simulation: nodes running real mechanisms, a seeded faulty network, virtual time, durable
+//! stores, clients and invariant checks.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use std::time::Duration;
+
+use concord_core::command::{Command, CommandFailure, Expectation};
+use concord_core::config::Config;
+use concord_core::error::ProposalError;
+use concord_core::event::{DebugState, Event, ProposalResult, Role};
+use concord_core::id::{ClientSession, NodeId, NodeInfo, ProposalId, Term};
+use concord_core::mechanism::{Mechanism, Outbound, ReadId, ReadResult, Ready, Setup, SetupError};
+use concord_core::message::{Message, Proposal};
+use concord_core::state_machine::Replica;
+use concord_core::storage::{apply_persist, Persist, Recovered};
+use concord_core::time::Instant;
+use concord_core::typed::{decode_value, encode_value};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::history::{ClientOp, History, Operation, OperationId, OperationKind, Outcome, Response};
+use crate::invariants::Invariant;
+
+/// Builds one node's mechanism from its [`Setup`]; called at start and at every restart.
+pub type MechanismFactory = Box<dyn Fn(Setup) -> Result<Box<dyn Mechanism>, SetupError>>;
+
+/// Wraps a mechanism constructor such as `concord_raft::Raft::new` into a [`MechanismFactory`].
+pub fn factory<M, F>(new: F) -> MechanismFactory
+where
+    M: Mechanism,
+    F: Fn(Setup) -> Result<M, SetupError> + 'static,
+{
+    Box::new(move |setup| new(setup).map(|mechanism| Box::new(mechanism) as Box<dyn Mechanism>))
+}
+
+/// How the simulated network misbehaves. Reordering comes from the random per-message delay.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NetworkConfig {
+    /// Probability that a message is lost, in `[0, 1]`.
+    pub loss: f64,
+    /// Probability that a message is delivered twice, in `[0, 1]`.
+    pub duplicate: f64,
+    /// Shortest delivery delay.
+    pub delay_min: Duration,
+    /// Longest delivery delay.
+    pub delay_max: Duration,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            loss: 0.0,
+            duplicate: 0.0,
+            delay_min: Duration::from_millis(1),
+            delay_max: Duration::from_millis(10),
+        }
+    }
+}
+
+impl NetworkConfig {
+    /// A perfect network: nothing lost or duplicated, a fixed delay.
+    pub fn reliable(delay: Duration) -> Self {
+        NetworkConfig { loss: 0.0, duplicate: 0.0, delay_min: delay, delay_max: delay }
+    }
+}
+
+/// Everything that defines a run. Same config and same mechanism code: same run.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The seed of every random choice the simulator makes (and of each node's mechanism seed).
+    pub seed: u64,
+    /// Nodes `n1..=nN`.
+    pub node_count: usize,
+    /// The mechanism config every node gets.
+    pub config: Config,
+    /// The network's faults.
+    pub network: NetworkConfig,
+    /// Shortest time a non-empty persist takes to become durable.
+    pub persist_delay_min: Duration,
+    /// Longest time a non-empty persist takes to become durable.
+    pub persist_delay_max: Duration,
+    /// Clock-rate spread: 0.05 gives each node a clock rate in `[0.95, 1.05]` of virtual time.
+    pub clock_rate_spread: f64,
+    /// Each node's clock starts at a random offset in `[0, clock_offset_max]`, so no code can assume a
+    /// shared epoch.
+    pub clock_offset_max: Duration,
+    /// Trace lines kept (the oldest are dropped; the trace hash still covers all of them).
+    pub trace_capacity: usize,
+    /// Events kept per node until [`Simulation::take_events`] drains them (the oldest are dropped).
+    pub event_capacity: usize,
+    /// Messages in flight at once; more are dropped (and traced) instead of growing without bound.
+    pub in_flight_messages_max: usize,
+    /// Steps allowed at one virtual instant before the run is declared a livelock (a timer that
+    /// never moves forward, a message storm with zero delay).
+    pub steps_per_instant_max: u64,
+    /// `Ready` batches drained in a row from one node before it is declared a livelock.
+    pub ready_batches_per_input_max: u64,
+}
+
+impl SimConfig {
+    /// Sane defaults: a reliable network with 1–10 ms delays, 0.1–2 ms persists, 1% clock spread.
+    pub fn new(seed: u64, node_count: usize, config: Config) -> Self {
+        SimConfig {
+            seed,
+            node_count,
+            config,
+            network: NetworkConfig::default(),
+            persist_delay_min: Duration::from_micros(100),
+            persist_delay_max: Duration::from_millis(2),
+            clock_rate_spread: 0.01,
+            clock_offset_max: Duration::from_secs(10),
+            trace_capacity: 256,
+            event_capacity: 1024,
+            in_flight_messages_max: 100_000,
+            steps_per_instant_max: 100_000,
+            ready_batches_per_input_max: 10_000,
+        }
+    }
+}
+
+/// A failed run: the seed, when, what, and the last trace lines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// The seed that reproduces it.
+    pub seed: u64,
+    /// Virtual time of the failure.
+    pub time: Instant,
+    /// What went wrong.
+    pub message: String,
+    /// The last trace lines, oldest first.
+    pub trace: Vec<String>,
+    /// The command that reruns this seed.
+    pub rerun: String,
+}
+
+impl Violation {
+    /// Lines of trace printed by `Display`.
+    pub const DISPLAY_TRACE_LINES_MAX: usize = 40;
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "seed {}: {}", self.seed, self.message)?;
+        writeln!(f, "at virtual time {:?}", self.time)?;
+        let skip = self.trace.len().saturating_sub(Self::DISPLAY_TRACE_LINES_MAX);
+        writeln!(f, "last {} trace lines:", self.trace.len() - skip)?;
+        for line in &self.trace[skip..] {
+            writeln!(f, "  {line}")?;
+        }
+        write!(f, "rerun: {}", self.rerun)
+    }
+}
+
+impl std::error::Error for Violation {}
+
+/// Counters of what happened in a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// Steps taken.
+    pub steps: u64,
+    /// Messages handed to the network.
+    pub messages_sent: u64,
+    /// Messages delivered to a live node.
+    pub messages_delivered: u64,
+    /// Messages dropped (loss, cuts, crashed receiver, in-flight limit).
+    pub messages_dropped: u64,
+    /// Extra copies the network delivered.
+    pub messages_duplicated: u64,
+    /// Messages a mechanism refused with a peer error.
+    pub peer_errors: u64,
+    /// Persist batches made durable.
+    pub persists: u64,
+    /// Timer firings.
+    pub timeouts: u64,
+    /// Crashes.
+    pub crashes: u64,
+    /// Restarts.
+    pub restarts: u64,
+}
+
+/// One batch whose persistence is under way.
+struct PendingPersist {
+    number: u64,
+    persist: Persist,
+    persisted_messages: Vec<Outbound>,
+    done_at: Instant,
+}
+
+struct Node {
+    id: NodeId,
+    mechanism: Option<Box<dyn Mechanism>>,
+    /// Bumped at every crash, so that work scheduled for a dead process is recognized as stale.
+    incarnation: u64,
+    durable: Recovered,
+    /// The node's local clock reading at virtual time zero.
+    clock_origin: Instant,
+    /// Local clock nanoseconds per million virtual nanoseconds.
+    clock_rate_ppm: u64,
+    pending_persists: VecDeque<PendingPersist>,
+    /// Virtual time at which `handle_timeout` is due.
+    timer: Option<Instant>,
+    events: VecDeque<Event>,
+    proposal_sequence: u64,
+}
+
+impl Node {
+    fn local_time(&self, now: Instant) -> Instant {
+        let elapsed = u128::from(now.as_nanos()) * u128::from(self.clock_rate_ppm) / 1_000_000;
+        Instant::from_nanos(self.clock_origin.as_nanos().saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX)))
+    }
+
+    /// The first virtual time at which the local clock reads at least `local`.
+    fn virtual_time(&self, local: Instant) -> Instant {
+        let elapsed_local = u128::from(local.as_nanos().saturating_sub(self.clock_origin.as_nanos()));
+        let rate = u128::from(self.clock_rate_ppm.max(1));
+        let nanos = (elapsed_local * 1_000_000).div_ceil(rate);
+        Instant::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+}
+
+enum Scheduled {
+    Deliver { from: usize, to: usize, message: Message },
+    PersistDone { node: usize, incarnation: u64 },
+    ClientDeadline { operation: OperationId, attempt: u64 },
+}
+
+/// Where a submitted operation is waiting.
+struct InFlight {
+    node: usize,
+    attempt: u64,
+    command: Option<Command>,
+    session: Option<ClientSession>,
+    proposal: Option<ProposalId>,
+    read: Option<ReadId>,
+}
+
+/// A deterministic simulation of a cluster. See the [crate docs](crate) for an example.
+pub struct Simulation {
+    config: SimConfig,
+    factory: MechanismFactory,
+    rng: ChaCha8Rng,
+    now: Instant,
+    nodes: Vec<Node>,
+    queue: BTreeMap<(Instant, u64), Scheduled>,
+    queue_sequence: u64,
+    in_flight_messages: usize,
+    cuts: BTreeSet<(usize, usize)>,
+    trace: VecDeque<String>,
+    trace_hash: u64,
+    invariants: Vec<Box<dyn Invariant>>,
+    violation: Option<Violation>,
+    stats: SimStats,
+    same_instant_steps: u64,
+    history: History,
+    in_flight: BTreeMap<OperationId, InFlight>,
+    proposals: BTreeMap<ProposalId, OperationId>,
+    reads: BTreeMap<(usize, ReadId), OperationId>,
+    next_read_id: ReadId,
+    client_sequences: BTreeMap<u64, u64>,
+    /// Writes whose outcome became unknown, kept so that [`Simulation::retry`] can resend them.
+    retired: BTreeMap<OperationId, InFlight>,
+    completed: Vec<OperationId>,
+    results: Vec<(NodeId, ProposalResult)>,
+    touched: Option<usize>,
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// Mixes the run seed with a node and its incarnation into the mechanism's own seed (SplitMix64).
+fn derive_seed(seed: u64, node: usize, incarnation: u64) -> u64 {
+    let mut z = seed
+        ^ (node as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ incarnation.wrapping_mul(0xd1b5_4a32_d192_ed03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn random_duration(rng: &mut ChaCha8Rng, min: Duration, max: Duration) -> Duration {
+    if max <= min {
+        return min;
+    }
+    let min_nanos = u64::try_from(min.as_nanos()).unwrap_or(u64::MAX);
+    let max_nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(rng.gen_range(min_nanos..=max_nanos))
+}
+
+/// Whether a random event of probability `probability` happens (no panic for values out of range).
+fn chance(rng: &mut ChaCha8Rng, probability: f64) -> bool {
+    probability > 0.0 && rng.gen::<f64>() < probability
+}
+
+impl Simulation {
+    /// Starts `config.node_count` nodes `n1..nN`, each with a mechanism from `factory`.
+    ///
+    /// A setup failure is reported by the first [`Simulation::step`].
+    pub fn new(config: SimConfig, factory: MechanismFactory) -> Simulation {
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let spread = config.clock_rate_spread.clamp(0.0, 0.5);
+        let nodes = (0..config.node_count)
+            .map(|index| {
+                let rate = 1.0 + if spread > 0.0 { rng.gen_range(-spread..=spread) } else { 0.0 };
+                let offset = random_duration(&mut rng, Duration::ZERO, config.clock_offset_max);
+                Node {
+                    id: NodeId::new(format!("n{}", index + 1)),
+                    mechanism: None,
+                    incarnation: 0,
+                    durable: Recovered::default(),
+                    clock_origin: Instant::ZERO + offset,
+                    clock_rate_ppm: (rate * 1_000_000.0).round() as u64,
+                    pending_persists: VecDeque::new(),
+                    timer: None,
+                    events: VecDeque::new(),
+                    proposal_sequence: 0,
+                }
+            })
+            .collect();
+        let mut simulation = Simulation {
+            config,
+            factory,
+            rng,
+            now: Instant::ZERO,
+            nodes,
+            queue: BTreeMap::new(),
+            queue_sequence: 0,
+            in_flight_messages: 0,
+            cuts: BTreeSet::new(),
+            trace: VecDeque::new(),
+            trace_hash: FNV_OFFSET,
+            invariants: Vec::new(),
+            violation: None,
+            stats: SimStats::default(),
+            same_instant_steps: 0,
+            history: History::new(),
+            in_flight: BTreeMap::new(),
+            proposals: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            next_read_id: 1,
+            client_sequences: BTreeMap::new(),
+            retired: BTreeMap::new(),
+            completed: Vec::new(),
+            results: Vec::new(),
+            touched: None,
+        };
+        for index in 0..simulation.nodes.len() {
+            simulation.start(index);
+        }
+        simulation
+    }
+
+    // ----- observation -----
+
+    /// The run's config.
+    pub fn config(&self) -> &SimConfig {
+        &self.config
+    }
+
+    /// The run's seed.
+    pub fn seed(&self) -> u64 {
+        self.config.seed
+    }
+
+    /// Virtual time.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// What `id`'s own clock reads now (its offset and rate differ from virtual time).
+    pub fn local_now(&self, id: &NodeId) -> Option<Instant> {
+        self.index(id).map(|index| self.nodes[index].local_time(self.now))
+    }
+
+    /// Every node, in order `n1..nN`.
+    pub fn node_ids(&self) -> Vec<NodeId> {
+        self.nodes.iter().map(|node| node.id.clone()).collect()
+    }
+
+    /// The node's mechanism, `None` while it is crashed (or unknown).
+    pub fn mechanism(&self, id: &NodeId) -> Option<&dyn Mechanism> {
+        self.index(id).and_then(|index| self.nodes[index].mechanism.as_deref())
+    }
+
+    /// The node's mechanism, mutably. Inputs fed through it bypass the driver loop: prefer
+    /// [`Simulation::with_mechanism`], which drains the resulting `Ready` batches.
+    pub fn mechanism_mut(&mut self, id: &NodeId) -> Option<&mut (dyn Mechanism + 'static)> {
+        let index = self.index(id)?;
+        self.nodes[index].mechanism.as_deref_mut()
+    }
+
+    /// Feeds an input to a live node's mechanism with its local time, then runs the driver loop on
+    /// it. `None` if the node is down or unknown.
+    pub fn with_mechanism<R>(
+        &mut self,
+        id: &NodeId,
+        input: impl FnOnce(&mut dyn Mechanism, Instant) -> R,
+    ) -> Option<R> {
+        let index = self.index(id)?;
+        let local = self.nodes[index].local_time(self.now);
+        let mechanism = self.nodes[index].mechanism.as_deref_mut()?;
+        let result = input(mechanism, local);
+        self.drain(index);
+        Some(result)
+    }
+
+    /// What the node's storage holds durably (it survives crashes).
+    ///
+    /// # Panics
+    /// If `id` is not a node of this simulation (a bug in the test).
+    pub fn durable(&self, id: &NodeId) -> &Recovered {
+        let index = self.index(id).unwrap_or_else(|| panic!("no node {id} in the simulation"));
+        &self.nodes[index].durable
+    }
+
+    /// Whether the node is running.
+    pub fn is_up(&self, id: &NodeId) -> bool {
+        self.mechanism(id).is_some()
+    }
+
+    /// The node's incarnation: 0 at start, +1 at every crash.
+    pub fn incarnation(&self, id: &NodeId) -> Option<u64> {
+        self.index(id).map(|index| self.nodes[index].incarnation)
+    }
+
+    /// The live node in the highest term whose debug state says it leads.
+    pub fn leader(&self) -> Option<NodeId> {
+        let mut best: Option<(Term, NodeId)> = None;
+        for node in &self.nodes {
+            let Some(mechanism) = &node.mechanism else { continue };
+            let state = mechanism.debug_state();
+            if state.role == Role::Leader && best.as_ref().map_or(true, |(term, _)| state.current_term > *term) {
+                best = Some((state.current_term, node.id.clone()));
+            }
+        }
+        best.map(|(_, id)| id)
+    }
+
+    /// The last trace lines, oldest first.
+    pub fn trace(&self) -> impl Iterator<Item = &str> {
+        self.trace.iter().map(String::as_str)
+    }
+
+    /// A hash of every trace line written so far (not only those still kept): equal hashes mean
+    /// (almost surely) identical runs.
+    pub fn trace_hash(&self) -> u64 {
+        self.trace_hash
+    }
+
+    /// Counters of what happened.
+    pub fn stats(&self) -> SimStats {
+        self.stats
+    }
+
+    /// Takes the events node `id` emitted since the last call.
+    pub fn take_events(&mut self, id: &NodeId) -> Vec<Event> {
+        match self.index(id) {
+            Some(index) => self.nodes[index].events.drain(..).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Takes every proposal result delivered since the last call, with the node that reported it.
+    /// Results of operations submitted through [`Simulation::submit`] are here too.
+    pub fn take_results(&mut self) -> Vec<(NodeId, ProposalResult)> {
+        std::mem::take(&mut self.results)
+    }
+
+    /// Takes the ids of operations that reached a final outcome since the last call.
+    pub fn take_completed(&mut self) -> Vec<OperationId> {
+        std::mem::take(&mut self.completed)
+    }
+
+    /// The client history so far.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// One operation of the history.
+    pub fn operation(&self, id: OperationId) -> Option<&Operation> {
+        self.history.get(id)
+    }
+
+    /// A read-only view, as invariants get it.
+    pub fn view(&self) -> SimView<'_> {
+        SimView { simulation: self, touched: self.touched }
+    }
+
+    /// Virtual time of the next scheduled event or timer, if any.
+    pub fn next_event_time(&self) -> Option<Instant> {
+        let queued = self.queue.keys().next().map(|(time, _)| *time);
+        let timer = self.nodes.iter().filter_map(|node| node.timer).min();
+        match (queued, timer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // ----- invariants -----
+
+    /// Adds an invariant checked after every `Ready`, persist and step.
+    pub fn add_invariant(&mut self, invariant: Box<dyn Invariant>) {
+        self.invariants.push(invariant);
+    }
+
+    /// Records a failure found outside the simulator (e.g. by a scenario); the next step returns it.
+    pub fn fail(&mut self, message: impl Into<String>) {
+        if self.violation.is_none() {
+            self.violation = Some(self.violation_now(message.into()));
+        }
+    }
+
+    /// Builds a violation at the current time with the current trace, without recording it.
+    pub fn violation_now(&self, message: String) -> Violation {
+        Violation {
+            seed: self.config.seed,
+            time: self.now,
+            message,
+            trace: self.trace.iter().cloned().collect(),
+            rerun: format!("cargo xtask sim --seed {}", self.config.seed),
+        }
+    }
+
+    fn check_after_step(&mut self) {
+        if self.invariants.is_empty() || self.violation.is_some() {
+            return;
+        }
+        let mut invariants = std::mem::take(&mut self.invariants);
+        let mut failure = None;
+        {
+            let view = self.view();
+            for invariant in &mut invariants {
+                if let Err(message) = invariant.after_step(&view) {
+                    failure = Some(message);
+                    break;
+                }
+            }
+        }
+        self.invariants = invariants;
+        if let Some(message) = failure {
+            self.fail(format!("invariant violated: {message}"));
+        }
+    }
+
+    fn check_after_ready(&mut self, index: usize, ready: &Ready) {
+        if self.invariants.is_empty() || self.violation.is_some() {
+            return;
+        }
+        let mut invariants = std::mem::take(&mut self.invariants);
+        let mut failure = None;
+        {
+            let view = SimView { simulation: self, touched: Some(index) };
+            let id = &self.nodes[index].id;
+            for invariant in &mut invariants {
+                if let Err(message) = invariant.after_ready(id, ready, &view) {
+                    failure = Some(message);
+                    break;
+                }
+            }
+        }
+        self.invariants = invariants;
+        if let Some(message) = failure {
+            self.fail(format!("invariant violated: {message}"));
+        }
+    }
+
+    fn check_after_persist(&mut self, index: usize, persist: &Persist) {
+        if self.invariants.is_empty() || self.violation.is_some() {
+            return;
+        }
+        let mut invariants = std::mem::take(&mut self.invariants);
+        let mut failure = None;
+        {
+            let view = SimView { simulation: self, touched: Some(index) };
+            let id = &self.nodes[index].id;
+            for invariant in &mut invariants {
+                if let Err(message) = invariant.after_persist(id, persist, &view) {
+                    failure = Some(message);
+                    break;
+                }
+            }
+        }
+        self.invariants = invariants;
+        if let Some(message) = failure {
+            self.fail(format!("invariant violated: {message}"));
+        }
+    }
+
+    // ----- stepping -----
+
+    /// Processes the next event in virtual time: a delivery, a completed persist, a timer or a
+    /// client deadline. `Ok(false)` when nothing is left to do. Invariants are checked after it.
+    pub fn step(&mut self) -> Result<bool, Violation> {
+        if let Some(violation) = self.violation.take() {
+            return Err(violation);
+        }
+        let queued = self.queue.keys().next().copied();
+        let timer = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(index, node)| node.timer.map(|time| (time, index)))
+            .min();
+        // The queue wins ties with timers: a message that arrives exactly at a deadline is seen first.
+        let take_timer = match (queued, timer) {
+            (None, None) => return Ok(false),
+            (Some((queued_time, _)), Some((timer_time, _))) => timer_time < queued_time,
+            (None, Some(_)) => true,
+            (Some(_), None) => false,
+        };
+        let time = if take_timer {
+            timer.map(|(time, _)| time)
+        } else {
+            queued.map(|(time, _)| time)
+        }
+        .unwrap_or(self.now);
+        self.advance_clock(time)?;
+        self.stats.steps += 1;
+        if take_timer {
+            if let Some((_, index)) = timer {
+                self.fire_timer(index);
+            }
+        } else if let Some(key) = queued {
+            if let Some(scheduled) = self.queue.remove(&key) {
+                self.process(scheduled);
+            }
+        }
+        self.check_after_step();
+        self.touched = None;
+        match self.violation.take() {
+            Some(violation) => Err(violation),
+            None => Ok(true),
+        }
+    }
+
+    fn advance_clock(&mut self, time: Instant) -> Result<(), Violation> {
+        assert!(time >= self.now, "virtual time moves forward: {time:?} after {:?}", self.now);
+        if time == self.now {
+            self.same_instant_steps += 1;
+            if self.same_instant_steps > self.config.steps_per_instant_max {
+                return Err(self.violation_now(format!(
+                    "livelock: more than {} steps at virtual time {time:?} (a timer that does not move \
+                     forward, or a zero-delay message storm)",
+                    self.config.steps_per_instant_max
+                )));
+            }
+        } else {
+            self.same_instant_steps = 0;
+            self.now = time;
+        }
+        Ok(())
+    }
+
+    /// Steps until virtual time `deadline`, then sets the clock to it.
+    pub fn run_until(&mut self, deadline: Instant) -> Result<(), Violation> {
+        while self.next_event_time().is_some_and(|time| time <= deadline) {
+            self.step()?;
+        }
+        if let Some(violation) = self.violation.take() {
+            return Err(violation);
+        }
+        if deadline > self.now {
+            self.now = deadline;
+            self.same_instant_steps = 0;
+        }
+        Ok(())
+    }
+
+    /// Steps for `duration` of virtual time.
+    pub fn run_for(&mut self, duration: Duration) -> Result<(), Violation> {
+        self.run_until(self.now + duration)
+    }
+
+    /// Steps until `condition` holds (checked before each step), for at most `limit` of virtual
+    /// time. `Ok(true)` if it held, `Ok(false)` if the limit passed first.
+    pub fn run_until_condition(
+        &mut self,
+        limit: Duration,
+        mut condition: impl FnMut(&Simulation) -> bool,
+    ) -> Result<bool, Violation> {
+        let deadline = self.now + limit;
+        loop {
+            if condition(self) {
+                return Ok(true);
+            }
+            match self.next_event_time() {
+                Some(time) if time <= deadline => {
+                    self.step()?;
+                }
+                _ => {
+                    self.run_until(deadline)?;
+                    return Ok(condition(self));
+                }
+            }
+        }
+    }
+
+    fn process(&mut self, scheduled: Scheduled) {
+        match scheduled {
+            Scheduled::Deliver { from, to, message } => self.deliver(from, to, message),
+            Scheduled::PersistDone { node, incarnation } => self.persist_done(node, incarnation),
+            Scheduled::ClientDeadline { operation, attempt } => self.client_deadline(operation, attempt),
+        }
+    }
+
+    fn schedule(&mut self, time: Instant, scheduled: Scheduled) {
+        self.queue_sequence += 1;
+        self.queue.insert((time, self.queue_sequence), scheduled);
+    }
+
+    fn fire_timer(&mut self, index: usize) {
+        self.touched = Some(index);
+        self.stats.timeouts += 1;
+        let node = &mut self.nodes[index];
+        node.timer = None;
+        let local = node.local_time(self.now);
+        if let Some(mechanism) = node.mechanism.as_deref_mut() {
+            mechanism.handle_timeout(local);
+        }
+        self.drain(index);
+    }
+
+    // ----- trace -----
+
+    fn record(&mut self, line: String) {
+        let mut hash = self.trace_hash;
+        for byte in line.bytes().chain(std::iter::once(b'\n')) {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME);
+        }
+        self.trace_hash = hash;
+        if self.config.trace_capacity == 0 {
+            return;
+        }
+        while self.trace.len() >= self.config.trace_capacity {
+            self.trace.pop_front();
+        }
+        self.trace.push_back(line);
+    }
+
+    fn stamp(&self) -> String {
+        let nanos = self.now.as_nanos();
+        format!("[{:>6}.{:06}ms]", nanos / 1_000_000, nanos % 1_000_000)
+    }
+
+    /// Adds a line to the trace (scenarios use it to note what they do).
+    pub fn note(&mut self, text: impl fmt::Display) {
+        let line = format!("{} {text}", self.stamp());
+        self.record(line);
+    }
+
+    // ----- nodes -----
+
+    fn index(&self, id: &NodeId) -> Option<usize> {
+        // Ids are n1..nN, so parse first and fall back to a search for robustness.
+        let position = id.as_str().strip_prefix('n').and_then(|n| n.parse::<usize>().ok());
+        match position {
+            Some(n) if n >= 1 && n <= self.nodes.len() && self.nodes[n - 1].id == *id => Some(n - 1),
+            _ => self.nodes.iter().position(|node| node.id == *id),
+        }
+    }
+
+    fn start(&mut self, index: usize) {
+        let node = &self.nodes[index];
+        let setup = Setup {
+            node_id: node.id.clone(),
+            config: self.config.config.clone(),
+            initial_members: self
+                .nodes
+                .iter()
+                .map(|member| NodeInfo::new(member.id.clone(), format!("sim://{}", member.id)))
+                .collect(),
+            recovered: node.durable.clone(),
+            seed: derive_seed(self.config.seed, index, node.incarnation),
+            replica: Replica::key_value(self.config.config.max_client_sessions as usize),
+        };
+        let id = node.id.clone();
+        match (self.factory)(setup) {
+            Ok(mechanism) => {
+                if mechanism.node_id() != &id {
+                    self.fail(format!("mechanism for {id} says it is {}", mechanism.node_id()));
+                    return;
+                }
+                self.nodes[index].mechanism = Some(mechanism);
+                let line = format!("{} {id} start (incarnation {})", self.stamp(), self.nodes[index].incarnation);
+                self.record(line);
+                self.touched = Some(index);
+                self.drain(index);
+            }
+            Err(error) => self.fail(format!("{id} failed to start from its durable state: {error}")),
+        }
+    }
+
+    /// Crashes a node: its mechanism, its not-yet-durable persists and its timers are gone;
+    /// messages arriving while it is down are dropped; operations submitted to it become unknown.
+    /// Its durable store survives.
+    pub fn crash(&mut self, id: &NodeId) {
+        let Some(index) = self.index(id) else { return };
+        let node = &mut self.nodes[index];
+        if node.mechanism.take().is_none() {
+            return;
+        }
+        node.incarnation += 1;
+        let lost = node.pending_persists.len();
+        node.pending_persists.clear();
+        node.timer = None;
+        self.stats.crashes += 1;
+        let line = format!("{} {id} CRASH ({lost} persists not yet durable are lost)", self.stamp());
+        self.record(line);
+        let orphaned: Vec<OperationId> =
+            self.in_flight.iter().filter(|(_, flight)| flight.node == index).map(|(op, _)| *op).collect();
+        for operation in orphaned {
+            self.finish(operation, Outcome::Unknown { reason: format!("{id} crashed") });
+        }
+        self.check_after_step();
+    }
+
+    /// Restarts a crashed node from its durable store (a new incarnation with a new seed).
+    /// Does nothing if the node is up.
+    pub fn restart(&mut self, id: &NodeId) {
+        let Some(index) = self.index(id) else { return };
+        if self.nodes[index].mechanism.is_some() {
+            return;
+        }
+        self.stats.restarts += 1;
+        self.start(index);
+        self.check_after_step();
+        self.touched = None;
+    }
+
+    // ----- network -----
+
+    /// Replaces the network's fault settings.
+    pub fn set_network(&mut self, network: NetworkConfig) {
+        let line = format!(
+            "{} network: loss {:.3}, duplicate {:.3}, delay {:?}..{:?}",
+            self.stamp(),
+            network.loss,
+            network.duplicate,
+            network.delay_min,
+            network.delay_max
+        );
+        self.record(line);
+        self.config.network = network;
+    }
+
+    /// The network's fault settings.
+    pub fn network(&self) -> &NetworkConfig {
+        &self.config.network
+    }
+
+    /// Splits the cluster: links between different groups are cut both ways (replacing earlier
+    /// cuts). Nodes named in no group form one more group together.
+    pub fn partition(&mut self, groups: &[Vec<NodeId>]) {
+        let mut group_of = vec![usize::MAX; self.nodes.len()];
+        for (group, members) in groups.iter().enumerate() {
+            for member in members {
+                if let Some(index) = self.index(member) {
+                    group_of[index] = group;
+                }
+            }
+        }
+        self.cuts.clear();
+        for from in 0..self.nodes.len() {
+            for to in 0..self.nodes.len() {
+                if group_of[from] != group_of[to] {
+                    self.cuts.insert((from, to));
+                }
+            }
+        }
+        let described: Vec<String> =
+            groups.iter().map(|group| group.iter().map(NodeId::as_str).collect::<Vec<_>>().join(",")).collect();
+        let line = format!("{} PARTITION {{{}}}", self.stamp(), described.join("} {"));
+        self.record(line);
+    }
+
+    /// Cuts the link from `from` to `to` only (messages the other way still flow).
+    pub fn cut_link(&mut self, from: &NodeId, to: &NodeId) {
+        if let (Some(a), Some(b)) = (self.index(from), self.index(to)) {
+            self.cuts.insert((a, b));
+            let line = format!("{} CUT {from} -> {to}", self.stamp());
+            self.record(line);
+        }
+    }
+
+    /// Cuts every link to and from `id`.
+    pub fn isolate(&mut self, id: &NodeId) {
+        let Some(index) = self.index(id) else { return };
+        for other in 0..self.nodes.len() {
+            if other != index {
+                self.cuts.insert((index, other));
+                self.cuts.insert((other, index));
+            }
+        }
+        let line = format!("{} ISOLATE {id}", self.stamp());
+        self.record(line);
+    }
+
+    /// Restores every link (loss and delay settings stay as they are).
+    pub fn heal(&mut self) {
+        self.cuts.clear();
+        let line = format!("{} HEAL", self.stamp());
+        self.record(line);
+    }
+
+    /// Whether messages from `from` to `to` are currently cut.
+    pub fn is_cut(&self, from: &NodeId, to: &NodeId) -> bool {
+        match (self.index(from), self.index(to)) {
+            (Some(a), Some(b)) => self.cuts.contains(&(a, b)),
+            _ => true,
+        }
+    }
+
+    fn send(&mut self, from: usize, outbound: Outbound) {
+        self.stats.messages_sent += 1;
+        let Some(to) = self.index(&outbound.to) else {
+            self.stats.messages_dropped += 1;
+            let line = format!(
+                "{} {} -> {} {} DROPPED (no such node)",
+                self.stamp(),
+                self.nodes[from].id,
+                outbound.to,
+                outbound.message.kind()
+            );
+            self.record(line);
+            return;
+        };
+        let kind = outbound.message.kind();
+        let reason = if self.cuts.contains(&(from, to)) {
+            Some("link cut")
+        } else if chance(&mut self.rng, self.config.network.loss) {
+            Some("lost")
+        } else if self.in_flight_messages >= self.config.in_flight_messages_max {
+            Some("in-flight limit")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            self.stats.messages_dropped += 1;
+            let line =
+                format!("{} {} -> {} {kind} DROPPED ({reason})", self.stamp(), self.nodes[from].id, self.nodes[to].id);
+            self.record(line);
+            return;
+        }
+        let duplicated = chance(&mut self.rng, self.config.network.duplicate);
+        let network = &self.config.network;
+        let (delay_min, delay_max) = (network.delay_min, network.delay_max);
+        let delay = random_duration(&mut self.rng, delay_min, delay_max);
+        let line = format!(
+            "{} {} -> {} {kind} (+{:.3}ms{})",
+            self.stamp(),
+            self.nodes[from].id,
+            self.nodes[to].id,
+            delay.as_secs_f64() * 1e3,
+            if duplicated { ", duplicated" } else { "" }
+        );
+        self.record(line);
+        if duplicated {
+            self.stats.messages_duplicated += 1;
+            let second = random_duration(&mut self.rng, delay_min, delay_max);
+            self.in_flight_messages += 1;
+            self.schedule(self.now + second, Scheduled::Deliver { from, to, message: outbound.message.clone() });
+        }
+        self.in_flight_messages += 1;
+        self.schedule(self.now + delay, Scheduled::Deliver { from, to, message: outbound.message });
+    }
+
+    fn deliver(&mut self, from: usize, to: usize, message: Message) {
+        self.in_flight_messages = self.in_flight_messages.saturating_sub(1);
+        let reason = if self.nodes[to].mechanism.is_none() {
+            Some("receiver down")
+        } else if self.cuts.contains(&(from, to)) {
+            // A cut made while the message was in flight stops it too.
+            Some("link cut")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            self.stats.messages_dropped += 1;
+            let line = format!(
+                "{} {} => {} {} DROPPED on arrival ({reason})",
+                self.stamp(),
+                self.nodes[from].id,
+                self.nodes[to].id,
+                message.kind()
+            );
+            self.record(line);
+            return;
+        }
+        self.touched = Some(to);
+        self.stats.messages_delivered += 1;
+        let sender = self.nodes[from].id.clone();
+        let node = &mut self.nodes[to];
+        let local = node.local_time(self.now);
+        let kind = message.kind();
+        let outcome = match node.mechanism.as_deref_mut() {
+            Some(mechanism) => mechanism.handle_message(local, sender.clone(), message),
+            None => Ok(()),
+        };
+        if let Err(error) = outcome {
+            self.stats.peer_errors += 1;
+            let line = format!("{} {} refused {kind} from {sender}: {error}", self.stamp(), self.nodes[to].id);
+            self.record(line);
+        }
+        self.drain(to);
+    }
+
+    // ----- the driver loop -----
+
+    /// Runs the driver loop of `concord_core::mechanism` on node `index` until it has no more work.
+    fn drain(&mut self, index: usize) {
+        let mut batches = 0u64;
+        loop {
+            let node = &mut self.nodes[index];
+            let Some(mechanism) = node.mechanism.as_deref_mut() else { break };
+            if !mechanism.has_ready() {
+                break;
+            }
+            batches += 1;
+            if batches > self.config.ready_batches_per_input_max {
+                let id = node.id.clone();
+                self.fail(format!(
+                    "livelock: {id} produced more than {} Ready batches for one input",
+                    self.config.ready_batches_per_input_max
+                ));
+                break;
+            }
+            let ready = mechanism.ready();
+            self.check_after_ready(index, &ready);
+            let Ready { number, messages, persist, persisted_messages, results, reads, events } = ready;
+            // Step 3: messages that do not wait for persistence go out now.
+            for outbound in messages {
+                self.send(index, outbound);
+            }
+            // Step 7 (any order relative to 3–6).
+            self.collect(index, results, reads, events);
+            // Steps 4–6: persist, then send what depends on it, then advance.
+            let node = &mut self.nodes[index];
+            if persist.is_empty() && node.pending_persists.is_empty() {
+                for outbound in persisted_messages {
+                    self.send(index, outbound);
+                }
+                let node = &mut self.nodes[index];
+                let local = node.local_time(self.now);
+                if let Some(mechanism) = node.mechanism.as_deref_mut() {
+                    mechanism.advance(local, number);
+                }
+            } else {
+                let delay = if persist.is_empty() {
+                    Duration::ZERO
+                } else {
+                    random_duration(&mut self.rng, self.config.persist_delay_min, self.config.persist_delay_max)
+                };
+                let node = &mut self.nodes[index];
+                // Batches become durable in order: never before the one ahead of them.
+                let after = node.pending_persists.back().map_or(Instant::ZERO, |pending| pending.done_at);
+                let done_at = (self.now + delay).max(after);
+                let incarnation = node.incarnation;
+                node.pending_persists.push_back(PendingPersist { number, persist, persisted_messages, done_at });
+                self.schedule(done_at, Scheduled::PersistDone { node: index, incarnation });
+            }
+        }
+        let node = &mut self.nodes[index];
+        node.timer = node.mechanism.as_deref().and_then(|mechanism| mechanism.poll_timeout()).map(|local| {
+            let time = node.virtual_time(local);
+            time.max(self.now)
+        });
+    }
+
+    fn persist_done(&mut self, index: usize, incarnation: u64) {
+        let node = &mut self.nodes[index];
+        if node.incarnation != incarnation || node.mechanism.is_none() {
+            return; // The process that asked for it crashed: the write never happened.
+        }
+        let Some(pending) = node.pending_persists.pop_front() else { return };
+        debug_assert!(pending.done_at <= self.now, "persists complete in order");
+        self.touched = Some(index);
+        if !pending.persist.is_empty() {
+            self.stats.persists += 1;
+            if let Err(error) = apply_persist(&mut node.durable, &pending.persist) {
+                let id = node.id.clone();
+                self.fail(format!("{id} asked storage for an impossible write (batch {}): {error}", pending.number));
+                return;
+            }
+            let line = format!(
+                "{} {} durable #{}{}{}",
+                self.stamp(),
+                self.nodes[index].id,
+                pending.number,
+                if pending.persist.entries.is_empty() {
+                    String::new()
+                } else {
+                    format!(" +{} entries", pending.persist.entries.len())
+                },
+                match &pending.persist.hard_state {
+                    Some(hard) => format!(" term {} vote {:?}", hard.term, hard.voted_for),
+                    None => String::new(),
+                }
+            );
+            self.record(line);
+            self.check_after_persist(index, &pending.persist);
+        }
+        for outbound in pending.persisted_messages {
+            self.send(index, outbound);
+        }
+        let node = &mut self.nodes[index];
+        let local = node.local_time(self.now);
+        if let Some(mechanism) = node.mechanism.as_deref_mut() {
+            mechanism.advance(local, pending.number);
+        }
+        self.drain(index);
+    }
+
+    fn collect(&mut self, index: usize, results: Vec<ProposalResult>, reads: Vec<ReadResult>, events: Vec<Event>) {
+        for result in results {
+            self.proposal_result(index, &result);
+            self.results.push((self.nodes[index].id.clone(), result));
+        }
+        for read in reads {
+            self.read_result(index, read);
+        }
+        let capacity = self.config.event_capacity;
+        let node = &mut self.nodes[index];
+        for event in events {
+            if capacity == 0 {
+                break;
+            }
+            if node.events.len() >= capacity {
+                node.events.pop_front();
+            }
+            node.events.push_back(event);
+        }
+    }
+
+    // ----- clients -----
+
+    /// Submits a client operation to `node` and records its invocation in the history.
+    ///
+    /// Writes become proposals with `ProposalId { origin: node, sequence }` and a fresh
+    /// `ClientSession { client, sequence }`; reads call `Mechanism::read` and, once the read point
+    /// is reached, read the node's replica. A node that is down refuses at once (`Fail`).
+    pub fn submit(&mut self, client: u64, node: &NodeId, op: ClientOp) -> OperationId {
+        let id = OperationId(self.history.operations.len() as u64);
+        self.history.operations.push(Operation {
+            id,
+            client,
+            node: node.to_string(),
+            key: op.key().to_owned(),
+            kind: op.kind(),
+            invoked_at_nanos: self.now.as_nanos(),
+            completed_at_nanos: None,
+            outcome: Outcome::Pending,
+        });
+        let line = format!("{} client {client} invokes {id} on {node}: {op:?}", self.stamp());
+        self.record(line);
+        let command = match &op {
+            ClientOp::Get { .. } => None,
+            ClientOp::Put { key, value } => match encode_value(value) {
+                Ok(value) => Some(Command::Put { key: key.clone(), value }),
+                Err(error) => {
+                    self.finish(id, Outcome::Fail { reason: error.to_string() });
+                    return id;
+                }
+            },
+            ClientOp::Cas { key, expected, new } => {
+                let expected = match expected.map(|value| encode_value(&value)).transpose() {
+                    Ok(expected) => expected,
+                    Err(error) => {
+                        self.finish(id, Outcome::Fail { reason: error.to_string() });
+                        return id;
+                    }
+                };
+                match encode_value(new) {
+                    Ok(new) => Some(Command::CompareAndSwap {
+                        key: key.clone(),
+                        expected: Expectation::Value(expected),
+                        new: Some(new),
+                    }),
+                    Err(error) => {
+                        self.finish(id, Outcome::Fail { reason: error.to_string() });
+                        return id;
+                    }
+                }
+            }
+            ClientOp::Add { key, delta } => Some(Command::Add { key: key.clone(), delta: *delta }),
+        };
+        let session = command.as_ref().map(|_| {
+            let sequence = self.client_sequences.entry(client).or_insert(0);
+            *sequence += 1;
+            ClientSession { client, sequence: *sequence }
+        });
+        let Some(index) = self.index(node) else {
+            self.finish(id, Outcome::Fail { reason: format!("no node {node}") });
+            return id;
+        };
+        self.in_flight.insert(
+            id,
+            InFlight { node: index, attempt: 0, command, session, proposal: None, read: None },
+        );
+        self.dispatch(id);
+        id
+    }
+
+    /// Retries an operation whose outcome is unknown on `node`, with the same client session, so it
+    /// takes effect at most once. Returns `false` (and does nothing) unless the operation is a write
+    /// whose outcome is currently unknown.
+    pub fn retry(&mut self, operation: OperationId, node: &NodeId) -> bool {
+        let Some(index) = self.index(node) else { return false };
+        let Some(recorded) = self.history.operations.get_mut(operation.0 as usize) else { return false };
+        if recorded.id != operation || !matches!(recorded.outcome, Outcome::Unknown { .. }) {
+            return false;
+        }
+        let Some(flight) = self.retired.remove(&operation) else { return false };
+        recorded.outcome = Outcome::Pending;
+        recorded.node = node.to_string();
+        let line = format!("{} retry {operation} on {node}", self.stamp());
+        self.record(line);
+        self.in_flight.insert(
+            operation,
+            InFlight {
+                node: index,
+                attempt: flight.attempt + 1,
+                command: flight.command,
+                session: flight.session,
+                proposal: None,
+                read: None,
+            },
+        );
+        self.dispatch(operation);
+        true
+    }
+
+    fn dispatch(&mut self, operation: OperationId) {
+        let Some(flight) = self.in_flight.get_mut(&operation) else { return };
+        let index = flight.node;
+        let attempt = flight.attempt;
+        let node = &mut self.nodes[index];
+        let local = node.local_time(self.now);
+        let Some(mechanism) = node.mechanism.as_deref_mut() else {
+            let id = node.id.clone();
+            let outcome = if attempt == 0 {
+                Outcome::Fail { reason: format!("{id} is down") }
+            } else {
+                Outcome::Unknown { reason: format!("retry: {id} is down") }
+            };
+            self.finish(operation, outcome);
+            return;
+        };
+        let submitted = match flight.command.clone() {
+            Some(command) => {
+                node.proposal_sequence += 1;
+                let proposal_id = ProposalId { origin: node.id.clone(), sequence: node.proposal_sequence };
+                flight.proposal = Some(proposal_id.clone());
+                let proposal = Proposal { id: proposal_id.clone(), session: flight.session, command };
+                let submitted = mechanism.propose(local, proposal);
+                if submitted.is_ok() {
+                    self.proposals.insert(proposal_id, operation);
+                }
+                submitted
+            }
+            None => {
+                let read_id = self.next_read_id;
+                self.next_read_id += 1;
+                flight.read = Some(read_id);
+                let submitted = mechanism.read(local, read_id);
+                if submitted.is_ok() {
+                    self.reads.insert((index, read_id), operation);
+                }
+                submitted
+            }
+        };
+        match submitted {
+            Ok(()) => {
+                let deadline = self.now + self.config.config.timeout;
+                self.schedule(deadline, Scheduled::ClientDeadline { operation, attempt });
+            }
+            Err(error) => {
+                let outcome = if error.outcome_unknown() || attempt > 0 {
+                    Outcome::Unknown { reason: error.to_string() }
+                } else {
+                    Outcome::Fail { reason: error.to_string() }
+                };
+                self.finish(operation, outcome);
+            }
+        }
+        self.touched = Some(index);
+        self.drain(index);
+    }
+
+    fn client_deadline(&mut self, operation: OperationId, attempt: u64) {
+        if self.in_flight.get(&operation).is_some_and(|flight| flight.attempt == attempt) {
+            let timeout = self.config.config.timeout;
+            self.finish(operation, Outcome::Unknown { reason: format!("no answer within {timeout:?}") });
+        }
+    }
+
+    fn proposal_result(&mut self, index: usize, result: &ProposalResult) {
+        let Some(operation) = self.proposals.remove(&result.proposal_id) else { return };
+        let Some(kind) = self.history.get(operation).map(|recorded| recorded.kind) else { return };
+        let outcome = if result.accepted {
+            match kind {
+                OperationKind::Read => Outcome::Ok(Response::Written),
+                OperationKind::Write { .. } => Outcome::Ok(Response::Written),
+                OperationKind::Cas { .. } => Outcome::Ok(Response::Cas { swapped: true }),
+                OperationKind::Add { .. } => match result.output.as_ref().and_then(|output| output.counter) {
+                    Some(value) => Outcome::Ok(Response::Added { value }),
+                    None => {
+                        let id = self.nodes[index].id.clone();
+                        self.fail(format!(
+                            "{id}: accepted Add {} ({operation}) without the counter's value",
+                            result.proposal_id
+                        ));
+                        Outcome::Unknown { reason: "accepted without a counter value".into() }
+                    }
+                },
+            }
+        } else {
+            match &result.error {
+                Some(ProposalError::Command(CommandFailure::CompareFailed { .. }))
+                    if matches!(kind, OperationKind::Cas { .. }) =>
+                {
+                    Outcome::Ok(Response::Cas { swapped: false })
+                }
+                // The first attempt's outcome was forgotten: it may have been applied.
+                Some(error @ ProposalError::Command(CommandFailure::SessionExpired)) => {
+                    Outcome::Unknown { reason: error.to_string() }
+                }
+                Some(error) if error.outcome_unknown() => Outcome::Unknown { reason: error.to_string() },
+                Some(error) => Outcome::Fail { reason: error.to_string() },
+                None => Outcome::Fail { reason: "not accepted".into() },
+            }
+        };
+        // A retry's refusal cannot undo an earlier attempt that may have taken effect.
+        let outcome = match outcome {
+            Outcome::Fail { reason }
+                if self.in_flight.get(&operation).is_some_and(|flight| flight.attempt > 0) =>
+            {
+                Outcome::Unknown { reason: format!("retry refused: {reason}") }
+            }
+            other => other,
+        };
+        self.finish(operation, outcome);
+    }
+
+    fn read_result(&mut self, index: usize, read: ReadResult) {
+        let Some(operation) = self.reads.remove(&(index, read.id)) else { return };
+        let outcome = match read.result {
+            Ok(read_point) => {
+                let Some(mechanism) = self.nodes[index].mechanism.as_deref() else { return };
+                let replica = mechanism.replica();
+                if replica.applied() < read_point {
+                    let id = self.nodes[index].id.clone();
+                    let applied = replica.applied();
+                    self.fail(format!(
+                        "{id} answered read {} at index {read_point} but its replica has applied only {applied}",
+                        read.id
+                    ));
+                    return;
+                }
+                let key = self.history.get(operation).map(|recorded| recorded.key.clone()).unwrap_or_default();
+                match replica.machine().get(&key).map(|bytes| decode_value::<i64>(&bytes)).transpose() {
+                    Ok(value) => Outcome::Ok(Response::Read { value }),
+                    Err(error) => {
+                        let id = self.nodes[index].id.clone();
+                        self.fail(format!("{id}: key {key:?} holds a value that is not an i64: {error}"));
+                        return;
+                    }
+                }
+            }
+            // A read has no effect, so a failed read and an unknown one are the same to the checker.
+            Err(error) => Outcome::Fail { reason: error.to_string() },
+        };
+        self.finish(operation, outcome);
+    }
+
+    fn finish(&mut self, operation: OperationId, outcome: Outcome) {
+        let Some(flight) = self.in_flight.remove(&operation) else { return };
+        if let Some(proposal) = &flight.proposal {
+            self.proposals.remove(proposal);
+        }
+        if let Some(read) = flight.read {
+            self.reads.remove(&(flight.node, read));
+        }
+        let now = self.now.as_nanos();
+        let stamp = self.stamp();
+        let Some(recorded) = self.history.operations.get_mut(operation.0 as usize) else { return };
+        match &outcome {
+            Outcome::Ok(_) | Outcome::Fail { .. } => recorded.completed_at_nanos = Some(now),
+            Outcome::Unknown { .. } | Outcome::Pending => recorded.completed_at_nanos = None,
+        }
+        let unknown = matches!(outcome, Outcome::Unknown { .. });
+        recorded.outcome = outcome;
+        let line = format!("{stamp} {recorded}");
+        if unknown && flight.command.is_some() {
+            self.retired.insert(operation, flight);
+        }
+        self.completed.push(operation);
+        self.record(line);
+    }
+}
+
+/// Read access to the simulation for invariants.
+pub struct SimView<'a> {
+    simulation: &'a Simulation,
+    touched: Option<usize>,
+}
+
+impl<'a> SimView<'a> {
+    /// Virtual time.
+    pub fn now(&self) -> Instant {
+        self.simulation.now
+    }
+
+    /// The run's seed.
+    pub fn seed(&self) -> u64 {
+        self.simulation.config.seed
+    }
+
+    /// Every node.
+    pub fn node_ids(&self) -> impl Iterator<Item = &'a NodeId> {
+        self.simulation.nodes.iter().map(|node| &node.id)
+    }
+
+    /// The node whose state the current step may have changed (`None`: no node's did). State only
+    /// changes on this node, so invariants can check it alone and stay cheap.
+    pub fn touched(&self) -> Option<&'a NodeId> {
+        self.touched.map(|index| &self.simulation.nodes[index].id)
+    }
+
+    /// A node's mechanism, `None` while it is down.
+    pub fn mechanism(&self, id: &NodeId) -> Option<&'a dyn Mechanism> {
+        self.simulation.mechanism(id)
+    }
+
+    /// A live node's debug state.
+    pub fn debug_state(&self, id: &NodeId) -> Option<DebugState> {
+        self.mechanism(id).map(|mechanism| mechanism.debug_state())
+    }
+
+    /// A node's durable store, `None` for an unknown node.
+    pub fn durable(&self, id: &NodeId) -> Option<&'a Recovered> {
+        self.simulation.index(id).map(|index| &self.simulation.nodes[index].durable)
+    }
+
+    /// A node's incarnation (bumped at every crash).
+    pub fn incarnation(&self, id: &NodeId) -> Option<u64> {
+        self.simulation.incarnation(id)
+    }
+
+    /// The client history.
+    pub fn history(&self) -> &'a History {
+        &self.simulation.history
+    }
+
+    /// A node's writes handed to storage but not yet durable, oldest first (empty while it is down).
+    pub fn pending_persists(&self, id: &NodeId) -> impl Iterator<Item = &'a Persist> {
+        let node = self.simulation.index(id).map(|index| &self.simulation.nodes[index]);
+        node.into_iter().flat_map(|node| node.pending_persists.iter().map(|pending| &pending.persist))
+    }
+}
