@@ -61,7 +61,8 @@ fn codec_benches(c: &mut Criterion) {
             let frame = codec.encode(&envelope).expect("encode");
             let mut group = c.benchmark_group(format!("codec/{name}/{codec_name}"));
             group.throughput(Throughput::Bytes(frame.len() as u64));
-            group.bench_function("encode", |b| b.iter(|| codec.encode(black_box(&envelope)).expect("encode")));
+            group
+                .bench_function("encode", |b| b.iter(|| codec.encode(black_box(&envelope)).expect("encode")));
             group.bench_function("decode", |b| b.iter(|| codec.decode(black_box(&frame)).expect("decode")));
             group.finish();
         }

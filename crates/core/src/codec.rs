@@ -24,6 +24,10 @@ pub const PROTOCOL_VERSION: u8 = 1;
 pub const HEADER_BYTES: usize = 6;
 const FLAG_COMPRESSED: u8 = 0b0000_0001;
 const FLAGS_KNOWN: u8 = FLAG_COMPRESSED;
+// An LZ4 sequence turns each extra match-length byte (255) into at most 255 output bytes; the rest
+// of a block (tokens, offsets, the final literals) adds a few bytes at most.
+const LZ4_EXPANSION_MAX: u64 = 255;
+const LZ4_EXPANSION_SLACK_BYTES: u64 = 64;
 
 /// A message with its routing.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -184,6 +188,14 @@ impl Codec {
                 u32::from_le_bytes([size_bytes[0], size_bytes[1], size_bytes[2], size_bytes[3]]) as u64;
             if declared > self.max_frame_bytes as u64 {
                 return Err(CodecError::TooLarge { size: declared, limit: self.max_frame_bytes as u64 });
+            }
+            // LZ4 cannot expand more than about 255 times, so a size beyond that is a lie, refused
+            // before the output buffer is allocated: a tiny frame must not cost a maximum-size buffer.
+            let compressed = (body.len() - 4) as u64;
+            if declared > compressed * LZ4_EXPANSION_MAX + LZ4_EXPANSION_SLACK_BYTES {
+                return Err(CodecError::Decompression(format!(
+                    "declared size {declared} is impossible for {compressed} compressed bytes"
+                )));
             }
             let inflated = lz4_flex::decompress_size_prepended(body)
                 .map_err(|error| CodecError::Decompression(error.to_string()))?;

@@ -432,7 +432,7 @@ impl Config {
         if self.lease_clock_drift_max_per_mille >= 1000 {
             return Err(invalid("leaseClockDriftMaxPerMille", "must be below 1000"));
         }
-        let positive: [(&'static str, u64); 12] = [
+        let positive: [(&'static str, u64); 13] = [
             ("maxMessageBytes", self.max_message_bytes.into()),
             ("maxEntriesPerMessage", self.max_entries_per_message.into()),
             ("maxInflightMessages", self.max_inflight_messages.into()),
@@ -443,6 +443,7 @@ impl Config {
             ("snapshotChunkBytes", self.snapshot_chunk_bytes.into()),
             ("maxClientSessions", self.max_client_sessions.into()),
             ("maxKeyBytes", self.max_key_bytes.into()),
+            ("maxValueBytes", self.max_value_bytes.into()),
             ("maxBatchCommands", self.max_batch_commands.into()),
             ("maxEventBacklog", self.max_event_backlog.into()),
         ];

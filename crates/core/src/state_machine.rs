@@ -104,7 +104,7 @@ impl KvStateMachine {
         match value {
             None => Some(0),
             Some(bytes) => match postcard::take_from_bytes::<i64>(bytes) {
-                Ok((number, rest)) if rest.is_empty() => Some(number),
+                Ok((number, [])) => Some(number),
                 _ => None,
             },
         }

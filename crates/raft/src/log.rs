@@ -27,10 +27,6 @@ impl RaftLog {
         self.snapshot_index
     }
 
-    pub(crate) fn snapshot_term(&self) -> Term {
-        self.snapshot_term
-    }
-
     pub(crate) fn first_index(&self) -> LogIndex {
         self.snapshot_index.next()
     }

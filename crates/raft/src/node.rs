@@ -57,6 +57,9 @@ enum State {
 
 struct PendingProposal {
     deadline: Instant,
+    /// Identifies the command itself: a restarted process may reuse a proposal id, and an entry
+    /// of its earlier life must not answer the new proposal.
+    fingerprint: u64,
     key: String,
     value: Option<Bytes>,
     index: Option<LogIndex>,
@@ -154,8 +157,8 @@ pub struct Raft {
     /// Where each proposal in the in-memory log sits, and a bounded memory of compacted ones: a
     /// forwarded proposal the network duplicated is appended only once.
     proposal_index: BTreeMap<ProposalId, LogIndex>,
-    compacted_proposals: VecDeque<ProposalId>,
-    compacted_proposal_set: BTreeSet<ProposalId>,
+    compacted_proposals: VecDeque<(ProposalId, u64)>,
+    compacted_proposal_set: BTreeSet<(ProposalId, u64)>,
 
     // Failure detection.
     last_heard: BTreeMap<NodeId, Instant>,
@@ -187,6 +190,12 @@ impl std::fmt::Debug for Raft {
             .field("last_index", &self.log.last_index())
             .finish_non_exhaustive()
     }
+}
+
+/// A stable fingerprint of a proposal's session and command (FNV-1a over its encoding).
+fn fingerprint(proposal: &Proposal) -> u64 {
+    let encoded = postcard::to_allocvec(&(&proposal.session, &proposal.command)).unwrap_or_default();
+    encoded.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn validate_command(config: &Config, command: &Command) -> Result<(), ProposalError> {
@@ -605,12 +614,15 @@ impl Raft {
 
     /// Puts a snapshot in the pending persist; `log_continues` says whether the in-memory log
     /// kept the entries after it.
-    fn persist_snapshot(&mut self, snapshot: Snapshot, log_continues: bool) {
+    fn persist_snapshot(&mut self, snapshot: Snapshot, log_continues: bool, committed_before: LogIndex) {
         let last = snapshot.meta.last_index;
         self.persist.entries.retain(|entry| entry.index > last);
         if !log_continues {
+            // Everything after what was committed before may be a stale entry the snapshot
+            // replaces: say so explicitly (storage drops it with the snapshot anyway).
             self.persist.entries.clear();
-            self.persist.truncate_from = Some(last.next());
+            let from = committed_before.next().min(last.next());
+            self.persist.truncate_from = Some(self.persist.truncate_from.map_or(from, |old| old.min(from)));
         }
         self.persist.snapshot = Some(snapshot);
     }
@@ -1073,6 +1085,10 @@ impl Raft {
                 });
             }
         }
+        let ours = self.pending.get(&proposal.id).is_some_and(|pending| pending.fingerprint == fingerprint(proposal));
+        if !ours {
+            return;
+        }
         let Some(pending) = self.pending.remove(&proposal.id) else { return };
         self.proposal_deadlines.remove(&(pending.deadline, proposal.id.clone()));
         let voters = self.membership_now().voter_count();
@@ -1171,7 +1187,8 @@ impl Raft {
         let base = self.membership_at(applied).clone();
         self.memberships.retain(|(index, _)| *index > applied);
         self.memberships.insert(0, (applied, base));
-        self.persist_snapshot(snapshot.clone(), true);
+        let commit = self.commit;
+        self.persist_snapshot(snapshot.clone(), true, commit);
         self.snapshot = Some(snapshot);
     }
 
@@ -1179,10 +1196,10 @@ impl Raft {
         let mut position = self.log.first_index();
         while position <= index {
             if let Some(EntryPayload::Command(proposal)) = self.log.entry(position).map(|entry| &entry.payload) {
-                let id = proposal.id.clone();
-                self.proposal_index.remove(&id);
-                if self.compacted_proposal_set.insert(id.clone()) {
-                    self.compacted_proposals.push_back(id);
+                let known = (proposal.id.clone(), fingerprint(proposal));
+                self.proposal_index.remove(&proposal.id);
+                if self.compacted_proposal_set.insert(known.clone()) {
+                    self.compacted_proposals.push_back(known);
                 }
             }
             position = position.next();
@@ -1194,8 +1211,14 @@ impl Raft {
         }
     }
 
-    fn is_known_proposal(&self, id: &ProposalId) -> bool {
-        self.proposal_index.contains_key(id) || self.compacted_proposal_set.contains(id) || self.batch_ids.contains(id)
+    /// Whether this very proposal (same id and same command) is already in the log or the batch.
+    fn is_known_proposal(&self, proposal: &Proposal) -> bool {
+        let in_log = self.proposal_index.get(&proposal.id).and_then(|index| self.log.entry(*index)).is_some_and(
+            |entry| matches!(&entry.payload, EntryPayload::Command(logged) if logged == proposal),
+        );
+        in_log
+            || (self.batch_ids.contains(&proposal.id) && self.batch.iter().any(|batched| batched == proposal))
+            || self.compacted_proposal_set.contains(&(proposal.id.clone(), fingerprint(proposal)))
     }
 
     // ----- proposals -----
@@ -1207,6 +1230,7 @@ impl Raft {
             proposal.id.clone(),
             PendingProposal {
                 deadline,
+                fingerprint: fingerprint(proposal),
                 key: proposal.command.key().to_owned(),
                 value: proposal.command.written_value().cloned(),
                 index: None,
@@ -1226,7 +1250,7 @@ impl Raft {
         if self.transfer.is_some() {
             return Err(ProposalError::Busy { what: "leadership transfer in progress".into(), limit: 0 });
         }
-        if proposal.id.origin != self.id && self.is_known_proposal(&proposal.id) {
+        if proposal.id.origin != self.id && self.is_known_proposal(&proposal) {
             // The network duplicated a forward: the first copy is already in the log.
             return Ok(());
         }
@@ -1830,9 +1854,10 @@ impl Raft {
             self.persisted = self.persisted.min(last_index.prev());
         }
         self.memberships.insert(0, (last_index, meta.membership.clone()));
+        let committed_before = self.commit;
         self.commit = self.commit.max(last_index);
         let snapshot = Snapshot { meta, data };
-        self.persist_snapshot(snapshot.clone(), continues);
+        self.persist_snapshot(snapshot.clone(), continues, committed_before);
         self.snapshot = Some(snapshot);
         self.apply_committed(now);
         respond(self, total_bytes, true);
@@ -2011,7 +2036,7 @@ impl Mechanism for Raft {
         }
         let deadline = now + self.config.timeout;
         self.proposal_deadlines.insert((deadline, id.clone()));
-        self.pending.insert(id.clone(), PendingProposal { deadline, key: node.to_string(), value: None, index: None });
+        self.pending.insert(id.clone(), PendingProposal { deadline, fingerprint: 0, key: node.to_string(), value: None, index: None });
         let index = self.leader_append(now, EntryPayload::Membership(next));
         if let Some(pending) = self.pending.get_mut(&id) {
             pending.index = Some(index);

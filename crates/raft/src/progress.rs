@@ -138,6 +138,7 @@ impl Progress {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn inflight_messages(&self) -> usize {
         self.inflight.len()
     }

@@ -300,10 +300,6 @@ impl Consensus {
         &self.shared.config
     }
 
-    fn now(&self) -> concord_core::time::Instant {
-        self.shared.clock.now()
-    }
-
     fn next_proposal(&self) -> (ProposalId, ClientSession) {
         let sequence = self.shared.next_sequence.fetch_add(1, Ordering::Relaxed);
         (

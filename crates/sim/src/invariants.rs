@@ -58,10 +58,8 @@ impl Invariant for TermsNeverDecrease {
     }
 
     fn after_step(&mut self, view: &SimView<'_>) -> Result<(), String> {
-        let Some(node) = view.touched() else { return Ok(()) };
-        let (Some(state), Some(incarnation)) = (view.debug_state(node), view.incarnation(node)) else {
-            return Ok(());
-        };
+        let Some((node, state)) = view.touched_state() else { return Ok(()) };
+        let Some(incarnation) = view.incarnation(node) else { return Ok(()) };
         let term = state.current_term;
         if let Some((seen_incarnation, seen_term)) = self.seen.get(node) {
             if *seen_incarnation == incarnation && term < *seen_term {
@@ -89,10 +87,8 @@ pub struct CommitNeverDecreases {
 
 impl Invariant for CommitNeverDecreases {
     fn after_step(&mut self, view: &SimView<'_>) -> Result<(), String> {
-        let Some(node) = view.touched() else { return Ok(()) };
-        let (Some(state), Some(incarnation)) = (view.debug_state(node), view.incarnation(node)) else {
-            return Ok(());
-        };
+        let Some((node, state)) = view.touched_state() else { return Ok(()) };
+        let Some(incarnation) = view.incarnation(node) else { return Ok(()) };
         let commit = state.commit_index;
         if let Some((seen_incarnation, seen_commit)) = self.seen.get(node) {
             if *seen_incarnation == incarnation && commit < *seen_commit {
@@ -115,8 +111,7 @@ pub struct ElectionSafety {
 
 impl Invariant for ElectionSafety {
     fn after_step(&mut self, view: &SimView<'_>) -> Result<(), String> {
-        let Some(node) = view.touched() else { return Ok(()) };
-        let Some(state) = view.debug_state(node) else { return Ok(()) };
+        let Some((node, state)) = view.touched_state() else { return Ok(()) };
         if state.role != Role::Leader {
             return Ok(());
         }
@@ -160,10 +155,8 @@ impl Invariant for CommittedPrefixAgreement {
     }
 
     fn after_step(&mut self, view: &SimView<'_>) -> Result<(), String> {
-        let Some(node) = view.touched() else { return Ok(()) };
-        let (Some(state), Some(durable)) = (view.debug_state(node), view.durable(node)) else {
-            return Ok(());
-        };
+        let Some((node, state)) = view.touched_state() else { return Ok(()) };
+        let Some(durable) = view.durable(node) else { return Ok(()) };
         // A node may already count as committed an entry whose write is still under way, while its
         // durable log holds the conflicting entry that write replaces: check only below such writes.
         let rewritten_from = view

@@ -45,7 +45,9 @@ pub enum LinearizabilityError {
         candidates: Vec<Operation>,
     },
     /// The search hit its step limit before deciding.
-    #[error("linearizability of key {key:?} is undecided after {steps} search steps ({operations} operations)")]
+    #[error(
+        "linearizability of key {key:?} is undecided after {steps} search steps ({operations} operations)"
+    )]
     Inconclusive {
         /// The key.
         key: String,
@@ -140,7 +142,8 @@ fn step(state: Option<i64>, kind: OperationKind, response: Option<Response>) -> 
 }
 
 fn validate(operation: &Operation) -> Result<Option<Option<Response>>, LinearizabilityError> {
-    let malformed = |reason: &str| LinearizabilityError::Malformed { operation: operation.id, reason: reason.into() };
+    let malformed =
+        |reason: &str| LinearizabilityError::Malformed { operation: operation.id, reason: reason.into() };
     match (&operation.outcome, operation.kind) {
         (Outcome::Fail { .. }, _) => Ok(None),
         (Outcome::Unknown { .. } | Outcome::Pending, OperationKind::Read) => Ok(None),
@@ -234,7 +237,8 @@ fn check_key(key: &str, operations: &[&Operation], steps_max: u64) -> Result<(),
         }
     }
     order.sort_unstable();
-    let mut list = EventList { events: Vec::with_capacity(order.len() + 1), next: Vec::new(), prev: Vec::new() };
+    let mut list =
+        EventList { events: Vec::with_capacity(order.len() + 1), next: Vec::new(), prev: Vec::new() };
     list.events.push(Event { candidate: NONE, is_call: false, matching_return: NONE });
     let mut call_of = vec![NONE; candidates.len()];
     for &(_, kind, position) in &order {
@@ -317,7 +321,11 @@ fn not_linearizable(
     best: Option<(usize, usize, Vec<usize>, Option<i64>)>,
 ) -> LinearizabilityError {
     let Some((_, stuck, order, state)) = best else {
-        return LinearizabilityError::Inconclusive { key: key.to_owned(), steps: 0, operations: candidates.len() };
+        return LinearizabilityError::Inconclusive {
+            key: key.to_owned(),
+            steps: 0,
+            operations: candidates.len(),
+        };
     };
     let stuck_operation = candidates[stuck].operation;
     let deadline = stuck_operation.completed_at_nanos.unwrap_or(u64::MAX);

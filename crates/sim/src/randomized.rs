@@ -12,11 +12,13 @@
 //!
 //! A mechanism crate's test is a loop over seeds:
 //!
-//! ```ignore
+//! ```no_run
+//! # use concord_core::config::Config;
+//! # use concord_sim::{randomized, MechanismFactory};
+//! # // In a mechanism crate: `concord_sim::factory(concord_raft::Raft::new)`.
+//! # fn raft_factory() -> MechanismFactory { unimplemented!() }
 //! let options = randomized::Options::new(Config::default());
-//! let summary = randomized::run_seeds(0..2000, |seed| {
-//!     randomized::run(seed, || concord_sim::factory(concord_raft::Raft::new), &options)
-//! });
+//! let summary = randomized::run_seeds(0..2000, |seed| randomized::run(seed, raft_factory, &options));
 //! assert!(summary.failures.is_empty(), "{summary}");
 //! ```
 
@@ -60,7 +62,10 @@ pub struct Options {
     pub allow_crashes: bool,
     /// Whether the nemesis partitions the network: symmetric, one-way, leader-isolated, flapping.
     pub allow_partitions: bool,
-    /// Each node's clock rate is in `[1 - spread, 1 + spread]`.
+    /// Each node's clock rate is in `[1 - spread, 1 + spread]`, so two clocks may differ in rate by
+    /// up to `(1 + spread) / (1 - spread) - 1` (10.5% for 0.05). Keep that within
+    /// `config.lease_clock_drift_max_per_mille` when lease reads are on, or the run tests the
+    /// lease outside its stated assumption.
     pub clock_rate_spread: f64,
     /// Retries (same client session) of a write whose outcome is unknown.
     pub retries_max: u32,
@@ -151,7 +156,8 @@ impl fmt::Display for SeedSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{} seeds, {} failed, {:.1} s ({:.1} seeds/s); ops ok {} fail {} unknown {}, faults {}, steps {}",
+            "{} seeds, {} failed, {:.1} s ({:.1} seeds/s); ops ok {} fail {} unknown {}, faults {}, steps {}, \
+             virtual time {:.0} s",
             self.seeds,
             self.failures.len(),
             self.elapsed.as_secs_f64(),
@@ -160,7 +166,8 @@ impl fmt::Display for SeedSummary {
             self.totals.ops_fail,
             self.totals.ops_unknown,
             self.totals.faults,
-            self.totals.steps
+            self.totals.steps,
+            self.totals.virtual_time.as_secs_f64()
         )?;
         if let Some(first) = self.failures.first() {
             let seeds: Vec<String> = self.failures.iter().map(|failure| failure.seed.to_string()).collect();
@@ -227,9 +234,13 @@ pub fn run(
     let mut config = SimConfig::new(seed, options.nodes, options.config.clone());
     config.clock_rate_spread = options.clock_rate_spread;
     (config.persist_delay_min, config.persist_delay_max) = options.persist_delay;
-    let healthy = NetworkConfig { loss: 0.0, duplicate: 0.0, delay_min: options.delay.0, delay_max: options.delay.1 };
+    let healthy =
+        NetworkConfig { loss: 0.0, duplicate: 0.0, delay_min: options.delay.0, delay_max: options.delay.1 };
     config.network = healthy.clone();
     let mut simulation = Simulation::new(config, factory());
+    if options.nodes == 0 {
+        return Err(simulation.violation_now("randomized::Options::nodes is 0: nothing to simulate".into()));
+    }
     for invariant in (options.invariants)() {
         simulation.add_invariant(invariant);
     }
@@ -250,7 +261,8 @@ pub fn run(
         .collect();
     let mut faults = 0usize;
     let mut planned: VecDeque<(Instant, Fault)> = VecDeque::new();
-    let mut nemesis_at = Instant::ZERO + random_between(&mut rng, Duration::from_millis(100), Duration::from_millis(600));
+    let mut nemesis_at =
+        Instant::ZERO + random_between(&mut rng, Duration::from_millis(100), Duration::from_millis(600));
     let fault_end = simulation.now() + options.duration_faults;
 
     // ----- fault phase -----
@@ -284,12 +296,12 @@ pub fn run(
                 inject(&mut simulation, &mut rng, fault, &ids, options, &mut planned, &healthy);
                 faults += 1;
             }
-            nemesis_at = now + random_between(&mut rng, Duration::from_millis(100), Duration::from_millis(800));
+            nemesis_at =
+                now + random_between(&mut rng, Duration::from_millis(100), Duration::from_millis(800));
         }
-        for index in 0..clients.len() {
-            let client = &clients[index];
+        for client in &mut clients {
             if client.current.is_none() && client.issued < options.ops_per_client && client.wake_at <= now {
-                issue(&mut simulation, &mut clients[index], &mut rng, &ids, &keys);
+                issue(&mut simulation, client, &mut rng, &ids, &keys);
             }
         }
     }
@@ -379,7 +391,13 @@ fn up_nodes(simulation: &Simulation, ids: &[NodeId]) -> Vec<NodeId> {
     ids.iter().filter(|id| simulation.is_up(id)).cloned().collect()
 }
 
-fn issue(simulation: &mut Simulation, client: &mut Client, rng: &mut ChaCha8Rng, ids: &[NodeId], keys: &[String]) {
+fn issue(
+    simulation: &mut Simulation,
+    client: &mut Client,
+    rng: &mut ChaCha8Rng,
+    ids: &[NodeId],
+    keys: &[String],
+) {
     let up = up_nodes(simulation, ids);
     let node = up.choose(rng).or_else(|| ids.choose(rng)).cloned();
     let Some(node) = node else { return };
@@ -441,7 +459,12 @@ fn handle_completions(
     }
 }
 
-fn choose_fault(simulation: &Simulation, rng: &mut ChaCha8Rng, ids: &[NodeId], options: &Options) -> Option<Fault> {
+fn choose_fault(
+    simulation: &Simulation,
+    rng: &mut ChaCha8Rng,
+    ids: &[NodeId],
+    options: &Options,
+) -> Option<Fault> {
     let down = ids.len() - up_nodes(simulation, ids).len();
     let mut choices = vec![Fault::Network, Fault::Heal];
     if options.allow_crashes {

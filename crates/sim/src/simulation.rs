@@ -1,12 +1,13 @@
 //! The simulation: nodes running real mechanisms, a seeded faulty network, virtual time, durable
 //! stores, clients and invariant checks.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::time::Duration;
 
 use concord_core::command::{Command, CommandFailure, Expectation};
-use concord_core::config::Config;
+use concord_core::config::{Config, MechanismKind};
 use concord_core::error::ProposalError;
 use concord_core::event::{DebugState, Event, ProposalResult, Role};
 use concord_core::id::{ClientSession, NodeId, NodeInfo, ProposalId, Term};
@@ -130,7 +131,7 @@ pub struct Violation {
     pub message: String,
     /// The last trace lines, oldest first.
     pub trace: Vec<String>,
-    /// The command that reruns this seed.
+    /// The command that reruns this seed (`cargo xtask sim --mechanism raft --seed S`).
     pub rerun: String,
 }
 
@@ -202,12 +203,16 @@ struct Node {
     timer: Option<Instant>,
     events: VecDeque<Event>,
     proposal_sequence: u64,
+    /// The last `Ready::number` this incarnation handed out: numbers must increase.
+    last_ready_number: u64,
 }
 
 impl Node {
     fn local_time(&self, now: Instant) -> Instant {
         let elapsed = u128::from(now.as_nanos()) * u128::from(self.clock_rate_ppm) / 1_000_000;
-        Instant::from_nanos(self.clock_origin.as_nanos().saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX)))
+        Instant::from_nanos(
+            self.clock_origin.as_nanos().saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX)),
+        )
     }
 
     /// The first virtual time at which the local clock reads at least `local`.
@@ -220,7 +225,8 @@ impl Node {
 }
 
 enum Scheduled {
-    Deliver { from: usize, to: usize, message: Message },
+    // Boxed: messages are large and most queued events are small.
+    Deliver { from: usize, to: usize, message: Box<Message> },
     PersistDone { node: usize, incarnation: u64 },
     ClientDeadline { operation: OperationId, attempt: u64 },
 }
@@ -262,6 +268,9 @@ pub struct Simulation {
     retired: BTreeMap<OperationId, InFlight>,
     completed: Vec<OperationId>,
     results: Vec<(NodeId, ProposalResult)>,
+    /// Every (node, proposal) and (node, read) answered, to catch a second answer.
+    answered_proposals: BTreeSet<(usize, ProposalId)>,
+    answered_reads: BTreeSet<(usize, ReadId)>,
     touched: Option<usize>,
 }
 
@@ -314,6 +323,7 @@ impl Simulation {
                     timer: None,
                     events: VecDeque::new(),
                     proposal_sequence: 0,
+                    last_ready_number: 0,
                 }
             })
             .collect();
@@ -342,6 +352,8 @@ impl Simulation {
             retired: BTreeMap::new(),
             completed: Vec::new(),
             results: Vec::new(),
+            answered_proposals: BTreeSet::new(),
+            answered_reads: BTreeSet::new(),
             touched: None,
         };
         for index in 0..simulation.nodes.len() {
@@ -400,7 +412,9 @@ impl Simulation {
         let local = self.nodes[index].local_time(self.now);
         let mechanism = self.nodes[index].mechanism.as_deref_mut()?;
         let result = input(mechanism, local);
+        self.touched = Some(index);
         self.drain(index);
+        self.after_external_input();
         Some(result)
     }
 
@@ -429,7 +443,9 @@ impl Simulation {
         for node in &self.nodes {
             let Some(mechanism) = &node.mechanism else { continue };
             let state = mechanism.debug_state();
-            if state.role == Role::Leader && best.as_ref().map_or(true, |(term, _)| state.current_term > *term) {
+            if state.role == Role::Leader
+                && best.as_ref().map_or(true, |(term, _)| state.current_term > *term)
+            {
                 best = Some((state.current_term, node.id.clone()));
             }
         }
@@ -450,6 +466,11 @@ impl Simulation {
     /// Counters of what happened.
     pub fn stats(&self) -> SimStats {
         self.stats
+    }
+
+    /// The events node `id` emitted and [`Simulation::take_events`] has not taken yet.
+    pub fn events(&self, id: &NodeId) -> impl Iterator<Item = &Event> {
+        self.index(id).into_iter().flat_map(|index| self.nodes[index].events.iter())
     }
 
     /// Takes the events node `id` emitted since the last call.
@@ -483,7 +504,7 @@ impl Simulation {
 
     /// A read-only view, as invariants get it.
     pub fn view(&self) -> SimView<'_> {
-        SimView { simulation: self, touched: self.touched }
+        SimView::new(self, self.touched)
     }
 
     /// Virtual time of the next scheduled event or timer, if any.
@@ -517,8 +538,22 @@ impl Simulation {
             time: self.now,
             message,
             trace: self.trace.iter().cloned().collect(),
-            rerun: format!("cargo xtask sim --seed {}", self.config.seed),
+            rerun: format!(
+                "cargo xtask sim --mechanism {} --seed {}",
+                match self.config.config.mechanism {
+                    MechanismKind::Raft => "raft",
+                    MechanismKind::SimpleMajority => "majority",
+                },
+                self.config.seed
+            ),
         }
+    }
+
+    /// Checks invariants after an input that came from outside a step (a client, a crash, a
+    /// restart); a violation is returned by the next step.
+    fn after_external_input(&mut self) {
+        self.check_after_step();
+        self.touched = None;
     }
 
     fn check_after_step(&mut self) {
@@ -549,7 +584,7 @@ impl Simulation {
         let mut invariants = std::mem::take(&mut self.invariants);
         let mut failure = None;
         {
-            let view = SimView { simulation: self, touched: Some(index) };
+            let view = SimView::new(self, Some(index));
             let id = &self.nodes[index].id;
             for invariant in &mut invariants {
                 if let Err(message) = invariant.after_ready(id, ready, &view) {
@@ -571,7 +606,7 @@ impl Simulation {
         let mut invariants = std::mem::take(&mut self.invariants);
         let mut failure = None;
         {
-            let view = SimView { simulation: self, touched: Some(index) };
+            let view = SimView::new(self, Some(index));
             let id = &self.nodes[index].id;
             for invariant in &mut invariants {
                 if let Err(message) = invariant.after_persist(id, persist, &view) {
@@ -608,12 +643,8 @@ impl Simulation {
             (None, Some(_)) => true,
             (Some(_), None) => false,
         };
-        let time = if take_timer {
-            timer.map(|(time, _)| time)
-        } else {
-            queued.map(|(time, _)| time)
-        }
-        .unwrap_or(self.now);
+        let time = if take_timer { timer.map(|(time, _)| time) } else { queued.map(|(time, _)| time) }
+            .unwrap_or(self.now);
         self.advance_clock(time)?;
         self.stats.steps += 1;
         if take_timer {
@@ -678,6 +709,9 @@ impl Simulation {
         limit: Duration,
         mut condition: impl FnMut(&Simulation) -> bool,
     ) -> Result<bool, Violation> {
+        if let Some(violation) = self.violation.take() {
+            return Err(violation);
+        }
         let deadline = self.now + limit;
         loop {
             if condition(self) {
@@ -697,7 +731,7 @@ impl Simulation {
 
     fn process(&mut self, scheduled: Scheduled) {
         match scheduled {
-            Scheduled::Deliver { from, to, message } => self.deliver(from, to, message),
+            Scheduled::Deliver { from, to, message } => self.deliver(from, to, *message),
             Scheduled::PersistDone { node, incarnation } => self.persist_done(node, incarnation),
             Scheduled::ClientDeadline { operation, attempt } => self.client_deadline(operation, attempt),
         }
@@ -781,7 +815,9 @@ impl Simulation {
                     return;
                 }
                 self.nodes[index].mechanism = Some(mechanism);
-                let line = format!("{} {id} start (incarnation {})", self.stamp(), self.nodes[index].incarnation);
+                self.nodes[index].last_ready_number = 0;
+                let line =
+                    format!("{} {id} start (incarnation {})", self.stamp(), self.nodes[index].incarnation);
                 self.record(line);
                 self.touched = Some(index);
                 self.drain(index);
@@ -811,7 +847,7 @@ impl Simulation {
         for operation in orphaned {
             self.finish(operation, Outcome::Unknown { reason: format!("{id} crashed") });
         }
-        self.check_after_step();
+        self.after_external_input();
     }
 
     /// Restarts a crashed node from its durable store (a new incarnation with a new seed).
@@ -823,8 +859,7 @@ impl Simulation {
         }
         self.stats.restarts += 1;
         self.start(index);
-        self.check_after_step();
-        self.touched = None;
+        self.after_external_input();
     }
 
     // ----- network -----
@@ -841,6 +876,15 @@ impl Simulation {
         );
         self.record(line);
         self.config.network = network;
+    }
+
+    /// Changes how long persists take from now on (a disk that slows down or recovers); batches
+    /// already under way keep their completion time.
+    pub fn set_persist_delay(&mut self, min: Duration, max: Duration) {
+        let line = format!("{} disk: persist delay {min:?}..{max:?}", self.stamp());
+        self.record(line);
+        self.config.persist_delay_min = min;
+        self.config.persist_delay_max = max.max(min);
     }
 
     /// The network's fault settings.
@@ -867,8 +911,10 @@ impl Simulation {
                 }
             }
         }
-        let described: Vec<String> =
-            groups.iter().map(|group| group.iter().map(NodeId::as_str).collect::<Vec<_>>().join(",")).collect();
+        let described: Vec<String> = groups
+            .iter()
+            .map(|group| group.iter().map(NodeId::as_str).collect::<Vec<_>>().join(","))
+            .collect();
         let line = format!("{} PARTITION {{{}}}", self.stamp(), described.join("} {"));
         self.record(line);
     }
@@ -936,8 +982,12 @@ impl Simulation {
         };
         if let Some(reason) = reason {
             self.stats.messages_dropped += 1;
-            let line =
-                format!("{} {} -> {} {kind} DROPPED ({reason})", self.stamp(), self.nodes[from].id, self.nodes[to].id);
+            let line = format!(
+                "{} {} -> {} {kind} DROPPED ({reason})",
+                self.stamp(),
+                self.nodes[from].id,
+                self.nodes[to].id
+            );
             self.record(line);
             return;
         }
@@ -958,10 +1008,13 @@ impl Simulation {
             self.stats.messages_duplicated += 1;
             let second = random_duration(&mut self.rng, delay_min, delay_max);
             self.in_flight_messages += 1;
-            self.schedule(self.now + second, Scheduled::Deliver { from, to, message: outbound.message.clone() });
+            self.schedule(
+                self.now + second,
+                Scheduled::Deliver { from, to, message: Box::new(outbound.message.clone()) },
+            );
         }
         self.in_flight_messages += 1;
-        self.schedule(self.now + delay, Scheduled::Deliver { from, to, message: outbound.message });
+        self.schedule(self.now + delay, Scheduled::Deliver { from, to, message: Box::new(outbound.message) });
     }
 
     fn deliver(&mut self, from: usize, to: usize, message: Message) {
@@ -998,7 +1051,8 @@ impl Simulation {
         };
         if let Err(error) = outcome {
             self.stats.peer_errors += 1;
-            let line = format!("{} {} refused {kind} from {sender}: {error}", self.stamp(), self.nodes[to].id);
+            let line =
+                format!("{} {} refused {kind} from {sender}: {error}", self.stamp(), self.nodes[to].id);
             self.record(line);
         }
         self.drain(to);
@@ -1025,6 +1079,15 @@ impl Simulation {
                 break;
             }
             let ready = mechanism.ready();
+            if ready.number <= node.last_ready_number {
+                let (id, last) = (node.id.clone(), node.last_ready_number);
+                self.fail(format!(
+                    "{id} handed out Ready number {} after {last}: numbers must increase",
+                    ready.number
+                ));
+                break;
+            }
+            node.last_ready_number = ready.number;
             self.check_after_ready(index, &ready);
             let Ready { number, messages, persist, persisted_messages, results, reads, events } = ready;
             // Step 3: messages that do not wait for persistence go out now.
@@ -1048,14 +1111,23 @@ impl Simulation {
                 let delay = if persist.is_empty() {
                     Duration::ZERO
                 } else {
-                    random_duration(&mut self.rng, self.config.persist_delay_min, self.config.persist_delay_max)
+                    random_duration(
+                        &mut self.rng,
+                        self.config.persist_delay_min,
+                        self.config.persist_delay_max,
+                    )
                 };
                 let node = &mut self.nodes[index];
                 // Batches become durable in order: never before the one ahead of them.
                 let after = node.pending_persists.back().map_or(Instant::ZERO, |pending| pending.done_at);
                 let done_at = (self.now + delay).max(after);
                 let incarnation = node.incarnation;
-                node.pending_persists.push_back(PendingPersist { number, persist, persisted_messages, done_at });
+                node.pending_persists.push_back(PendingPersist {
+                    number,
+                    persist,
+                    persisted_messages,
+                    done_at,
+                });
                 self.schedule(done_at, Scheduled::PersistDone { node: index, incarnation });
             }
         }
@@ -1078,7 +1150,10 @@ impl Simulation {
             self.stats.persists += 1;
             if let Err(error) = apply_persist(&mut node.durable, &pending.persist) {
                 let id = node.id.clone();
-                self.fail(format!("{id} asked storage for an impossible write (batch {}): {error}", pending.number));
+                self.fail(format!(
+                    "{id} asked storage for an impossible write (batch {}): {error}",
+                    pending.number
+                ));
                 return;
             }
             let line = format!(
@@ -1110,7 +1185,13 @@ impl Simulation {
         self.drain(index);
     }
 
-    fn collect(&mut self, index: usize, results: Vec<ProposalResult>, reads: Vec<ReadResult>, events: Vec<Event>) {
+    fn collect(
+        &mut self,
+        index: usize,
+        results: Vec<ProposalResult>,
+        reads: Vec<ReadResult>,
+        events: Vec<Event>,
+    ) {
         for result in results {
             self.proposal_result(index, &result);
             self.results.push((self.nodes[index].id.clone(), result));
@@ -1192,11 +1273,10 @@ impl Simulation {
             self.finish(id, Outcome::Fail { reason: format!("no node {node}") });
             return id;
         };
-        self.in_flight.insert(
-            id,
-            InFlight { node: index, attempt: 0, command, session, proposal: None, read: None },
-        );
+        self.in_flight
+            .insert(id, InFlight { node: index, attempt: 0, command, session, proposal: None, read: None });
         self.dispatch(id);
+        self.after_external_input();
         id
     }
 
@@ -1226,6 +1306,7 @@ impl Simulation {
             },
         );
         self.dispatch(operation);
+        self.after_external_input();
         true
     }
 
@@ -1294,6 +1375,14 @@ impl Simulation {
     }
 
     fn proposal_result(&mut self, index: usize, result: &ProposalResult) {
+        if !self.answered_proposals.insert((index, result.proposal_id.clone())) {
+            let id = self.nodes[index].id.clone();
+            self.fail(format!(
+                "{id} reported a second result for proposal {} (exactly one is allowed)",
+                result.proposal_id
+            ));
+            return;
+        }
         let Some(operation) = self.proposals.remove(&result.proposal_id) else { return };
         let Some(kind) = self.history.get(operation).map(|recorded| recorded.kind) else { return };
         let outcome = if result.accepted {
@@ -1342,6 +1431,11 @@ impl Simulation {
     }
 
     fn read_result(&mut self, index: usize, read: ReadResult) {
+        if !self.answered_reads.insert((index, read.id)) {
+            let id = self.nodes[index].id.clone();
+            self.fail(format!("{id} answered read {} twice (exactly one answer is allowed)", read.id));
+            return;
+        }
         let Some(operation) = self.reads.remove(&(index, read.id)) else { return };
         let outcome = match read.result {
             Ok(read_point) => {
@@ -1356,7 +1450,8 @@ impl Simulation {
                     ));
                     return;
                 }
-                let key = self.history.get(operation).map(|recorded| recorded.key.clone()).unwrap_or_default();
+                let key =
+                    self.history.get(operation).map(|recorded| recorded.key.clone()).unwrap_or_default();
                 match replica.machine().get(&key).map(|bytes| decode_value::<i64>(&bytes)).transpose() {
                     Ok(value) => Outcome::Ok(Response::Read { value }),
                     Err(error) => {
@@ -1402,9 +1497,25 @@ impl Simulation {
 pub struct SimView<'a> {
     simulation: &'a Simulation,
     touched: Option<usize>,
+    /// The touched node's debug state, computed once however many invariants ask for it.
+    touched_state: OnceCell<Option<DebugState>>,
 }
 
 impl<'a> SimView<'a> {
+    fn new(simulation: &'a Simulation, touched: Option<usize>) -> Self {
+        SimView { simulation, touched, touched_state: OnceCell::new() }
+    }
+
+    /// The node the current step may have changed and its debug state, if it is up. Computed once
+    /// per view: prefer it to [`SimView::debug_state`] in invariants that run after every step.
+    pub fn touched_state(&self) -> Option<(&'a NodeId, &DebugState)> {
+        let index = self.touched?;
+        let state = self
+            .touched_state
+            .get_or_init(|| self.simulation.nodes[index].mechanism.as_deref().map(|m| m.debug_state()));
+        state.as_ref().map(|state| (&self.simulation.nodes[index].id, state))
+    }
+
     /// Virtual time.
     pub fn now(&self) -> Instant {
         self.simulation.now

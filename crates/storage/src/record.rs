@@ -92,7 +92,10 @@ pub(crate) fn encode_segment_header(buffer: &mut Vec<u8>, sequence: u64) {
 /// Reads a segment header, returning the segment sequence it names.
 pub(crate) fn decode_segment_header(bytes: &[u8]) -> Result<u64, String> {
     if bytes.len() < SEGMENT_HEADER_BYTES {
-        return Err(format!("segment header needs {SEGMENT_HEADER_BYTES} bytes, the file has {}", bytes.len()));
+        return Err(format!(
+            "segment header needs {SEGMENT_HEADER_BYTES} bytes, the file has {}",
+            bytes.len()
+        ));
     }
     if &bytes[0..8] != SEGMENT_MAGIC {
         return Err("not a concord write-ahead log segment (bad magic)".into());
@@ -203,10 +206,16 @@ pub(crate) fn parse_record(bytes: &[u8], offset: usize, record_bytes_max: u32) -
         return Parsed::Invalid { claimed_end: header_end, reason: "record header checksum mismatch".into() };
     }
     let Some(kind) = RecordKind::from_byte(header[8]) else {
-        return Parsed::Invalid { claimed_end: header_end, reason: format!("unknown record kind {}", header[8]) };
+        return Parsed::Invalid {
+            claimed_end: header_end,
+            reason: format!("unknown record kind {}", header[8]),
+        };
     };
     if header[9..12] != [0, 0, 0] {
-        return Parsed::Invalid { claimed_end: header_end, reason: "reserved header bytes are not zero".into() };
+        return Parsed::Invalid {
+            claimed_end: header_end,
+            reason: "reserved header bytes are not zero".into(),
+        };
     }
     let payload_length = read_u32(header, 0);
     if payload_length > record_bytes_max {
@@ -247,7 +256,10 @@ pub(crate) fn encode_snapshot_file(payload: &[u8]) -> Vec<u8> {
 /// Checks a snapshot file and returns its payload. `Err((offset, reason))` on any damage.
 pub(crate) fn decode_snapshot_file(bytes: &[u8], snapshot_bytes_max: u64) -> Result<&[u8], (u64, String)> {
     if bytes.len() < SNAPSHOT_HEADER_BYTES {
-        return Err((0, format!("snapshot header needs {SNAPSHOT_HEADER_BYTES} bytes, the file has {}", bytes.len())));
+        return Err((
+            0,
+            format!("snapshot header needs {SNAPSHOT_HEADER_BYTES} bytes, the file has {}", bytes.len()),
+        ));
     }
     if &bytes[0..8] != SNAPSHOT_MAGIC {
         return Err((0, "not a concord snapshot file (bad magic)".into()));
@@ -261,7 +273,10 @@ pub(crate) fn decode_snapshot_file(bytes: &[u8], snapshot_bytes_max: u64) -> Res
     }
     let length = read_u64(bytes, 12);
     if length > snapshot_bytes_max {
-        return Err((0, format!("snapshot of {length} bytes exceeds snapshot_bytes_max {snapshot_bytes_max}")));
+        return Err((
+            0,
+            format!("snapshot of {length} bytes exceeds snapshot_bytes_max {snapshot_bytes_max}"),
+        ));
     }
     let available = (bytes.len() - SNAPSHOT_HEADER_BYTES) as u64;
     if length != available {

@@ -132,7 +132,10 @@ impl LogState {
 
     /// Starts replay from a segment's checkpoint group: everything before it is summarized there,
     /// except where the entries it counts are (those segments may be gone).
-    pub(crate) fn from_checkpoint(group: &[RecordView], source: &GroupSource<'_>) -> Result<Self, StorageError> {
+    pub(crate) fn from_checkpoint(
+        group: &[RecordView],
+        source: &GroupSource<'_>,
+    ) -> Result<Self, StorageError> {
         let (first, rest) = split_checkpoint(group, source)?;
         let checkpoint: Checkpoint = decode(first, source)?;
         let snapshot_index = checkpoint.snapshot.map_or(0, |snapshot| snapshot.last_index);
@@ -149,7 +152,11 @@ impl LogState {
         };
         for record in rest {
             if record.kind != RecordKind::RecordPut {
-                return Err(corrupt_at(source, record, "checkpoint group holds a record that is not a record put"));
+                return Err(corrupt_at(
+                    source,
+                    record,
+                    "checkpoint group holds a record that is not a record put",
+                ));
             }
             let (key, value): (Bytes, Bytes) = decode(record, source)?;
             state.put_record(key, value);
@@ -158,7 +165,11 @@ impl LogState {
     }
 
     /// Checks that a later segment's checkpoint agrees with the replayed state.
-    pub(crate) fn check_checkpoint(&self, group: &[RecordView], source: &GroupSource<'_>) -> Result<(), StorageError> {
+    pub(crate) fn check_checkpoint(
+        &self,
+        group: &[RecordView],
+        source: &GroupSource<'_>,
+    ) -> Result<(), StorageError> {
         let (first, rest) = split_checkpoint(group, source)?;
         let checkpoint: Checkpoint = decode(first, source)?;
         if first.index != self.last_index()
@@ -172,7 +183,11 @@ impl LogState {
     }
 
     /// Applies one committed group (everything one `persist` wrote), in order.
-    pub(crate) fn apply_group(&mut self, group: &[RecordView], source: &GroupSource<'_>) -> Result<(), StorageError> {
+    pub(crate) fn apply_group(
+        &mut self,
+        group: &[RecordView],
+        source: &GroupSource<'_>,
+    ) -> Result<(), StorageError> {
         for record in group {
             match record.kind {
                 RecordKind::Entry => {
@@ -180,11 +195,19 @@ impl LogState {
                         return Err(corrupt_at(
                             source,
                             record,
-                            format!("entry {} does not follow the log's last index {}", record.index, self.last_index()),
+                            format!(
+                                "entry {} does not follow the log's last index {}",
+                                record.index,
+                                self.last_index()
+                            ),
                         ));
                     }
                     let offset = source.base_offset + (record.payload.start - RECORD_HEADER_BYTES) as u64;
-                    self.entries.push_back(EntryLocation { term: record.term, segment: source.segment, offset });
+                    self.entries.push_back(EntryLocation {
+                        term: record.term,
+                        segment: source.segment,
+                        offset,
+                    });
                 }
                 RecordKind::Truncate => self.truncate_from(record.index),
                 RecordKind::Snapshot => {
@@ -192,20 +215,34 @@ impl LogState {
                     if record.index < self.snapshot_index() {
                         return Err(corrupt_at(source, record, "snapshot older than the current one"));
                     }
-                    if marker.keep_entries {
+                    let continues_stored = self.snapshot.is_some_and(|stored| {
+                        stored.last_index == record.index && stored.last_term == record.term
+                    });
+                    if marker.keep_entries && !continues_stored {
                         // The decision was made when the entry was known; check it where it still is.
                         match self.term_at(record.index) {
                             None => {
-                                return Err(corrupt_at(source, record, "snapshot keeps a log that does not reach it"))
+                                return Err(corrupt_at(
+                                    source,
+                                    record,
+                                    "snapshot keeps a log that does not reach it",
+                                ))
                             }
                             Some(term) if term != record.term && !self.is_missing(record.index) => {
-                                return Err(corrupt_at(source, record, "snapshot keeps a log of another term"))
+                                return Err(corrupt_at(
+                                    source,
+                                    record,
+                                    "snapshot keeps a log of another term",
+                                ))
                             }
                             Some(_) => {}
                         }
                     }
-                    let snapshot =
-                        SnapshotRef { sequence: marker.sequence, last_index: record.index, last_term: record.term };
+                    let snapshot = SnapshotRef {
+                        sequence: marker.sequence,
+                        last_index: record.index,
+                        last_term: record.term,
+                    };
                     self.install_snapshot(snapshot, marker.keep_entries);
                 }
                 RecordKind::HardState => self.hard_state = decode(record, source)?,
@@ -254,11 +291,16 @@ fn split_checkpoint<'g>(
 }
 
 fn decode<'a, T: Deserialize<'a>>(record: &RecordView, source: &GroupSource<'a>) -> Result<T, StorageError> {
-    postcard::from_bytes(&source.bytes[record.payload.clone()])
-        .map_err(|error| corrupt_at(source, record, format!("undecodable {:?} payload: {error}", record.kind)))
+    postcard::from_bytes(&source.bytes[record.payload.clone()]).map_err(|error| {
+        corrupt_at(source, record, format!("undecodable {:?} payload: {error}", record.kind))
+    })
 }
 
-pub(crate) fn corrupt_at(source: &GroupSource<'_>, record: &RecordView, reason: impl Into<String>) -> StorageError {
+pub(crate) fn corrupt_at(
+    source: &GroupSource<'_>,
+    record: &RecordView,
+    reason: impl Into<String>,
+) -> StorageError {
     StorageError::Corrupt {
         file: source.file.to_owned(),
         offset: source.base_offset + (record.payload.start - RECORD_HEADER_BYTES) as u64,

@@ -63,7 +63,10 @@ impl FileStorageOptions {
         } else {
             return Ok(());
         };
-        Err(StorageError::Io(io::Error::new(io::ErrorKind::InvalidInput, format!("bad FileStorageOptions: {problem}"))))
+        Err(StorageError::Io(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad FileStorageOptions: {problem}"),
+        )))
     }
 }
 
@@ -144,6 +147,8 @@ struct SegmentScan {
     length: u64,
     /// Committed groups, the checkpoint's included.
     groups: u64,
+    /// End of the checkpoint group.
+    checkpoint_end: u64,
 }
 
 /// What a `persist` will write, built before any I/O so a refused write changes nothing.
@@ -164,9 +169,13 @@ impl FileStorage {
         Self::open_in(Box::new(os), options)
     }
 
-    pub(crate) fn open_in(directory: Box<dyn Directory>, options: FileStorageOptions) -> Result<Self, StorageError> {
+    pub(crate) fn open_in(
+        directory: Box<dyn Directory>,
+        options: FileStorageOptions,
+    ) -> Result<Self, StorageError> {
         options.validate()?;
-        let names = directory.list().map_err(io_failure(format_args!("listing {}", directory.describe(""))))?;
+        let names =
+            directory.list().map_err(io_failure(format_args!("listing {}", directory.describe(""))))?;
         let mut segments = Vec::new();
         let mut snapshots = Vec::new();
         let mut temporaries = Vec::new();
@@ -193,7 +202,7 @@ impl FileStorage {
 
         let mut state: Option<LogState> = None;
         let mut last_group: Option<u64> = None;
-        let mut last_scan: Option<SegmentScan> = None;
+        let mut scans: Vec<SegmentScan> = Vec::with_capacity(segments.len());
         for (position, &sequence) in segments.iter().enumerate() {
             let is_last = position + 1 == segments.len();
             let name = segment_name(sequence);
@@ -208,38 +217,29 @@ impl FileStorage {
                 &mut state,
                 &mut last_group,
             )?;
-            if scan.groups == 0 && !is_last {
-                return Err(corrupt(file, 0, "segment holds no committed group"));
-            }
-            last_scan = Some(scan);
-        }
-
-        // A last segment with nothing committed is a segment whose creation was interrupted.
-        if let (Some(scan), Some(&sequence)) = (&last_scan, segments.last()) {
             if scan.groups == 0 {
-                removals.push(segment_name(sequence));
-                segments.pop();
-                last_scan = None;
+                // Segments are created complete (checkpoint included) under a temporary name and
+                // renamed, so one without a committed group has lost data.
+                return Err(corrupt(file, SEGMENT_HEADER_BYTES as u64, "segment holds no committed group"));
             }
+            scans.push(scan);
         }
-        let next_segment = segments.last().or(stale.last()).map_or(1, |last| last + 1);
         for sequence in &stale {
             removals.push(segment_name(*sequence));
         }
 
-        let Some(state) = state.filter(|_| !segments.is_empty()) else {
-            // Nothing committed anywhere: a new store, or one whose first segment never became
-            // durable. Anything else on disk means data is missing, not that there never was any.
-            if !stale.is_empty() || !snapshots.is_empty() {
-                let what = snapshots.first().map(|sequence| snapshot_name(*sequence)).unwrap_or_else(|| segment_name(stale[0]));
+        let Some(state) = state else {
+            // No segment at all: a new store, unless snapshots are there, which means the log
+            // (with the term and the vote) is missing, not that there never was one.
+            if let Some(first) = snapshots.first() {
                 return Err(corrupt(
-                    directory.describe(&what),
+                    directory.describe(&snapshot_name(*first)),
                     0,
-                    "no committed write-ahead log segment, but older segments or snapshots exist: the log (with the term and vote) is missing",
+                    "a snapshot but no write-ahead log segment: the log (with the term and vote) is missing",
                 ));
             }
             remove_all(directory.as_ref(), &removals)?;
-            return Self::create_fresh(directory, options, next_segment);
+            return Self::create_fresh(directory, options);
         };
 
         if let Some(missing) = state.first_missing_entry() {
@@ -249,7 +249,8 @@ impl FileStorage {
                 format!("log entry {missing} was in a segment that no longer exists"),
             ));
         }
-        let next_snapshot_sequence = snapshots.last().copied().max(state.snapshot.map(|s| s.sequence)).unwrap_or(0) + 1;
+        let next_snapshot_sequence =
+            snapshots.last().copied().max(state.snapshot.map(|s| s.sequence)).unwrap_or(0) + 1;
         if let Some(snapshot) = state.snapshot {
             if snapshots.binary_search(&snapshot.sequence).is_err() {
                 return Err(corrupt(
@@ -267,7 +268,7 @@ impl FileStorage {
             }
         }
 
-        let (Some(&current_sequence), Some(scan)) = (segments.last(), last_scan) else {
+        let (Some(&current_sequence), Some(scan)) = (segments.last(), scans.pop()) else {
             unreachable!("a committed state implies a committed last segment");
         };
         let current_name = segment_name(current_sequence);
@@ -290,9 +291,7 @@ impl FileStorage {
             segments,
             current,
             current_length: scan.committed_end,
-            // Not known after a reopen without parsing again; only used to avoid rotating away
-            // from a segment that holds nothing but its checkpoint.
-            current_checkpoint_end: SEGMENT_HEADER_BYTES as u64,
+            current_checkpoint_end: scan.checkpoint_end,
             next_group,
             next_snapshot_sequence,
             failure: None,
@@ -300,19 +299,16 @@ impl FileStorage {
         })
     }
 
-    fn create_fresh(directory: Box<dyn Directory>, options: FileStorageOptions, sequence: u64) -> Result<Self, StorageError> {
+    fn create_fresh(
+        directory: Box<dyn Directory>,
+        options: FileStorageOptions,
+    ) -> Result<Self, StorageError> {
         let state = LogState::default();
+        let sequence = 1;
         let mut buffer = Vec::new();
         encode_segment_header(&mut buffer, sequence);
         encode_checkpoint_group(&mut buffer, &state, 0);
-        let name = segment_name(sequence);
-        let file = directory.describe(&name);
-        let mut current = directory.create(&name).map_err(io_failure(format_args!("creating {file}")))?;
-        current
-            .append(&buffer)
-            .and_then(|()| current.sync_data())
-            .and_then(|()| directory.sync())
-            .map_err(io_failure(format_args!("writing {file}")))?;
+        let current = create_segment(directory.as_ref(), sequence, &buffer)?;
         Ok(FileStorage {
             directory,
             options,
@@ -374,7 +370,12 @@ impl FileStorage {
                     "snapshot at {last} is older than the stored one at {snapshot_index}"
                 )));
             }
-            let keep_entries = state.term_at(last) == Some(snapshot.meta.last_term.0);
+            // The log after the snapshot stays only if it continues it: the same term at the
+            // snapshot's index, in the log or as the stored snapshot.
+            let continued_by_stored = state.snapshot.is_some_and(|stored| {
+                stored.last_index == last && stored.last_term == snapshot.meta.last_term.0
+            });
+            let keep_entries = continued_by_stored || state.term_at(last) == Some(snapshot.meta.last_term.0);
             let payload = postcard::to_allocvec(snapshot)
                 .map_err(|error| StorageError::InvalidWrite(format!("snapshot does not encode: {error}")))?;
             if payload.len() as u64 > self.options.snapshot_bytes_max {
@@ -385,8 +386,10 @@ impl FileStorage {
                 )));
             }
             let sequence = self.next_snapshot_sequence;
-            let marker = postcard::to_allocvec(&SnapshotMarker { sequence, keep_entries })
-                .map_err(|error| StorageError::InvalidWrite(format!("snapshot marker does not encode: {error}")))?;
+            let marker =
+                postcard::to_allocvec(&SnapshotMarker { sequence, keep_entries }).map_err(|error| {
+                    StorageError::InvalidWrite(format!("snapshot marker does not encode: {error}"))
+                })?;
             encode_record_bytes(buffer, RecordKind::Snapshot, last, snapshot.meta.last_term.0, &marker);
             if !keep_entries {
                 last_index = last;
@@ -419,12 +422,14 @@ impl FileStorage {
                 }
             }
             for entry in &persist.entries {
-                let range = encode_record(buffer, RecordKind::Entry, entry.index.0, entry.term.0, |buffer| {
-                    let grown = postcard::to_extend(entry, std::mem::take(buffer))
-                        .map_err(|error| StorageError::InvalidWrite(format!("entry does not encode: {error}")))?;
-                    *buffer = grown;
-                    Ok::<(), StorageError>(())
-                })?;
+                let range =
+                    encode_record(buffer, RecordKind::Entry, entry.index.0, entry.term.0, |buffer| {
+                        let grown = postcard::to_extend(entry, std::mem::take(buffer)).map_err(|error| {
+                            StorageError::InvalidWrite(format!("entry does not encode: {error}"))
+                        })?;
+                        *buffer = grown;
+                        Ok::<(), StorageError>(())
+                    })?;
                 if range.len() - RECORD_HEADER_BYTES > limit {
                     return Err(StorageError::InvalidWrite(format!(
                         "entry {} encodes to {} bytes, over record_bytes_max {limit}",
@@ -436,8 +441,9 @@ impl FileStorage {
         }
         if let Some(hard_state) = &persist.hard_state {
             let range = encode_record(buffer, RecordKind::HardState, 0, 0, |buffer| {
-                *buffer = postcard::to_extend(hard_state, std::mem::take(buffer))
-                    .map_err(|error| StorageError::InvalidWrite(format!("hard state does not encode: {error}")))?;
+                *buffer = postcard::to_extend(hard_state, std::mem::take(buffer)).map_err(|error| {
+                    StorageError::InvalidWrite(format!("hard state does not encode: {error}"))
+                })?;
                 Ok::<(), StorageError>(())
             })?;
             if range.len() - RECORD_HEADER_BYTES > limit {
@@ -459,13 +465,16 @@ impl FileStorage {
                 touched.insert(&write.key, after);
                 let range = match &write.value {
                     Some(value) => encode_record(buffer, RecordKind::RecordPut, 0, 0, |buffer| {
-                        *buffer = postcard::to_extend(&(&write.key, value), std::mem::take(buffer))
-                            .map_err(|error| StorageError::InvalidWrite(format!("record does not encode: {error}")))?;
+                        *buffer = postcard::to_extend(&(&write.key, value), std::mem::take(buffer)).map_err(
+                            |error| StorageError::InvalidWrite(format!("record does not encode: {error}")),
+                        )?;
                         Ok::<(), StorageError>(())
                     })?,
                     None => encode_record(buffer, RecordKind::RecordDelete, 0, 0, |buffer| {
-                        *buffer = postcard::to_extend(&write.key, std::mem::take(buffer))
-                            .map_err(|error| StorageError::InvalidWrite(format!("record does not encode: {error}")))?;
+                        *buffer =
+                            postcard::to_extend(&write.key, std::mem::take(buffer)).map_err(|error| {
+                                StorageError::InvalidWrite(format!("record does not encode: {error}"))
+                            })?;
                         Ok::<(), StorageError>(())
                     })?,
                 };
@@ -493,8 +502,10 @@ impl FileStorage {
             let name = snapshot_name(*sequence);
             let temporary = format!("{name}{TEMPORARY_SUFFIX}");
             let file = self.directory.describe(&name);
-            let mut handle =
-                self.directory.create(&temporary).map_err(io_failure(format_args!("creating {file}{TEMPORARY_SUFFIX}")))?;
+            let mut handle = self
+                .directory
+                .create(&temporary)
+                .map_err(io_failure(format_args!("creating {file}{TEMPORARY_SUFFIX}")))?;
             handle
                 .append(bytes)
                 .and_then(|()| handle.sync_data())
@@ -529,17 +540,17 @@ impl FileStorage {
             output = std::mem::take(&mut self.buffer);
             group_start = 0;
         }
-        encode_record_bytes(&mut output, RecordKind::Commit, self.next_group, views.len() as u64, &[COMMIT_TRAILER]);
+        encode_record_bytes(
+            &mut output,
+            RecordKind::Commit,
+            self.next_group,
+            views.len() as u64,
+            &[COMMIT_TRAILER],
+        );
         let name = segment_name(segment);
         let file = self.directory.describe(&name);
         let base_offset = if rotate {
-            let mut handle = self.directory.create(&name).map_err(io_failure(format_args!("creating {file}")))?;
-            handle
-                .append(&output)
-                .and_then(|()| handle.sync_data())
-                .and_then(|()| self.directory.sync())
-                .map_err(io_failure(format_args!("writing {file}")))?;
-            self.current = handle;
+            self.current = create_segment(self.directory.as_ref(), segment, &output)?;
             self.segments.push(segment);
             self.current_checkpoint_end = group_start as u64;
             0
@@ -579,12 +590,36 @@ impl FileStorage {
         let current = *self.segments.last().unwrap_or(&0);
         // Live entries' segments never decrease with their index, so the first live entry's
         // segment is the oldest one needed; the current segment's checkpoint covers the rest.
-        let oldest_needed = self.state.entries.front().map_or(current, |location| location.segment).min(current);
+        let oldest_needed =
+            self.state.entries.front().map_or(current, |location| location.segment).min(current);
         let obsolete = self.segments.iter().take_while(|sequence| **sequence < oldest_needed).count();
         // Oldest first: a crash part-way leaves a gap that open() understands.
         removed.extend(self.segments.drain(..obsolete).map(segment_name));
         remove_all(self.directory.as_ref(), &removed)
     }
+}
+
+/// Creates a segment with its first bytes, atomically: written and synced under a temporary
+/// name, then renamed and the directory synced. A segment file therefore always starts with a
+/// complete header and checkpoint; only its later appends can be torn.
+fn create_segment(
+    directory: &dyn Directory,
+    sequence: u64,
+    bytes: &[u8],
+) -> Result<Box<dyn AppendFile>, StorageError> {
+    let name = segment_name(sequence);
+    let temporary = format!("{name}{TEMPORARY_SUFFIX}");
+    let file = directory.describe(&name);
+    let mut handle = directory
+        .create(&temporary)
+        .map_err(io_failure(format_args!("creating {file}{TEMPORARY_SUFFIX}")))?;
+    handle
+        .append(bytes)
+        .and_then(|()| handle.sync_data())
+        .and_then(|()| directory.rename(&temporary, &name))
+        .and_then(|()| directory.sync())
+        .map_err(io_failure(format_args!("creating {file}")))?;
+    Ok(handle)
 }
 
 fn remove_all(directory: &dyn Directory, names: &[String]) -> Result<(), StorageError> {
@@ -639,20 +674,20 @@ fn replay_segment(
     match decode_segment_header(bytes) {
         Ok(found) if found == sequence => {}
         Ok(found) => {
-            return Err(corrupt(file.to_owned(), 0, format!("segment header names segment {found}, the file name {sequence}")))
+            return Err(corrupt(
+                file.to_owned(),
+                0,
+                format!("segment header names segment {found}, the file name {sequence}"),
+            ))
         }
-        Err(reason) => {
-            // The header of a last segment that never reached the disk: its creation was interrupted.
-            if is_last && (bytes.len() < SEGMENT_HEADER_BYTES || bytes.iter().all(|byte| *byte == 0)) {
-                return Ok(SegmentScan { committed_end: 0, length, groups: 0 });
-            }
-            return Err(corrupt(file.to_owned(), 0, reason));
-        }
+        // Segments are renamed into place complete, so a bad header is damage, never a crash.
+        Err(reason) => return Err(corrupt(file.to_owned(), 0, reason)),
     }
     let source = GroupSource { bytes, segment: sequence, file, base_offset: 0 };
     let mut offset = SEGMENT_HEADER_BYTES;
     let mut committed_end = offset;
     let mut groups = 0;
+    let mut checkpoint_end = 0;
     let mut group: Vec<RecordView> = Vec::new();
     loop {
         match parse_record(bytes, offset, record_bytes_max) {
@@ -676,8 +711,14 @@ fn replay_segment(
                 }
                 *last_group = Some(view.index);
                 match (groups, state.as_mut()) {
-                    (0, None) => *state = Some(LogState::from_checkpoint(&group, &source)?),
-                    (0, Some(state)) => state.check_checkpoint(&group, &source)?,
+                    (0, None) => {
+                        *state = Some(LogState::from_checkpoint(&group, &source)?);
+                        checkpoint_end = offset as u64;
+                    }
+                    (0, Some(state)) => {
+                        state.check_checkpoint(&group, &source)?;
+                        checkpoint_end = offset as u64;
+                    }
                     (_, Some(state)) => state.apply_group(&group, &source)?,
                     (_, None) => unreachable!("the first group of a segment creates the state"),
                 }
@@ -689,7 +730,11 @@ fn replay_segment(
             // A write cut short by a crash: it was never synced, so never acknowledged.
             Parsed::CutOff { .. } if is_last => break,
             Parsed::CutOff { .. } => {
-                return Err(corrupt(file.to_owned(), offset as u64, "record cut off by the end of a sealed segment"))
+                return Err(corrupt(
+                    file.to_owned(),
+                    offset as u64,
+                    "record cut off by the end of a sealed segment",
+                ))
             }
             Parsed::Invalid { claimed_end, reason } => {
                 // Torn, not corrupt, only if the damage runs into zeros that reach the end of the
@@ -705,9 +750,13 @@ fn replay_segment(
         }
     }
     if !is_last && committed_end != bytes.len() {
-        return Err(corrupt(file.to_owned(), committed_end as u64, "records after the last commit of a sealed segment"));
+        return Err(corrupt(
+            file.to_owned(),
+            committed_end as u64,
+            "records after the last commit of a sealed segment",
+        ));
     }
-    Ok(SegmentScan { committed_end: committed_end as u64, length, groups })
+    Ok(SegmentScan { committed_end: committed_end as u64, length, groups, checkpoint_end })
 }
 
 impl FileStorage {
@@ -719,13 +768,18 @@ impl FileStorage {
             .map_err(|(offset, reason)| corrupt(file.clone(), offset, reason))?;
         let snapshot: Snapshot = postcard::from_bytes(payload)
             .map_err(|error| corrupt(file.clone(), 0, format!("undecodable snapshot: {error}")))?;
-        if snapshot.meta.last_index.0 != reference.last_index || snapshot.meta.last_term.0 != reference.last_term {
+        if snapshot.meta.last_index.0 != reference.last_index
+            || snapshot.meta.last_term.0 != reference.last_term
+        {
             return Err(corrupt(
                 file,
                 0,
                 format!(
                     "snapshot file covers {}/{} but the log names {}/{}",
-                    snapshot.meta.last_index, snapshot.meta.last_term, reference.last_index, reference.last_term
+                    snapshot.meta.last_index,
+                    snapshot.meta.last_term,
+                    reference.last_index,
+                    reference.last_term
                 ),
             ));
         }
@@ -757,7 +811,9 @@ impl Storage for FileStorage {
             let Some((_, bytes, file)) = &loaded else { unreachable!("loaded just above") };
             let view = match parse_record(bytes, location.offset as usize, self.options.record_bytes_max) {
                 Parsed::Record(view)
-                    if view.kind == RecordKind::Entry && view.index == index && view.term == location.term =>
+                    if view.kind == RecordKind::Entry
+                        && view.index == index
+                        && view.term == location.term =>
                 {
                     view
                 }
@@ -770,10 +826,15 @@ impl Storage for FileStorage {
                     ))
                 }
             };
-            let entry: Entry = postcard::from_bytes(&bytes[view.payload])
-                .map_err(|error| corrupt(file.clone(), location.offset, format!("undecodable entry {index}: {error}")))?;
+            let entry: Entry = postcard::from_bytes(&bytes[view.payload]).map_err(|error| {
+                corrupt(file.clone(), location.offset, format!("undecodable entry {index}: {error}"))
+            })?;
             if entry.index.0 != index || entry.term.0 != location.term {
-                return Err(corrupt(file.clone(), location.offset, format!("record of entry {index} holds another entry")));
+                return Err(corrupt(
+                    file.clone(),
+                    location.offset,
+                    format!("record of entry {index} holds another entry"),
+                ));
             }
             entries.push(entry);
         }

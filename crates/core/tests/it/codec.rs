@@ -13,6 +13,7 @@ use proptest::test_runner::TestRunner;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::largest_allocation_during;
 use crate::strategies::{self, MAJORITY_VARIANTS, RAFT_VARIANTS};
 
 const FLAGS_OFFSET: usize = 5;
@@ -28,7 +29,12 @@ fn compressing_codec() -> Codec {
 }
 
 fn envelope(message: Message) -> Envelope {
-    Envelope { cluster_id: ClusterId(42), from: NodeId::new("agent-001"), to: NodeId::new("agent-002"), message }
+    Envelope {
+        cluster_id: ClusterId(42),
+        from: NodeId::new("agent-001"),
+        to: NodeId::new("agent-002"),
+        message,
+    }
 }
 
 fn heartbeat() -> Envelope {
@@ -52,7 +58,10 @@ fn compressible_append(entries: u64, value_bytes: usize) -> Envelope {
             payload: EntryPayload::Command(Proposal {
                 id: ProposalId { origin: NodeId::new("agent-001"), sequence: index },
                 session: None,
-                command: Command::Put { key: "player_score".into(), value: Bytes::from(vec![0u8; value_bytes]) },
+                command: Command::Put {
+                    key: "player_score".into(),
+                    value: Bytes::from(vec![0u8; value_bytes]),
+                },
             }),
         })
         .collect();
@@ -120,7 +129,11 @@ fn round_trip_every_variant(
         .unwrap_or_else(|failure| panic!("{name}: {failure}"));
     let seen = seen.into_inner();
     assert!(seen.iter().all(|&count| count > 0), "{name}: some variant never generated: {seen:?}");
-    assert!(compressed.get() > cases as usize / 10, "{name}: compression triggered only {} times", compressed.get());
+    assert!(
+        compressed.get() > cases as usize / 10,
+        "{name}: compression triggered only {} times",
+        compressed.get()
+    );
 }
 
 #[test]
@@ -193,8 +206,13 @@ fn a_header_declaring_4_gib_is_too_large_before_any_allocation() {
         codec.frame_length(&header),
         Err(CodecError::TooLarge { size: u64::from(u32::MAX) + 4, limit })
     );
-    // `decode` says too large, not truncated: it never waits for (or buffers) the declared bytes.
-    assert!(matches!(codec.decode(&header), Err(CodecError::TooLarge { .. })));
+    // `decode` says too large, not truncated: it never waits for (or buffers) the declared bytes,
+    // and allocates nothing of the sort.
+    let (buffer, largest) = largest_allocation_during(|| vec![0u8; 100_000]);
+    assert!(largest >= buffer.len(), "the allocation tracker sees allocations");
+    let (result, largest) = largest_allocation_during(|| codec.decode(&header));
+    assert!(matches!(result, Err(CodecError::TooLarge { .. })));
+    assert!(largest < 1024, "allocated {largest} bytes for a refused frame");
     // One byte over the limit is refused too, exactly at the limit is not.
     let mut at_limit = (limit as u32 - 4).to_be_bytes().to_vec();
     assert_eq!(codec.frame_length(&at_limit), Ok(Some(limit as usize)));
@@ -263,6 +281,20 @@ fn lz4_literal_block(data: &[u8]) -> Vec<u8> {
 }
 
 #[test]
+fn the_most_compressible_frames_still_decode() {
+    // The decoder refuses sizes LZ4 cannot produce; real maximal-ratio frames must stay within it.
+    let codec = Codec { max_frame_bytes: 8 << 20, compression_threshold_bytes: Some(0) };
+    for value_bytes in [0, 1, 15, 16, 19, 255, 256, 270, 4096, 65_535, 1 << 20, 4 << 20] {
+        for byte in [0u8, 0xAB] {
+            let envelope =
+                forward(Command::Put { key: String::new(), value: Bytes::from(vec![byte; value_bytes]) });
+            let frame = codec.encode(&envelope).unwrap();
+            assert_eq!(codec.decode(&frame).unwrap(), envelope, "{value_bytes} bytes of {byte:#x}");
+        }
+    }
+}
+
+#[test]
 fn every_truncation_of_a_frame_is_rejected() {
     for codec in [plain_codec(), compressing_codec()] {
         let frame = codec.encode(&compressible_append(4, 64)).unwrap();
@@ -297,7 +329,20 @@ fn a_compressed_frame_that_inflates_past_the_limit_is_refused() {
     assert_eq!(frame[FLAGS_OFFSET], 1);
     assert!(frame.len() < 4096, "compressed frame is {} bytes", frame.len());
     let small = Codec { max_frame_bytes: 4096, compression_threshold_bytes: Some(16) };
-    assert!(matches!(small.decode(&frame), Err(CodecError::TooLarge { limit: 4096, .. })));
+    let (result, largest) = largest_allocation_during(|| small.decode(&frame));
+    assert!(matches!(result, Err(CodecError::TooLarge { limit: 4096, .. })));
+    assert!(largest < 4096, "allocated {largest} bytes before refusing");
+    assert_eq!(compressing_codec().decode(&frame).unwrap(), bomb, "within a larger limit it decodes");
+
+    // A tiny frame that declares a large (but allowed) inflated size cannot be LZ4: refused before
+    // a buffer of that size is allocated.
+    let mut tiny = vec![0, 0, 0, 0, PROTOCOL_VERSION, 1];
+    tiny.extend_from_slice(&(1u32 << 20).to_le_bytes());
+    tiny.extend_from_slice(&[0x1F, 0, 0, 1, 0]);
+    fix_length(&mut tiny);
+    let (result, largest) = largest_allocation_during(|| compressing_codec().decode(&tiny));
+    assert!(matches!(result, Err(CodecError::Decompression(_))), "{result:?}");
+    assert!(largest < 4096, "allocated {largest} bytes for a 15-byte frame");
 
     // A size prefix that lies low: decompression refuses to write past it.
     let mut lying = frame.to_vec();
@@ -332,7 +377,11 @@ fn nested_batch(depth: usize) -> Command {
 fn forward(command: Command) -> Envelope {
     envelope(Message::Raft(RaftMessage::ForwardProposal {
         term: Term(1),
-        proposal: Proposal { id: ProposalId { origin: NodeId::new("a"), sequence: 1 }, session: None, command },
+        proposal: Proposal {
+            id: ProposalId { origin: NodeId::new("a"), sequence: 1 },
+            session: None,
+            command,
+        },
     }))
 }
 
@@ -342,7 +391,10 @@ fn nesting_is_bounded_so_a_deep_frame_cannot_overflow_the_stack() {
     // At the limit: round-trips. One deeper: refused on encode, with a typed error.
     let deepest = forward(nested_batch(Command::NESTING_MAX));
     assert_eq!(codec.decode(&codec.encode(&deepest).unwrap()).unwrap(), deepest);
-    assert!(matches!(codec.encode(&forward(nested_batch(Command::NESTING_MAX + 1))), Err(CodecError::Encode(_))));
+    assert!(matches!(
+        codec.encode(&forward(nested_batch(Command::NESTING_MAX + 1))),
+        Err(CodecError::Encode(_))
+    ));
 
     // A peer's frame of a million nested batches (2 MB): refused as malformed, no stack overflow.
     // Body: cluster 7, from "a", to "b", Message::Raft, ForwardProposal, term 3, origin "a", sequence 1,

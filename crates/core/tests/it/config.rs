@@ -35,7 +35,8 @@ const EXAMPLES: &[Example] = &[
     Example {
         name: "raft",
         json: r#"{ "mechanism": "raft", "timeout": 3000, "heartbeatInterval": 1000, "electionTimeout": [3000, 5000] }"#,
-        toml: "mechanism = \"raft\"\ntimeout = 3000\nheartbeatInterval = 1000\nelectionTimeout = [3000, 5000]\n",
+        toml:
+            "mechanism = \"raft\"\ntimeout = 3000\nheartbeatInterval = 1000\nelectionTimeout = [3000, 5000]\n",
         check: |config| {
             assert_eq!(config.mechanism, MechanismKind::Raft);
             assert_eq!(config.timeout, Duration::from_millis(3000));
@@ -63,7 +64,10 @@ const EXAMPLES: &[Example] = &[
             assert!(config.compression);
             assert_eq!(config.snapshot_interval, 1000);
             assert_eq!(config.heartbeat_interval, Duration::from_millis(500));
-            assert_eq!(config.election_timeout_range(), (Duration::from_millis(1500), Duration::from_millis(3000)));
+            assert_eq!(
+                config.election_timeout_range(),
+                (Duration::from_millis(1500), Duration::from_millis(3000))
+            );
         },
     },
     Example {
@@ -89,7 +93,8 @@ const EXAMPLES: &[Example] = &[
 #[test]
 fn the_lessons_examples_parse_from_json_and_toml_alike() {
     for example in EXAMPLES {
-        let from_json = Config::from_json(example.json).unwrap_or_else(|e| panic!("{} (JSON): {e}", example.name));
+        let from_json =
+            Config::from_json(example.json).unwrap_or_else(|e| panic!("{} (JSON): {e}", example.name));
         let from_toml = from_toml(example.toml).unwrap_or_else(|e| panic!("{} (TOML): {e}", example.name));
         (example.check)(&from_json);
         assert_eq!(from_json, from_toml, "{}: JSON and TOML disagree", example.name);
@@ -165,9 +170,13 @@ const INVALID: &[(&str, &str)] = &[
     (r#"{ "snapshotChunkBytes": 0 }"#, "snapshotChunkBytes"),
     (r#"{ "maxClientSessions": 0 }"#, "maxClientSessions"),
     (r#"{ "maxKeyBytes": 0 }"#, "maxKeyBytes"),
+    (r#"{ "maxValueBytes": 0 }"#, "maxValueBytes"),
     (r#"{ "maxBatchCommands": 0 }"#, "maxBatchCommands"),
     (r#"{ "maxEventBacklog": 0 }"#, "maxEventBacklog"),
-    (r#"{ "maxMessageBytes": 65536, "snapshotChunkBytes": 65536, "maxValueBytes": 1024 }"#, "snapshotChunkBytes"),
+    (
+        r#"{ "maxMessageBytes": 65536, "snapshotChunkBytes": 65536, "maxValueBytes": 1024 }"#,
+        "snapshotChunkBytes",
+    ),
     (r#"{ "maxMessageBytes": 65536, "snapshotChunkBytes": 1024, "maxValueBytes": 65536 }"#, "maxValueBytes"),
     // Safety switches that only work together.
     (r#"{ "leaseReads": true, "checkQuorum": false }"#, "leaseReads"),
@@ -180,7 +189,9 @@ fn each_invalid_config_is_refused_with_an_error_naming_the_field() {
         let error = Config::from_json(json).expect_err(json);
         match &error {
             ConfigError::Invalid { field: named, .. } => assert_eq!(named, field, "{json}: {error}"),
-            _ => assert!(error.to_string().contains(field), "{json}: error {error:?} does not name `{field}`"),
+            _ => {
+                assert!(error.to_string().contains(field), "{json}: error {error:?} does not name `{field}`")
+            }
         }
         // The display always names it, whichever kind of error it is.
         assert!(error.to_string().contains(field), "{json}: {error}");
@@ -189,10 +200,12 @@ fn each_invalid_config_is_refused_with_an_error_naming_the_field() {
 
 #[test]
 fn a_weak_quorum_is_allowed_for_simple_majority_only_when_advisory() {
-    let config = Config::from_json(r#"{ "mechanism": "simple_majority", "quorum": 0.4, "advisory": true }"#).unwrap();
+    let config =
+        Config::from_json(r#"{ "mechanism": "simple_majority", "quorum": 0.4, "advisory": true }"#).unwrap();
     assert_eq!(config.quorum.required(5), 2);
     assert!(!config.quorum.is_strict_majority(5));
-    Config::from_json(r#"{ "mechanism": "simple_majority", "nodes": 4, "quorum": 2, "advisory": true }"#).unwrap();
+    Config::from_json(r#"{ "mechanism": "simple_majority", "nodes": 4, "quorum": 2, "advisory": true }"#)
+        .unwrap();
 }
 
 #[test]
@@ -240,5 +253,49 @@ fn quorum_required_matches_the_table() {
         (Quorum::Count(2), 4, false),
     ] {
         assert_eq!(quorum.is_strict_majority(voters), strict, "{quorum:?} of {voters}");
+    }
+}
+
+#[test]
+fn extreme_numbers_in_any_field_give_a_result_not_a_panic() {
+    let fields = [
+        "timeout",
+        "quorum",
+        "nodes",
+        "heartbeatInterval",
+        "batchWindow",
+        "snapshotInterval",
+        "leaseClockDriftMaxPerMille",
+        "maxMessageBytes",
+        "maxEntriesPerMessage",
+        "maxInflightMessages",
+        "maxInflightBytes",
+        "maxBatchEntries",
+        "maxPendingProposals",
+        "maxPendingReads",
+        "compressionThresholdBytes",
+        "snapshotChunkBytes",
+        "maxClientSessions",
+        "maxKeyBytes",
+        "maxValueBytes",
+        "maxBatchCommands",
+        "maxEventBacklog",
+    ];
+    let numbers = ["0", "1", "4294967295", "4294967296", "18446744073709551615", "-1", "1e308", "0.5"];
+    for field in fields {
+        for number in numbers {
+            for mechanism in ["raft", "simple_majority"] {
+                let json = format!(r#"{{ "mechanism": "{mechanism}", "{field}": {number} }}"#);
+                let result = std::panic::catch_unwind(|| Config::from_json(&json));
+                assert!(result.is_ok(), "{json} panicked");
+            }
+        }
+    }
+    for range in ["[0, 18446744073709551615]", "[18446744073709551615, 18446744073709551615]"] {
+        for heartbeat in ["1", "18446744073709551615"] {
+            let json = format!(r#"{{ "heartbeatInterval": {heartbeat}, "electionTimeout": {range} }}"#);
+            let result = std::panic::catch_unwind(|| Config::from_json(&json));
+            assert!(result.is_ok(), "{json} panicked");
+        }
     }
 }

@@ -6,11 +6,13 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use concord_core::command::{Command, CommandFailure, Expectation, KeyState};
 use concord_core::error::ProposalError;
-use concord_core::id::{ClientSession, ClusterId, LogIndex, Member, MemberRole, Membership, NodeId, NodeInfo};
+use concord_core::id::{
+    ClientSession, ClusterId, LogIndex, Member, MemberRole, Membership, NodeId, NodeInfo,
+};
 use concord_core::id::{ProposalId, Term};
 use concord_core::message::{
-    Ballot, ConflictHint, Decision, Entry, EntryPayload, MajorityMessage, Message, Proposal, RaftMessage, Slot,
-    SnapshotMeta,
+    Ballot, CastVote, ConflictHint, Decision, Entry, EntryPayload, MajorityMessage, Message, PromiseOutcome,
+    Proposal, RaftMessage, Slot, SnapshotMeta,
 };
 use concord_core::prelude::{Envelope, KvStateMachine};
 use proptest::collection::{btree_map, vec};
@@ -22,7 +24,7 @@ use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 /// responses counted apart from real ones; [`raft_variant`] maps each message to one index below it.
 pub const RAFT_VARIANTS: usize = 13;
 /// Number of [`MajorityMessage`] variants; [`majority_variant`] maps each to one index below it.
-pub const MAJORITY_VARIANTS: usize = 8;
+pub const MAJORITY_VARIANTS: usize = 9;
 
 /// A kind index per Raft message. No wildcard arm: a new variant is a compile error here, which is
 /// the reminder to add it to [`raft_message`] and to bump [`RAFT_VARIANTS`].
@@ -55,13 +57,19 @@ pub fn majority_variant(message: &MajorityMessage) -> usize {
         MajorityMessage::Heartbeat { .. } => 5,
         MajorityMessage::CatchUpRequest { .. } => 6,
         MajorityMessage::CatchUpResponse { .. } => 7,
+        MajorityMessage::CatchUpSnapshot { .. } => 8,
     }
 }
 
 /// A proptest config with a fixed seed, so a run means the same cases tomorrow, and no regression
 /// files (the fixed seed already reproduces a failure).
 pub fn seeded(cases: u32, seed: u64) -> ProptestConfig {
-    ProptestConfig { cases, rng_seed: RngSeed::Fixed(seed), failure_persistence: None, ..ProptestConfig::default() }
+    ProptestConfig {
+        cases,
+        rng_seed: RngSeed::Fixed(seed),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
 }
 
 pub fn node_id() -> impl Strategy<Value = NodeId> {
@@ -76,16 +84,21 @@ pub fn log_index() -> impl Strategy<Value = LogIndex> {
     prop_oneof![0..64u64, any::<u64>()].prop_map(LogIndex)
 }
 
-pub fn bytes(max: usize) -> impl Strategy<Value = Bytes> {
-    vec(any::<u8>(), 0..=max).prop_map(Bytes::from)
+/// Random bytes up to `max`, or a run of one byte up to `4 × max` (which LZ4 compresses, so that
+/// frames with it exercise the compressed path).
+pub fn bytes(max: usize) -> impl Strategy<Value = Bytes> + Clone {
+    prop_oneof![
+        vec(any::<u8>(), 0..=max).prop_map(Bytes::from),
+        (any::<u8>(), 0..=max * 4).prop_map(|(byte, length)| Bytes::from(vec![byte; length])),
+    ]
 }
 
 /// Keys from a small alphabet, so that generated commands collide on keys and exercise versions.
-pub fn small_key() -> impl Strategy<Value = String> {
+pub fn small_key() -> impl Strategy<Value = String> + Clone {
     "[a-d]{1,2}"
 }
 
-pub fn key() -> impl Strategy<Value = String> {
+pub fn key() -> impl Strategy<Value = String> + Clone {
     prop_oneof![small_key(), "\\PC{0,16}"]
 }
 
@@ -97,7 +110,7 @@ pub fn proposal_id() -> impl Strategy<Value = ProposalId> {
     (node_id(), any::<u64>()).prop_map(|(origin, sequence)| ProposalId { origin, sequence })
 }
 
-pub fn expectation() -> impl Strategy<Value = Expectation> {
+pub fn expectation() -> impl Strategy<Value = Expectation> + Clone {
     prop_oneof![option::of(bytes(8)).prop_map(Expectation::Value), (0..6u64).prop_map(Expectation::Version),]
 }
 
@@ -105,7 +118,7 @@ pub fn expectation() -> impl Strategy<Value = Expectation> {
 pub fn simple_command(
     key: impl Strategy<Value = String> + Clone + 'static,
     value: impl Strategy<Value = Bytes> + Clone + 'static,
-) -> impl Strategy<Value = Command> {
+) -> impl Strategy<Value = Command> + Clone {
     prop_oneof![
         3 => (key.clone(), value.clone()).prop_map(|(key, value)| Command::Put { key, value }),
         1 => key.clone().prop_map(|key| Command::Delete { key }),
@@ -135,9 +148,8 @@ pub fn kv_command() -> impl Strategy<Value = Command> {
 }
 
 pub fn node_info() -> impl Strategy<Value = NodeInfo> {
-    (node_id(), "[a-z0-9.:]{0,20}", btree_map("[a-z]{1,6}", "[a-z0-9-]{0,8}", 0..3), any::<bool>()).prop_map(
-        |(id, address, metadata, connected)| NodeInfo { id, address, metadata, connected },
-    )
+    (node_id(), "[a-z0-9.:]{0,20}", btree_map("[a-z]{1,6}", "[a-z0-9-]{0,8}", 0..3), any::<bool>())
+        .prop_map(|(id, address, metadata, connected)| NodeInfo { id, address, metadata, connected })
 }
 
 pub fn membership() -> impl Strategy<Value = Membership> {
@@ -196,8 +208,10 @@ pub fn command_failure() -> impl Strategy<Value = CommandFailure> {
         Just(CommandFailure::SessionExpired),
     ];
     leaf.prop_recursive(2, 4, 1, |inner| {
-        (any::<usize>(), inner)
-            .prop_map(|(position, reason)| CommandFailure::BatchAborted { position, reason: Box::new(reason) })
+        (any::<usize>(), inner).prop_map(|(position, reason)| CommandFailure::BatchAborted {
+            position,
+            reason: Box::new(reason),
+        })
     })
 }
 
@@ -205,8 +219,9 @@ pub fn proposal_error() -> impl Strategy<Value = ProposalError> {
     prop_oneof![
         Just(ProposalError::Timeout),
         option::of(node_info()).prop_map(|leader| ProposalError::NotLeader { leader }),
-        (any::<usize>(), any::<usize>(), any::<usize>())
-            .prop_map(|(reachable, members, required)| ProposalError::NoQuorum { reachable, members, required }),
+        (any::<usize>(), any::<usize>(), any::<usize>()).prop_map(|(reachable, members, required)| {
+            ProposalError::NoQuorum { reachable, members, required }
+        }),
         ("[a-z ]{0,12}", any::<u64>()).prop_map(|(what, limit)| ProposalError::Busy { what, limit }),
         "\\PC{0,12}".prop_map(|reason| ProposalError::Rejected { reason }),
         command_failure().prop_map(ProposalError::Command),
@@ -220,7 +235,11 @@ pub fn proposal_error() -> impl Strategy<Value = ProposalError> {
 }
 
 pub fn conflict_hint() -> impl Strategy<Value = ConflictHint> {
-    (option::of(term()), log_index()).prop_map(|(term, index)| ConflictHint { term, index })
+    (log_index(), option::of(term()), log_index()).prop_map(|(rejected_index, term, index)| ConflictHint {
+        rejected_index,
+        term,
+        index,
+    })
 }
 
 /// Every Raft message variant, with arbitrary fields.
@@ -247,16 +266,17 @@ pub fn raft_message() -> impl Strategy<Value = RaftMessage> {
                 read_round,
             }
         ),
-        (term(), any::<bool>(), log_index(), option::of(conflict_hint()), log_index(), any::<u64>()).prop_map(
-            |(term, success, match_index, conflict, last_log_index, read_round)| RaftMessage::AppendResponse {
-                term,
-                success,
-                match_index,
-                conflict,
-                last_log_index,
-                read_round,
-            }
-        ),
+        (term(), any::<bool>(), log_index(), option::of(conflict_hint()), log_index(), any::<u64>())
+            .prop_map(|(term, success, match_index, conflict, last_log_index, read_round)| {
+                RaftMessage::AppendResponse {
+                    term,
+                    success,
+                    match_index,
+                    conflict,
+                    last_log_index,
+                    read_round,
+                }
+            }),
         (term(), snapshot_meta(), any::<u64>(), any::<u64>(), bytes(64), any::<bool>()).prop_map(
             |(term, meta, offset, total_bytes, data, done)| RaftMessage::InstallSnapshot {
                 term,
@@ -267,9 +287,11 @@ pub fn raft_message() -> impl Strategy<Value = RaftMessage> {
                 done,
             }
         ),
-        (term(), log_index(), any::<u64>(), any::<bool>()).prop_map(|(term, last_index, next_offset, done)| {
-            RaftMessage::InstallSnapshotResponse { term, last_index, next_offset, done }
-        }),
+        (term(), log_index(), any::<u64>(), any::<bool>()).prop_map(
+            |(term, last_index, next_offset, done)| {
+                RaftMessage::InstallSnapshotResponse { term, last_index, next_offset, done }
+            }
+        ),
         term().prop_map(|term| RaftMessage::TimeoutNow { term }),
         (term(), proposal()).prop_map(|(term, proposal)| RaftMessage::ForwardProposal { term, proposal }),
         (term(), proposal_id(), proposal_error())
@@ -281,47 +303,75 @@ pub fn raft_message() -> impl Strategy<Value = RaftMessage> {
 }
 
 pub fn ballot() -> impl Strategy<Value = Ballot> {
-    (term(), node_id()).prop_map(|(round, node)| Ballot { round, node })
+    (term(), node_id(), prop_oneof![0..3u64, any::<u64>()]).prop_map(|(round, node, incarnation)| Ballot {
+        round,
+        node,
+        incarnation,
+    })
 }
 
 pub fn slot() -> impl Strategy<Value = Slot> {
-    (key(), prop_oneof![0..8u64, any::<u64>()]).prop_map(|(key, version)| Slot { key, version })
+    (key(), prop_oneof![0..8u64, any::<u64>()], prop_oneof![0..3u64, any::<u64>()])
+        .prop_map(|(key, version, attempt)| Slot { key, version, attempt })
 }
 
 pub fn decision() -> impl Strategy<Value = Decision> {
     prop_oneof![
-        3 => proposal().prop_map(Decision::Proposal),
-        1 => membership().prop_map(Decision::Membership),
+        3 => (proposal(), any::<u64>())
+            .prop_map(|(proposal, timestamp_ms)| Decision::Proposal { proposal, timestamp_ms }),
+        1 => (proposal_id(), membership(), any::<u64>())
+            .prop_map(|(id, membership, state_digest)| Decision::Membership { id, membership, state_digest }),
         1 => Just(Decision::Abort),
+    ]
+}
+
+pub fn epoch() -> impl Strategy<Value = u64> {
+    prop_oneof![0..4u64, any::<u64>()]
+}
+
+pub fn promise_outcome() -> impl Strategy<Value = PromiseOutcome> {
+    let cast_vote = (ballot(), epoch(), decision()).prop_map(|(ballot, epoch, decision)| CastVote {
+        ballot,
+        epoch,
+        decision,
+    });
+    prop_oneof![
+        option::of(cast_vote).prop_map(|voted| PromiseOutcome::Promised { voted }),
+        ballot().prop_map(|promised| PromiseOutcome::Refused { promised }),
+        option::of(decision()).prop_map(|decision| PromiseOutcome::Decided { decision }),
+        epoch().prop_map(|epoch| PromiseOutcome::WrongEpoch { epoch }),
     ]
 }
 
 /// Every simple-majority message variant, with arbitrary fields.
 pub fn majority_message() -> impl Strategy<Value = MajorityMessage> {
     prop_oneof![
-        (slot(), ballot(), decision())
-            .prop_map(|(slot, ballot, decision)| MajorityMessage::Propose { slot, ballot, decision }),
-        (slot(), ballot(), any::<bool>(), option::of("\\PC{0,16}")).prop_map(|(slot, ballot, granted, reason)| {
-            MajorityMessage::Vote { slot, ballot, granted, reason }
+        (slot(), ballot(), epoch(), decision()).prop_map(|(slot, ballot, epoch, decision)| {
+            MajorityMessage::Propose { slot, ballot, epoch, decision }
         }),
-        (slot(), decision()).prop_map(|(slot, decision)| MajorityMessage::Decided { slot, decision }),
-        (slot(), ballot()).prop_map(|(slot, ballot)| MajorityMessage::Prepare { slot, ballot }),
-        (slot(), ballot(), any::<bool>(), option::of((ballot(), decision())), option::of(decision())).prop_map(
-            |(slot, ballot, granted, voted, decided)| MajorityMessage::Promise {
-                slot,
-                ballot,
-                granted,
-                voted,
-                decided
-            }
+        (slot(), ballot(), any::<bool>(), option::of("\\PC{0,16}")).prop_map(
+            |(slot, ballot, granted, reason)| { MajorityMessage::Vote { slot, ballot, granted, reason } }
         ),
-        (any::<u64>(), any::<u64>()).prop_map(|(applied, membership_epoch)| MajorityMessage::Heartbeat {
-            applied,
-            membership_epoch
+        (slot(), decision()).prop_map(|(slot, decision)| MajorityMessage::Decided { slot, decision }),
+        (slot(), ballot(), epoch()).prop_map(|(slot, ballot, epoch)| MajorityMessage::Prepare {
+            slot,
+            ballot,
+            epoch
         }),
-        any::<u64>().prop_map(|applied| MajorityMessage::CatchUpRequest { applied }),
-        (any::<u64>(), vec((slot(), decision()), 0..4))
-            .prop_map(|(from, decisions)| MajorityMessage::CatchUpResponse { from, decisions }),
+        (slot(), ballot(), promise_outcome()).prop_map(|(slot, ballot, outcome)| MajorityMessage::Promise {
+            slot,
+            ballot,
+            outcome
+        }),
+        (any::<u64>(), any::<u64>(), epoch()).prop_map(|(incarnation, applied, membership_epoch)| {
+            MajorityMessage::Heartbeat { incarnation, applied, membership_epoch }
+        }),
+        any::<u64>().prop_map(|after| MajorityMessage::CatchUpRequest { after }),
+        (any::<u64>(), vec((slot(), decision()), 0..4), any::<u64>()).prop_map(
+            |(from, decisions, applied)| MajorityMessage::CatchUpResponse { from, decisions, applied }
+        ),
+        (any::<u64>(), bytes(64))
+            .prop_map(|(through, data)| MajorityMessage::CatchUpSnapshot { through, data }),
     ]
 }
 

@@ -6,7 +6,9 @@
 //! advance), and after every batch the harness checks what must always hold:
 //! - a message sent before this batch's persist promises nothing that is not already durable (a
 //!   granted vote, an append or snapshot acknowledgement);
-//! - at most one leader per term (election safety), term and commit index never go backwards.
+//! - at most one leader per term (election safety), term and commit index never go backwards;
+//! - log matching and state machine safety between every pair of nodes' durable logs;
+//! - at most one result per proposal and one answer per read.
 //!
 //! The durable log of a node is read from its storage: the harness persists every batch at once,
 //! so storage is exactly the node's log.
@@ -17,7 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use concord_core::event::DebugState;
 use concord_core::prelude::*;
-use concord_raft::Raft;
+use concord_raft::{Bug, Raft};
 
 /// Most messages delivered, or batches processed, by one helper call before the harness declares
 /// that the cluster does not settle (a livelock or a message storm is a bug worth a clear panic).
@@ -80,6 +82,9 @@ pub fn recovered_with(entries: Vec<Entry>, term: u64) -> Recovered {
         records: BTreeMap::new(),
     }
 }
+
+/// Decides which messages the network loses (true: drop).
+pub type DropRule = Box<dyn FnMut(&Packet) -> bool>;
 
 /// A message in the network.
 #[derive(Clone, Debug, PartialEq)]
@@ -147,7 +152,9 @@ pub struct Cluster {
     /// Directed links that drop everything (`(from, to)`).
     cut: BTreeSet<(NodeId, NodeId)>,
     /// Drops the messages for which it returns true (besides cut links), for targeted loss.
-    pub drop_rule: Option<Box<dyn FnMut(&Packet) -> bool>>,
+    pub drop_rule: Option<DropRule>,
+    /// A deliberately broken behaviour switched on in every node (to prove the tests can fail).
+    bug: Option<Bug>,
     /// The initial members every node was started with.
     pub members: Vec<NodeInfo>,
     next_sequence: u64,
@@ -190,6 +197,7 @@ impl Cluster {
             network: VecDeque::new(),
             cut: BTreeSet::new(),
             drop_rule: None,
+            bug: None,
             members: members.clone(),
             next_sequence: 1,
             next_read: 1,
@@ -199,7 +207,13 @@ impl Cluster {
         };
         for (position, recovered) in recovered.into_iter().enumerate() {
             let node_id = members[position].id.clone();
-            cluster.add_node(node_id, config.clone(), members.clone(), recovered, seed_base + position as u64);
+            cluster.add_node(
+                node_id,
+                config.clone(),
+                members.clone(),
+                recovered,
+                seed_base + position as u64,
+            );
         }
         cluster
     }
@@ -231,6 +245,10 @@ impl Cluster {
             replica: Replica::key_value(config.max_client_sessions as usize),
         })
         .expect("the node starts");
+        let mut raft = raft;
+        if let Some(bug) = self.bug {
+            raft.set_bug(bug);
+        }
         self.nodes.insert(
             node_id.clone(),
             Node {
@@ -252,11 +270,25 @@ impl Cluster {
     // A driver calls `handle_timeout` once `now` reaches `poll_timeout`; a new node asks for that
     // at once (it arms its timers relative to the first `now` it sees).
     fn start(&mut self, node_id: &NodeId) {
-        let due = self.nodes[node_id].raft.as_ref().and_then(|raft| raft.poll_timeout()).is_some_and(|d| d <= self.now);
+        let due = self.nodes[node_id]
+            .raft
+            .as_ref()
+            .and_then(|raft| raft.poll_timeout())
+            .is_some_and(|d| d <= self.now);
         if due {
             self.tick(node_id.as_str());
         } else {
             self.process(node_id);
+        }
+    }
+
+    /// Switches a deliberately broken behaviour on in every node, now and after restarts.
+    pub fn set_bug(&mut self, bug: Bug) {
+        self.bug = Some(bug);
+        for node in self.nodes.values_mut() {
+            if let Some(raft) = node.raft.as_mut() {
+                raft.set_bug(bug);
+            }
         }
     }
 
@@ -326,7 +358,9 @@ impl Cluster {
     pub fn leaders(&self) -> Vec<NodeId> {
         self.nodes
             .iter()
-            .filter(|(_, node)| node.raft.as_ref().is_some_and(|raft| raft.debug_state().role == Role::Leader))
+            .filter(|(_, node)| {
+                node.raft.as_ref().is_some_and(|raft| raft.debug_state().role == Role::Leader)
+            })
             .map(|(node_id, _)| node_id.clone())
             .collect()
     }
@@ -393,6 +427,21 @@ impl Cluster {
         raft.advance(now, ready.number);
         // Step 7: deliver to the application.
         let applied = raft.replica().applied();
+        // Exactly one result per proposal, one answer per read (checked here for every test).
+        for result in &ready.results {
+            assert!(
+                !node.results.iter().any(|earlier| earlier.proposal_id == result.proposal_id),
+                "{node_id}: a second result for proposal {}: {result:?}",
+                result.proposal_id
+            );
+        }
+        for read in &ready.reads {
+            assert!(
+                !node.reads.iter().any(|earlier| earlier.result.id == read.id),
+                "{node_id}: a second answer to read {}: {read:?}",
+                read.id
+            );
+        }
         node.results.extend(ready.results);
         node.reads.extend(ready.reads.into_iter().map(|result| ReadRecord { at: now, result, applied }));
         node.events.extend(ready.events);
@@ -423,6 +472,7 @@ impl Cluster {
             );
         }
         self.last_commit.insert(node_id.clone(), state.commit_index);
+        self.check_logs(node_id, state.commit_index);
         if state.role == Role::Leader {
             let leader = self.leaders_by_term.entry(state.current_term).or_insert_with(|| node_id.clone());
             assert_eq!(
@@ -430,6 +480,52 @@ impl Cluster {
                 "election safety (§5.2): two leaders in term {}: {leader} and {node_id}",
                 state.current_term
             );
+        }
+    }
+
+    // Log matching (§5.3): two logs with an entry of the same index and term are identical up to
+    // it. State machine safety (§5.4.3): what both nodes committed is the same entries.
+    fn check_logs(&self, node_id: &NodeId, commit: LogIndex) {
+        let mine = &self.nodes[node_id].storage.state().entries;
+        if mine.is_empty() {
+            return;
+        }
+        for (other_id, other) in &self.nodes {
+            if other_id == node_id {
+                continue;
+            }
+            let theirs = &other.storage.state().entries;
+            let Some(their_first) = theirs.first().map(|entry| entry.index.0) else { continue };
+            let lookup = |index: LogIndex| -> Option<&Entry> {
+                index.0.checked_sub(their_first).and_then(|offset| theirs.get(offset as usize))
+            };
+            let matching =
+                mine.iter().rev().find(|entry| lookup(entry.index).is_some_and(|t| t.term == entry.term));
+            if let Some(matching) = matching {
+                for entry in mine.iter().take_while(|entry| entry.index <= matching.index) {
+                    if let Some(their_entry) = lookup(entry.index) {
+                        assert_eq!(
+                            entry, their_entry,
+                            "log matching (§5.3): {node_id} and {other_id} agree on index {} term {} \
+                             but differ at {}",
+                            matching.index, matching.term, entry.index
+                        );
+                    }
+                }
+            }
+            let their_commit =
+                other.raft.as_ref().map_or(LogIndex::ZERO, |raft| raft.debug_state().commit_index);
+            let both = commit.min(their_commit);
+            for entry in mine.iter().take_while(|entry| entry.index <= both) {
+                if let Some(their_entry) = lookup(entry.index) {
+                    assert_eq!(
+                        entry, their_entry,
+                        "state machine safety (§5.4.3): {node_id} and {other_id} committed different \
+                         entries at {}",
+                        entry.index
+                    );
+                }
+            }
         }
     }
 
@@ -537,7 +633,10 @@ impl Cluster {
                         .nodes
                         .iter()
                         .filter(|(_, node)| {
-                            node.raft.as_ref().and_then(|raft| raft.poll_timeout()).is_some_and(|d| d <= self.now)
+                            node.raft
+                                .as_ref()
+                                .and_then(|raft| raft.poll_timeout())
+                                .is_some_and(|d| d <= self.now)
                         })
                         .map(|(node_id, _)| node_id.clone())
                         .collect();
@@ -552,7 +651,9 @@ impl Cluster {
                 }
             }
         }
-        panic!("virtual time did not reach {end:?} within {STEPS_MAX} timer firings (a timer that never moves?)");
+        panic!(
+            "virtual time did not reach {end:?} within {STEPS_MAX} timer firings (a timer that never moves?)"
+        );
     }
 
     /// Fires `node`'s election timer and delivers everything that follows; asserts it won.
@@ -592,7 +693,8 @@ impl Cluster {
 
     /// Proposes a `Put` on `node`; panics if it is refused at once.
     pub fn propose_put(&mut self, node: &str, key: &str, value: &str) -> ProposalId {
-        self.propose(node, put(key, value)).unwrap_or_else(|error| panic!("{node} refused a proposal: {error}"))
+        self.propose(node, put(key, value))
+            .unwrap_or_else(|error| panic!("{node} refused a proposal: {error}"))
     }
 
     /// Asks `node` for a linearizable read point.
@@ -683,6 +785,10 @@ impl Cluster {
             replica: Replica::key_value(entry.config.max_client_sessions as usize),
         })
         .expect("the node restarts from its own storage");
+        let mut raft = raft;
+        if let Some(bug) = self.bug {
+            raft.set_bug(bug);
+        }
         entry.raft = Some(raft);
         // The commit index is volatile (recomputed after a restart); the term is not.
         self.last_commit.remove(&node_id);

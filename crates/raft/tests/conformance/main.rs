@@ -9,6 +9,7 @@
 //! `concord_core::mechanism` (persist before `persisted_messages`, then `advance`).
 
 mod harness;
+mod mutants;
 mod paper_5_1;
 mod paper_5_2;
 mod paper_5_3;

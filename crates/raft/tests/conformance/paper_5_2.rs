@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use concord_core::prelude::*;
+use concord_raft::Bug;
 
 use crate::harness::*;
 
@@ -48,13 +49,19 @@ fn section_5_2_leader_sends_heartbeats_and_keeps_followers_from_campaigning() {
     cluster.settle();
     cluster.drop_network();
 
-    // Drive only n1 for ten heartbeat intervals and count what it sends.
+    // Drive only n1's timer for ten heartbeat intervals, count what it sends, and deliver it.
     let start = cluster.now;
+    let mut sent = Vec::new();
     for round in 1..=10u32 {
         cluster.set_time(start + config.heartbeat_interval * round);
         cluster.tick("n1");
+        let packets = cluster.take_network();
+        sent.extend(packets.iter().cloned());
+        for packet in packets {
+            cluster.deliver(packet);
+        }
+        cluster.deliver_all();
     }
-    let sent = cluster.take_network();
     for follower in ["n2", "n3"] {
         let heartbeats: Vec<&Packet> = sent
             .iter()
@@ -120,9 +127,9 @@ fn section_5_2_candidate_starts_a_new_election_on_timeout() {
 // §5.2: "A candidate wins an election if it receives votes from a majority of the servers in the
 // full cluster for the same term ... Once a candidate wins an election, it becomes leader. It then
 // sends heartbeat messages to all of the other servers." Without a majority the outcome is
-// undecided: it stays a candidate (a third outcome, losing to another leader, is tested below).
+// undecided: it stays a candidate. It loses when another server establishes itself as leader.
 #[test]
-fn section_5_2_election_is_won_with_a_majority_and_undecided_without() {
+fn section_5_2_an_election_round_is_won_lost_or_undecided() {
     // (cluster size, votes granted by others, expected role)
     let cases = [
         (1, 0, Role::Leader),
@@ -137,12 +144,14 @@ fn section_5_2_election_is_won_with_a_majority_and_undecided_without() {
         cluster.fire_timeout("n1");
         cluster.drop_network();
         let voters: Vec<String> = (2..=size).map(|number| format!("n{number}")).collect();
+        let mut sent_after_votes = cluster.take_network();
         for voter in voters.iter().take(grants) {
-            cluster.exchange(
+            let answers = cluster.exchange(
                 voter,
                 "n1",
                 RaftMessage::VoteResponse { term: Term(1), granted: true, pre_vote: false },
             );
+            sent_after_votes.extend(answers);
         }
         let case = format!("{size} servers, {grants} votes besides its own");
         assert_eq!(cluster.role("n1"), expected, "{case}");
@@ -156,8 +165,7 @@ fn section_5_2_election_is_won_with_a_majority_and_undecided_without() {
                     .any(|event| *event == Event::LeaderElected { leader: id("n1"), term: Term(1) }),
                 "{case}: leader:elected is reported"
             );
-            let told: BTreeSet<NodeId> = cluster
-                .in_flight()
+            let told: BTreeSet<NodeId> = sent_after_votes
                 .into_iter()
                 .filter(|packet| matches!(packet.message, RaftMessage::Append { term: Term(1), .. }))
                 .map(|packet| packet.to)
@@ -166,6 +174,25 @@ fn section_5_2_election_is_won_with_a_majority_and_undecided_without() {
             assert_eq!(told, expected_told, "{case}: the new leader at once sends appends to every follower");
         }
     }
+
+    // Lost: one vote short of a majority, then n2's append of term 1 says n2 won this term.
+    let mut cluster = Cluster::new(5, paper_config());
+    cluster.fire_timeout("n1");
+    cluster.drop_network();
+    cluster.exchange("n3", "n1", RaftMessage::VoteResponse { term: Term(1), granted: true, pre_vote: false });
+    let heartbeat = RaftMessage::Append {
+        term: Term(1),
+        prev_log_index: LogIndex::ZERO,
+        prev_log_term: Term(0),
+        entries: Vec::new(),
+        leader_commit: LogIndex::ZERO,
+        read_round: 0,
+    };
+    cluster.exchange("n2", "n1", heartbeat);
+    assert_eq!(cluster.role("n1"), Role::Follower, "lost to n2");
+    assert_eq!(cluster.raft("n1").leader(), Some(id("n2")));
+    cluster.exchange("n4", "n1", RaftMessage::VoteResponse { term: Term(1), granted: true, pre_vote: false });
+    assert_eq!(cluster.role("n1"), Role::Follower, "a late vote after losing does not make it leader");
 }
 
 // §5.2: "Each server will vote for at most one candidate in a given term, on a first-come-
@@ -173,7 +200,15 @@ fn section_5_2_election_is_won_with_a_majority_and_undecided_without() {
 // request from the same candidate is granted again).
 #[test]
 fn section_5_2_a_server_votes_at_most_once_per_term() {
+    check_one_vote_per_term(None);
+}
+
+/// The body of the test above; `bug` switches a broken behaviour on (see `mutants.rs`).
+pub(crate) fn check_one_vote_per_term(bug: Option<Bug>) {
     let mut cluster = Cluster::new(3, paper_config());
+    if let Some(bug) = bug {
+        cluster.set_bug(bug);
+    }
     let request = |term: u64| RaftMessage::VoteRequest {
         term: Term(term),
         last_log_index: LogIndex::ZERO,
@@ -196,6 +231,69 @@ fn section_5_2_a_server_votes_at_most_once_per_term() {
     // A new term brings a new vote.
     assert!(granted(&cluster.exchange("n2", "n3", request(2))), "one vote per term, not per life");
     assert_eq!(cluster.hard_state("n3").voted_for, Some(id("n2")));
+}
+
+// §5.2 and Figure 2 (Followers): "If election timeout elapses without receiving AppendEntries RPC
+// from current leader or granting vote to candidate: convert to candidate." Granting a vote and
+// hearing from the leader restart the timer; refusing a vote does not.
+#[test]
+fn section_5_2_granting_a_vote_or_hearing_the_leader_restarts_the_election_timer() {
+    let config = paper_config();
+    let min = config.election_timeout.min;
+    let vote_request = |term: u64, last_log_term: u64| RaftMessage::VoteRequest {
+        term: Term(term),
+        last_log_index: LogIndex(1),
+        last_log_term: Term(last_log_term),
+        pre_vote: false,
+        transfer: false,
+    };
+
+    // Every node is in term 1 already, so no message below changes a term (which would restart
+    // the timer by itself).
+    let in_term_1 = || {
+        Cluster::with_recovered(
+            config.clone(),
+            vec![recovered_with(Vec::new(), 1), recovered_with(Vec::new(), 1), recovered_with(Vec::new(), 1)],
+        )
+    };
+
+    // Granting a vote.
+    let mut cluster = in_term_1();
+    let deadline = cluster.raft("n3").poll_timeout().expect("timer");
+    cluster.set_time(deadline - std::time::Duration::from_millis(1));
+    cluster.exchange("n1", "n3", vote_request(1, 1));
+    assert_eq!(cluster.hard_state("n3").voted_for, Some(id("n1")));
+    let restarted = cluster.raft("n3").poll_timeout().expect("timer");
+    assert!(
+        restarted >= cluster.now + min,
+        "granting restarts the timer: {restarted:?} at {:?}",
+        cluster.now
+    );
+
+    // Refusing a vote (same term, n3 already voted): the timer keeps running.
+    cluster.set_time(restarted - std::time::Duration::from_millis(1));
+    let answers = cluster.exchange("n2", "n3", vote_request(1, 1));
+    assert!(answers.iter().all(|p| matches!(p.message, RaftMessage::VoteResponse { granted: false, .. })));
+    assert_eq!(cluster.raft("n3").poll_timeout(), Some(restarted), "a refusal does not restart the timer");
+
+    // Hearing from the leader.
+    let mut cluster = in_term_1();
+    let deadline = cluster.raft("n3").poll_timeout().expect("timer");
+    cluster.set_time(deadline - std::time::Duration::from_millis(1));
+    cluster.exchange(
+        "n1",
+        "n3",
+        RaftMessage::Append {
+            term: Term(1),
+            prev_log_index: LogIndex::ZERO,
+            prev_log_term: Term(0),
+            entries: Vec::new(),
+            leader_commit: LogIndex::ZERO,
+            read_round: 0,
+        },
+    );
+    let restarted = cluster.raft("n3").poll_timeout().expect("timer");
+    assert!(restarted >= cluster.now + min, "an append restarts the timer");
 }
 
 // §5.2: "While waiting for votes, a candidate may receive an AppendEntries RPC from another server
@@ -275,7 +373,10 @@ fn section_5_2_election_timeouts_are_randomized_over_the_range_and_rarely_confli
             })
             .collect();
         for timeout in &timeouts {
-            assert!(*timeout >= min && *timeout <= max, "seed {seed}: timeout {timeout:?} outside [{min:?}, {max:?}]");
+            assert!(
+                *timeout >= min && *timeout <= max,
+                "seed {seed}: timeout {timeout:?} outside [{min:?}, {max:?}]"
+            );
         }
         timeouts.sort();
         if timeouts[1] - timeouts[0] < conflict_window {
@@ -304,7 +405,8 @@ fn section_5_2_election_timeouts_are_randomized_over_the_range_and_rarely_confli
     for _ in 0..20 {
         cluster.fire_timeout("n1");
         cluster.drop_network();
-        let timeout = cluster.raft("n1").poll_timeout().expect("timer").saturating_duration_since(cluster.now);
+        let timeout =
+            cluster.raft("n1").poll_timeout().expect("timer").saturating_duration_since(cluster.now);
         assert!(timeout >= min && timeout <= max, "re-drawn timeout {timeout:?} outside the range");
         drawn.insert(timeout);
     }

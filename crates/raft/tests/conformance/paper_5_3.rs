@@ -44,7 +44,8 @@ fn section_5_3_leader_replicates_a_proposal_with_the_right_prev_index_and_term()
     assert_eq!(appended.index, last.next());
     assert_eq!(appended.term, term);
     assert!(
-        matches!(&appended.payload, EntryPayload::Command(p) if p.id == proposal && p.command == put("x", "1")),
+        matches!(&appended.payload,
+            EntryPayload::Command(made) if made.id == proposal && made.command == put("x", "1")),
         "the leader's log holds the command: {appended:?}"
     );
     for follower in ["n2", "n3"] {
@@ -52,7 +53,14 @@ fn section_5_3_leader_replicates_a_proposal_with_the_right_prev_index_and_term()
             cluster.in_flight().into_iter().filter(|p| p.to.as_str() == follower && is_append(p)).collect();
         assert_eq!(appends.len(), 1, "{follower}: one append for one proposal: {appends:?}");
         match &appends[0].message {
-            RaftMessage::Append { term: sent_term, prev_log_index, prev_log_term, entries, leader_commit, .. } => {
+            RaftMessage::Append {
+                term: sent_term,
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+                ..
+            } => {
                 assert_eq!(*sent_term, term);
                 assert_eq!(*prev_log_index, last, "prevLogIndex is the entry before the new one");
                 assert_eq!(*prev_log_term, last_term, "prevLogTerm is that entry's term");
@@ -117,6 +125,44 @@ fn section_5_3_commit_after_a_majority_acknowledges_and_propagate_the_commit_ind
     for follower in ["n4", "n5"] {
         assert!(cluster.commit(follower) < index, "{follower} is cut off and cannot know");
     }
+}
+
+// §5.3: "If followers crash or run slowly, or if network packets are lost, the leader retries
+// AppendEntries RPCs indefinitely (even after it has responded to the client) until all followers
+// eventually store all log entries."
+#[test]
+fn section_5_3_leader_retries_lost_appends_until_every_follower_stores_the_entries() {
+    let config = paper_config();
+    let mut cluster = Cluster::new(3, config.clone());
+    cluster.elect("n1");
+    cluster.settle();
+    cluster.cut("n1", "n3");
+    // The first appends to n2 are lost too, for a few heartbeats.
+    let lost_to_n2 = std::rc::Rc::new(std::cell::Cell::new(0u32));
+    let counter = lost_to_n2.clone();
+    cluster.drop_rule = Some(Box::new(move |packet: &Packet| {
+        let drop = packet.to.as_str() == "n2" && is_append(packet) && counter.get() < 3;
+        if drop {
+            counter.set(counter.get() + 1);
+        }
+        drop
+    }));
+    let proposal = cluster.propose_put("n1", "x", "1");
+    let index = cluster.last_index("n1");
+    let answered = cluster.run_until(config.heartbeat_interval * 10, |cluster| {
+        !cluster.results_for("n1", &proposal).is_empty()
+    });
+    assert!(answered, "the leader retried n2 until the entry committed");
+    assert_eq!(lost_to_n2.get(), 3, "three appends to n2 were lost");
+    assert!(cluster.results_for("n1", &proposal)[0].accepted);
+    assert!(cluster.last_index("n3") < index, "n3 has not received it yet");
+
+    // The client has its answer; the leader keeps trying n3.
+    cluster.run_for(config.heartbeat_interval * 5);
+    cluster.heal();
+    cluster.run_for(config.heartbeat_interval * 3);
+    assert_eq!(cluster.log("n3"), cluster.log("n1"), "n3 eventually stores every entry");
+    assert_eq!(cluster.commit("n3"), cluster.commit("n1"));
 }
 
 // §5.3: "This also commits all preceding entries in the leader's log, including entries created by
@@ -184,6 +230,20 @@ fn section_5_3_follower_applies_entries_up_to_the_leader_commit_index() {
     cluster.exchange("n1", "n2", append(1, 3, 1, vec![command_entry(4, 1)], 10));
     assert_eq!(cluster.commit("n2"), LogIndex(4), "min(leaderCommit, index of last new entry)");
     assert_eq!(cluster.raft("n2").replica().applied(), LogIndex(4));
+
+    // The follower holds entries beyond the append that may not be the leader's (3 and 4 of term 1
+    // here, where the leader of term 2 has 3 of term 2): a delayed append ending at 2 with leader
+    // commit 3 commits only up to 2, the last entry known to match.
+    let mut cluster = Cluster::with_recovered(
+        paper_config(),
+        vec![Recovered::default(), recovered_with(log_of_terms(&[1, 1, 1, 1]), 1), Recovered::default()],
+    );
+    let (success, ..) =
+        only_append_response(&cluster.exchange("n1", "n2", append(2, 1, 1, vec![command_entry(2, 1)], 3)));
+    assert!(success);
+    assert_eq!(cluster.log_terms("n2"), vec![1, 1, 1, 1], "matching entries truncate nothing");
+    assert_eq!(cluster.commit("n2"), LogIndex(2), "not the unverified entry 3");
+    assert_eq!(cluster.value("n2", "k3"), None);
 }
 
 // §5.3: "When sending an AppendEntries RPC, the leader includes the index and term of the entry in
@@ -204,7 +264,11 @@ fn section_5_3_follower_rejects_an_append_whose_previous_entry_does_not_match() 
     assert!(!success, "no entry at prevLogIndex 3");
     assert_eq!(term, Term(2));
     assert_eq!(last, LogIndex(2));
-    assert_eq!(conflict, Some(ConflictHint { rejected_index: LogIndex(3), term: None, index: LogIndex(3) }), "hint: my log ends at 2");
+    assert_eq!(
+        conflict,
+        Some(ConflictHint { rejected_index: LogIndex(3), term: None, index: LogIndex(3) }),
+        "hint: my log ends at 2"
+    );
     assert_eq!(cluster.log("n2"), log_before, "the entries are refused");
 
     // An entry at prevLogIndex, of another term.
@@ -247,20 +311,27 @@ fn section_5_3_follower_truncates_a_conflicting_suffix_and_only_a_conflicting_on
 // §5.3, Figure 7: a leader of term 8 meets followers (a)–(f) whose logs are missing entries, have
 // extra uncommitted entries, or both. "The leader handles inconsistencies by forcing the followers'
 // logs to duplicate its own": every log converges to the leader's, and all of it commits.
+const FIGURE_7_LEADER: [u64; 10] = [1, 1, 1, 4, 4, 5, 5, 6, 6, 6];
+const FIGURE_7_FOLLOWERS: [&[u64]; 6] = [
+    &[1, 1, 1, 4, 4, 5, 5, 6, 6],          // (a) missing an entry
+    &[1, 1, 1, 4],                         // (b) missing many
+    &[1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 6],    // (c) an extra uncommitted entry
+    &[1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 7, 7], // (d) extra entries of a later term
+    &[1, 1, 1, 4, 4, 4, 4],                // (e) missing and extra
+    &[1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3],    // (f) a leader of terms 2 and 3 never replicated
+];
+
+/// Figure 7: n1 holds the leader's log, n2..n7 the logs of followers (a)..(f); all in term 7.
+fn figure_7_cluster() -> Cluster {
+    let mut recovered = vec![recovered_with(log_of_terms(&FIGURE_7_LEADER), 7)];
+    recovered.extend(FIGURE_7_FOLLOWERS.iter().map(|terms| recovered_with(log_of_terms(terms), 7)));
+    Cluster::with_recovered(paper_config(), recovered)
+}
+
 #[test]
 fn section_5_3_divergent_logs_of_figure_7_converge_to_the_leaders() {
-    let leader = [1, 1, 1, 4, 4, 5, 5, 6, 6, 6];
-    let followers: [&[u64]; 6] = [
-        &[1, 1, 1, 4, 4, 5, 5, 6, 6],             // (a) missing an entry
-        &[1, 1, 1, 4],                            // (b) missing many
-        &[1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 6],       // (c) an extra uncommitted entry
-        &[1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 7, 7],    // (d) extra entries of a later term
-        &[1, 1, 1, 4, 4, 4, 4],                   // (e) missing and extra
-        &[1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3],       // (f) a leader of terms 2 and 3 never replicated
-    ];
-    let mut recovered = vec![recovered_with(log_of_terms(&leader), 7)];
-    recovered.extend(followers.iter().map(|terms| recovered_with(log_of_terms(terms), 7)));
-    let mut cluster = Cluster::with_recovered(paper_config(), recovered);
+    let leader = FIGURE_7_LEADER;
+    let mut cluster = figure_7_cluster();
     // (c) and (d) have more up-to-date logs and refuse their votes; n1 wins with (a), (b), (e), (f).
     let term = cluster.elect("n1");
     assert_eq!(term, Term(8));
@@ -281,4 +352,36 @@ fn section_5_3_divergent_logs_of_figure_7_converge_to_the_leaders() {
         assert_eq!(cluster.value(follower, "k7").as_deref(), Some(&b"t5"[..]), "{follower}");
     }
     assert_eq!(cluster.commit("n1"), LogIndex(11));
+}
+
+// §5.3, end: "the protocol can be optimized to reduce the number of rejected AppendEntries RPCs
+// ... the follower can include the term of the conflicting entry and the first index it stores
+// for that term. With this information, the leader can decrement nextIndex to bypass all of the
+// conflicting entries in that term; one AppendEntries RPC will be required for each term with
+// conflicting entries, rather than one RPC per entry." On Figure 7 that is at most two rejections
+// per follower ((f) conflicts in terms 3 and 2); one entry at a time it would be up to seven.
+#[test]
+fn section_5_3_conflict_hints_back_up_one_term_per_rejection_on_figure_7() {
+    let mut cluster = figure_7_cluster();
+    cluster.elect("n1");
+    cluster.settle();
+    cluster.settle();
+    let expected_terms = {
+        let mut terms = FIGURE_7_LEADER.to_vec();
+        terms.push(8);
+        terms
+    };
+    for (follower, limit) in [("n2", 1), ("n3", 1), ("n4", 1), ("n5", 1), ("n6", 2), ("n7", 2)] {
+        assert_eq!(cluster.log_terms(follower), expected_terms, "{follower} converged");
+        let rejections = cluster
+            .node(follower)
+            .sent
+            .iter()
+            .filter(|record| {
+                record.packet.to.as_str() == "n1"
+                    && matches!(record.packet.message, RaftMessage::AppendResponse { success: false, .. })
+            })
+            .count();
+        assert!(rejections <= limit, "{follower} rejected {rejections} appends; at most {limit} expected");
+    }
 }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use concord_core::prelude::*;
+use concord_raft::Bug;
 
 use crate::harness::*;
 
@@ -21,7 +22,10 @@ fn sent_vote_requests(cluster: &Cluster, node: &str, pre_vote: bool) -> usize {
         .node(node)
         .sent
         .iter()
-        .filter(|record| matches!(record.packet.message, RaftMessage::VoteRequest { pre_vote: p, .. } if p == pre_vote))
+        .filter(|record| {
+            matches!(record.packet.message,
+                RaftMessage::VoteRequest { pre_vote: probe, .. } if probe == pre_vote)
+        })
         .count()
 }
 
@@ -151,23 +155,19 @@ fn read_index_on_a_deposed_leader_never_returns_stale_data() {
     let new_index = accepted_once(&cluster, "n2", &new).index.expect("index");
     assert_eq!(cluster.role("n1"), Role::Leader, "n1 does not know it was deposed");
 
-    let read = cluster.read("n1");
+    let read = cluster.read("n1").expect("n1 believes it leads and takes the read");
     cluster.run_for(Duration::from_secs(1));
-    if let Ok(read) = read {
-        for answer in cluster.reads_for("n1", read) {
-            assert!(answer.result.result.is_err(), "a cut-off leader answered a read: {answer:?}");
-        }
+    for answer in cluster.reads_for("n1", read) {
+        assert!(answer.result.result.is_err(), "a cut-off leader answered a read: {answer:?}");
     }
     cluster.heal();
     let timeout = cluster.node("n1").config.timeout;
     cluster.run_for(timeout + Duration::from_secs(1));
-    if let Ok(read) = read {
-        let answers = cluster.reads_for("n1", read);
-        assert_eq!(answers.len(), 1, "a read is answered exactly once: {answers:?}");
-        if let Ok(index) = &answers[0].result.result {
-            assert!(*index >= new_index, "stale read index {index} < {new_index}");
-            assert!(answers[0].applied >= new_index, "answered before applying x = new");
-        }
+    let answers = cluster.reads_for("n1", read);
+    assert_eq!(answers.len(), 1, "a read is answered exactly once: {answers:?}");
+    if let Ok(index) = &answers[0].result.result {
+        assert!(*index >= new_index, "stale read index {index} < {new_index}");
+        assert!(answers[0].applied >= new_index, "answered before applying x = new");
     }
 }
 
@@ -364,8 +364,11 @@ fn learners_catch_up_do_not_vote_or_count_and_can_be_promoted() {
     assert!(elected, "n2 or n3 took over");
     assert_eq!(sent_vote_requests(&cluster, "n4", true) + sent_vote_requests(&cluster, "n4", false), 0);
     assert!(
-        !cluster.node("n4").sent.iter().any(|record| matches!(record.packet.message,
-            RaftMessage::VoteResponse { granted: true, .. })),
+        !cluster
+            .node("n4")
+            .sent
+            .iter()
+            .any(|record| matches!(record.packet.message, RaftMessage::VoteResponse { granted: true, .. })),
         "a learner granted a vote"
     );
     assert_ne!(cluster.role("n4"), Role::Leader);
@@ -374,7 +377,8 @@ fn learners_catch_up_do_not_vote_or_count_and_can_be_promoted() {
 
     // Promotion.
     let leader = cluster.leaders()[0].clone();
-    let promote = cluster.change_membership(leader.as_str(), MembershipChange::Promote(id("n4"))).expect("promote");
+    let promote =
+        cluster.change_membership(leader.as_str(), MembershipChange::Promote(id("n4"))).expect("promote");
     cluster.settle();
     cluster.settle();
     accepted_once(&cluster, leader.as_str(), &promote);
@@ -399,7 +403,9 @@ fn membership_add_a_voter_with_its_metadata() {
     let info = start_joiner(&mut cluster, "n4", default_config()).with_metadata("region", "us-west");
     let add = cluster.change_membership("n1", MembershipChange::AddVoter(info)).expect("change accepted");
     let added = cluster.run_until(Duration::from_secs(10), |cluster| {
-        ["n1", "n2", "n3", "n4"].iter().all(|node| member_role(cluster, node, "n4") == Some(MemberRole::Voter))
+        ["n1", "n2", "n3", "n4"]
+            .iter()
+            .all(|node| member_role(cluster, node, "n4") == Some(MemberRole::Voter))
     });
     assert!(added, "n4 became a voter everywhere");
     cluster.settle();
@@ -410,6 +416,16 @@ fn membership_add_a_voter_with_its_metadata() {
         assert_eq!(member.info.metadata.get("region").map(String::as_str), Some("us-west"), "{node}");
     }
     assert_eq!(cluster.value("n4", "before").as_deref(), Some(&b"v"[..]));
+    // It joined as a learner first and was promoted once caught up.
+    let roles_of_n4: Vec<MemberRole> = cluster
+        .log("n1")
+        .iter()
+        .filter_map(|entry| match &entry.payload {
+            EntryPayload::Membership(membership) => membership.members.get("n4").map(|member| member.role),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(roles_of_n4, vec![MemberRole::Learner, MemberRole::Voter], "n4's roles along the log");
     // Four voters: two are no longer a quorum.
     cluster.cut_both("n1", "n3");
     cluster.cut_both("n1", "n4");
@@ -425,7 +441,8 @@ fn membership_remove_a_follower() {
     let mut cluster = Cluster::new(3, default_config());
     cluster.elect("n1");
     cluster.settle();
-    let remove = cluster.change_membership("n1", MembershipChange::Remove(id("n3"))).expect("change accepted");
+    let remove =
+        cluster.change_membership("n1", MembershipChange::Remove(id("n3"))).expect("change accepted");
     cluster.settle();
     accepted_once(&cluster, "n1", &remove);
     for node in ["n1", "n2"] {
@@ -447,7 +464,8 @@ fn membership_remove_the_leader() {
     let mut cluster = Cluster::new(3, default_config());
     cluster.elect("n1");
     cluster.settle();
-    let remove = cluster.change_membership("n1", MembershipChange::Remove(id("n1"))).expect("change accepted");
+    let remove =
+        cluster.change_membership("n1", MembershipChange::Remove(id("n1"))).expect("change accepted");
     let replaced = cluster.run_until(election_timeout_max(&cluster) * 10, |cluster| {
         cluster.leaders().iter().any(|leader| leader.as_str() != "n1")
     });
@@ -554,7 +572,9 @@ fn snapshot_install_in_chunks_resumes_after_a_lost_chunk() {
         .iter()
         .filter(|record| record.packet.to.as_str() == "n3")
         .filter_map(|record| match &record.packet.message {
-            RaftMessage::InstallSnapshot { offset, data, meta, .. } => Some((*offset, data.len(), meta.last_index)),
+            RaftMessage::InstallSnapshot { offset, data, meta, .. } => {
+                Some((*offset, data.len(), meta.last_index))
+            }
             _ => None,
         })
         .collect();
@@ -678,7 +698,10 @@ fn persistence_a_vote_grant_and_an_append_ack_wait_for_their_writes() {
         ready.messages
     );
     assert!(ready.persisted_messages.iter().any(|m| m.to.as_str() == "n1"
-        && matches!(m.message, Message::Raft(RaftMessage::VoteResponse { granted: true, term: Term(1), .. }))));
+        && matches!(
+            m.message,
+            Message::Raft(RaftMessage::VoteResponse { granted: true, term: Term(1), .. })
+        )));
     assert_eq!(
         ready.persist.hard_state.as_ref().map(|hard_state| (hard_state.term, hard_state.voted_for.clone())),
         Some((Term(1), Some(id("n1")))),
@@ -703,21 +726,29 @@ fn persistence_a_vote_grant_and_an_append_ack_wait_for_their_writes() {
     cluster.raft_mut("n2").handle_message(now, id("n1"), Message::Raft(append.message)).expect("valid");
     let ready = cluster.take_ready("n2");
     assert!(
-        !ready.messages.iter().any(|m| matches!(m.message, Message::Raft(RaftMessage::AppendResponse { .. }))),
+        !ready
+            .messages
+            .iter()
+            .any(|m| matches!(m.message, Message::Raft(RaftMessage::AppendResponse { .. }))),
         "an append answer in `messages` (sent before persisting): {:?}",
         ready.messages
     );
     assert!(ready.persisted_messages.iter().any(|m| matches!(&m.message,
-        Message::Raft(RaftMessage::AppendResponse { success: true, match_index, .. }) if *match_index == last.index)));
+        Message::Raft(RaftMessage::AppendResponse { success: true, match_index, .. })
+            if *match_index == last.index)));
     assert_eq!(ready.persist.entries.last(), Some(&last), "the entry is written in the same batch");
     cluster.carry_out(&id("n2"), ready);
     cluster.settle();
 
-    // Over the whole run, no node sent a grant or an acknowledgement of new entries early.
+    // Over the whole run, every vote grant and append acknowledgement went in `persisted_messages`.
     for (node_id, node) in &cluster.nodes {
         for record in &node.sent {
-            if let RaftMessage::VoteResponse { granted: true, pre_vote: false, .. } = record.packet.message {
-                assert!(record.after_persist, "{node_id} sent a vote grant in `messages`: {record:?}");
+            if matches!(
+                record.packet.message,
+                RaftMessage::VoteResponse { granted: true, pre_vote: false, .. }
+                    | RaftMessage::AppendResponse { success: true, .. }
+            ) {
+                assert!(record.after_persist, "{node_id} sent a grant or an ack in `messages`: {record:?}");
             }
         }
     }
@@ -727,15 +758,25 @@ fn persistence_a_vote_grant_and_an_append_ack_wait_for_their_writes() {
 // binds (no second vote in the same term after a restart).
 #[test]
 fn restart_recovers_term_vote_and_log_from_storage() {
+    check_restart_recovery(None);
+}
+
+/// The body of the test above; `bug` switches a broken behaviour on (see `mutants.rs`).
+pub(crate) fn check_restart_recovery(bug: Option<Bug>) {
     let mut cluster = Cluster::new(3, paper_config());
+    if let Some(bug) = bug {
+        cluster.set_bug(bug);
+    }
     let term = cluster.elect("n1");
     cluster.settle();
     for i in 0..3 {
         cluster.propose_put("n1", &format!("k{i}"), "v");
     }
     cluster.settle();
-    let before: Vec<(Term, LogIndex, HardState)> =
-        ["n1", "n2", "n3"].iter().map(|n| (cluster.term(n), cluster.last_index(n), cluster.hard_state(n))).collect();
+    let before: Vec<(Term, LogIndex, HardState)> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| (cluster.term(n), cluster.last_index(n), cluster.hard_state(n)))
+        .collect();
     assert_eq!(before[1].2.voted_for, Some(id("n1")), "n2 voted for n1 in term {term}");
 
     for node in ["n1", "n2", "n3"] {
@@ -802,7 +843,8 @@ fn proposals_get_exactly_one_result_each_including_timeouts() {
     assert_eq!(stranded_results[0].error, Some(ProposalError::Timeout));
 
     // n2 or n3 leads now; n1 rejoins and its stranded entry is overwritten: no second result.
-    cluster.run_until(Duration::from_secs(10), |cluster| cluster.leaders().iter().any(|l| l.as_str() != "n1"));
+    cluster
+        .run_until(Duration::from_secs(10), |cluster| cluster.leaders().iter().any(|l| l.as_str() != "n1"));
     cluster.heal();
     cluster.run_for(Duration::from_secs(2));
     let leader = cluster.leaders().into_iter().find(|l| l.as_str() != "n1").expect("a new leader");
@@ -830,7 +872,8 @@ fn forwarding_a_proposal_made_on_a_follower_is_committed_by_the_leader() {
     assert!(
         cluster.in_flight().iter().any(|p| p.from.as_str() == "n2"
             && p.to.as_str() == "n1"
-            && matches!(&p.message, RaftMessage::ForwardProposal { proposal: forwarded, .. } if forwarded.id == proposal)),
+            && matches!(&p.message,
+                RaftMessage::ForwardProposal { proposal: forwarded, .. } if forwarded.id == proposal)),
         "the follower forwards the proposal to the leader"
     );
     cluster.settle();
@@ -864,4 +907,44 @@ fn forwarding_off_a_follower_refuses_with_not_leader() {
     }
     assert!(cluster.in_flight().is_empty(), "nothing was forwarded");
     assert!(cluster.node("n2").results.is_empty(), "a refused proposal has no later result");
+}
+
+// ---------------------------------------------------------------- events
+
+// Observability (issue 3): `vote:requested`, `vote:granted`, `leader:elected`, `log:appended`,
+// `consensus:accepted` and `state:changed` are reported where they happen.
+#[test]
+fn events_report_votes_election_appends_acceptance_and_state_changes() {
+    let mut cluster = Cluster::new(3, default_config());
+    let term = cluster.elect("n1");
+    cluster.settle();
+    assert!(cluster.node("n1").events.contains(&Event::LeaderElected { leader: id("n1"), term }));
+    for voter in ["n2", "n3"] {
+        let events = &cluster.node(voter).events;
+        assert!(events.contains(&Event::VoteRequested { from: id("n1"), term }), "{voter}: {events:?}");
+        assert!(events.contains(&Event::VoteGranted { to: id("n1"), term }), "{voter}: {events:?}");
+    }
+
+    let proposal = cluster.propose_put("n1", "x", "1");
+    cluster.settle();
+    let result = accepted_once(&cluster, "n1", &proposal);
+    let index = result.index.expect("index");
+    assert!(
+        cluster.node("n1").events.iter().any(|event| matches!(event,
+            Event::ConsensusAccepted(accepted) if accepted.proposal_id == proposal && accepted.accepted)),
+        "consensus:accepted on the node the proposal was made on"
+    );
+    for node in ["n1", "n2", "n3"] {
+        let events = &cluster.node(node).events;
+        assert!(
+            events.contains(&Event::LogAppended { index, term, key: Some("x".to_string()) }),
+            "{node}: log:appended for x at {index}: {events:?}"
+        );
+        assert!(
+            events.iter().any(|event| matches!(event,
+                Event::StateChanged { key, new_value: Some(value), old_value: None, version: 1 }
+                    if key == "x" && value.as_ref() == b"1")),
+            "{node}: state:changed for x: {events:?}"
+        );
+    }
 }

@@ -15,7 +15,7 @@ pub fn fast(mut config: Config) -> Config {
 }
 
 pub fn members(ids: &[&str]) -> Vec<NodeInfo> {
-    ids.iter().map(|id| NodeInfo::new(*id, format!("localhost:{}", 5000 + id.len()))).collect()
+    ids.iter().enumerate().map(|(i, id)| NodeInfo::new(*id, format!("localhost:{}", 5001 + i))).collect()
 }
 
 pub async fn start_node(

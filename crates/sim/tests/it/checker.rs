@@ -13,7 +13,14 @@ impl Builder {
         Builder { history: History::new() }
     }
 
-    fn push(&mut self, key: &str, kind: OperationKind, invoked: u64, completed: Option<u64>, outcome: Outcome) -> &mut Self {
+    fn push(
+        &mut self,
+        key: &str,
+        kind: OperationKind,
+        invoked: u64,
+        completed: Option<u64>,
+        outcome: Outcome,
+    ) -> &mut Self {
         let id = OperationId(self.history.operations.len() as u64);
         self.history.operations.push(Operation {
             id,
@@ -29,7 +36,13 @@ impl Builder {
     }
 
     fn write(&mut self, value: i64, invoked: u64, completed: u64) -> &mut Self {
-        self.push("x", OperationKind::Write { value }, invoked, Some(completed), Outcome::Ok(Response::Written))
+        self.push(
+            "x",
+            OperationKind::Write { value },
+            invoked,
+            Some(completed),
+            Outcome::Ok(Response::Written),
+        )
     }
 
     fn read(&mut self, value: Option<i64>, invoked: u64, completed: u64) -> &mut Self {
@@ -37,14 +50,33 @@ impl Builder {
     }
 
     fn unknown_write(&mut self, value: i64, invoked: u64) -> &mut Self {
-        self.push("x", OperationKind::Write { value }, invoked, None, Outcome::Unknown { reason: "timeout".into() })
+        self.push(
+            "x",
+            OperationKind::Write { value },
+            invoked,
+            None,
+            Outcome::Unknown { reason: "timeout".into() },
+        )
     }
 
     fn add(&mut self, delta: i64, result: i64, invoked: u64, completed: u64) -> &mut Self {
-        self.push("x", OperationKind::Add { delta }, invoked, Some(completed), Outcome::Ok(Response::Added { value: result }))
+        self.push(
+            "x",
+            OperationKind::Add { delta },
+            invoked,
+            Some(completed),
+            Outcome::Ok(Response::Added { value: result }),
+        )
     }
 
-    fn cas(&mut self, expected: Option<i64>, new: i64, swapped: bool, invoked: u64, completed: u64) -> &mut Self {
+    fn cas(
+        &mut self,
+        expected: Option<i64>,
+        new: i64,
+        swapped: bool,
+        invoked: u64,
+        completed: u64,
+    ) -> &mut Self {
         let kind = OperationKind::Cas { expected, new };
         self.push("x", kind, invoked, Some(completed), Outcome::Ok(Response::Cas { swapped }))
     }
@@ -66,9 +98,17 @@ fn accepts_sequential_and_concurrent_histories() {
     // Sequential.
     assert_eq!(check(&Builder::new().write(1, 0, 1).read(Some(1), 2, 3).done()), Ok(()));
     // A read concurrent with a write may see either value.
-    assert_eq!(check(&Builder::new().write(1, 0, 1).write(2, 2, 10).read(Some(1), 3, 4).read(Some(2), 5, 6).done()), Ok(()));
+    assert_eq!(
+        check(&Builder::new().write(1, 0, 1).write(2, 2, 10).read(Some(1), 3, 4).read(Some(2), 5, 6).done()),
+        Ok(())
+    );
     // Two overlapping writes may take effect in either order; both reads after them agree.
-    assert_eq!(check(&Builder::new().write(1, 0, 10).write(2, 1, 9).read(Some(1), 11, 12).read(Some(1), 13, 14).done()), Ok(()));
+    assert_eq!(
+        check(
+            &Builder::new().write(1, 0, 10).write(2, 1, 9).read(Some(1), 11, 12).read(Some(1), 13, 14).done()
+        ),
+        Ok(())
+    );
     // The empty key reads as absent.
     assert_eq!(check(&Builder::new().read(None, 0, 1).done()), Ok(()));
     // Operations that touch in time (one completes when the other starts) count as concurrent.
@@ -77,12 +117,14 @@ fn accepts_sequential_and_concurrent_histories() {
 
 #[test]
 fn accepts_an_unknown_write_that_took_effect_and_one_that_did_not() {
-    let took_effect = Builder::new().write(1, 0, 1).unknown_write(2, 2).read(Some(2), 50, 51).read(Some(2), 60, 61).done();
+    let took_effect =
+        Builder::new().write(1, 0, 1).unknown_write(2, 2).read(Some(2), 50, 51).read(Some(2), 60, 61).done();
     assert_eq!(check(&took_effect), Ok(()));
     let never = Builder::new().write(1, 0, 1).unknown_write(2, 2).read(Some(1), 50, 51).done();
     assert_eq!(check(&never), Ok(()));
     // It may even take effect long after its invocation, between two later reads.
-    let late = Builder::new().write(1, 0, 1).unknown_write(2, 2).read(Some(1), 50, 51).read(Some(2), 60, 61).done();
+    let late =
+        Builder::new().write(1, 0, 1).unknown_write(2, 2).read(Some(1), 50, 51).read(Some(2), 60, 61).done();
     assert_eq!(check(&late), Ok(()));
 }
 
@@ -103,7 +145,13 @@ fn accepts_counters_and_compare_and_swap() {
 fn failed_operations_never_took_effect() {
     let history = Builder::new()
         .write(1, 0, 1)
-        .push("x", OperationKind::Write { value: 2 }, 2, Some(3), Outcome::Fail { reason: "not leader".into() })
+        .push(
+            "x",
+            OperationKind::Write { value: 2 },
+            2,
+            Some(3),
+            Outcome::Fail { reason: "not leader".into() },
+        )
         .read(Some(2), 4, 5)
         .done();
     assert_rejected(&history);
@@ -120,7 +168,9 @@ fn rejects_a_stale_read() {
 #[test]
 fn rejects_a_lost_write() {
     // The write completed, yet later reads see the older value.
-    assert_rejected(&Builder::new().write(1, 0, 1).write(2, 2, 3).read(Some(2), 4, 5).read(Some(1), 6, 7).done());
+    assert_rejected(
+        &Builder::new().write(1, 0, 1).write(2, 2, 3).read(Some(2), 4, 5).read(Some(1), 6, 7).done(),
+    );
     // Or see nothing at all.
     assert_rejected(&Builder::new().write(1, 0, 1).read(None, 2, 3).done());
 }
@@ -187,4 +237,148 @@ fn histories_round_trip_through_json() {
     let text = serde_json::to_string(&history).unwrap();
     let back: History = serde_json::from_str(&text).unwrap();
     assert_eq!(back, history);
+}
+
+/// Whether `kind` with `response` (`None`: unknown) can be applied to `state`, and the next state.
+fn apply(state: Option<i64>, kind: OperationKind, response: Option<Response>) -> Option<Option<i64>> {
+    match (kind, response) {
+        (OperationKind::Read, Some(Response::Read { value })) => (value == state).then_some(state),
+        (OperationKind::Write { value }, _) => Some(Some(value)),
+        (OperationKind::Cas { expected, new }, Some(Response::Cas { swapped })) => {
+            (swapped == (state == expected)).then_some(if swapped { Some(new) } else { state })
+        }
+        (OperationKind::Cas { expected, new }, None) => {
+            Some(if state == expected { Some(new) } else { state })
+        }
+        (OperationKind::Add { delta }, Some(Response::Added { value })) => {
+            (state.unwrap_or(0) + delta == value).then_some(Some(value))
+        }
+        (OperationKind::Add { delta }, None) => Some(Some(state.unwrap_or(0) + delta)),
+        _ => None,
+    }
+}
+
+/// Brute force: try every order that respects real time (and every subset of unknown writes).
+fn brute_force(operations: &[Operation]) -> bool {
+    let live: Vec<&Operation> = operations
+        .iter()
+        .filter(|op| {
+            !matches!(
+                (&op.outcome, op.kind),
+                (Outcome::Fail { .. }, _) | (Outcome::Unknown { .. } | Outcome::Pending, OperationKind::Read)
+            )
+        })
+        .collect();
+    fn search(live: &[&Operation], done: &mut Vec<bool>, state: Option<i64>) -> bool {
+        let pending: Vec<usize> = (0..live.len()).filter(|&i| !done[i]).collect();
+        if pending.iter().all(|&i| !matches!(live[i].outcome, Outcome::Ok(_))) {
+            return true; // Only unknown writes are left: they may never take effect.
+        }
+        for &i in &pending {
+            // `i` may go next only if no other pending operation completed before it was invoked.
+            let blocked = pending.iter().any(|&j| {
+                j != i && live[j].completed_at_nanos.is_some_and(|done| done < live[i].invoked_at_nanos)
+            });
+            if blocked {
+                continue;
+            }
+            let response = match live[i].outcome {
+                Outcome::Ok(response) => Some(response),
+                _ => None,
+            };
+            if let Some(next) = apply(state, live[i].kind, response) {
+                done[i] = true;
+                let found = search(live, done, next);
+                done[i] = false;
+                if found {
+                    return true;
+                }
+            }
+            if response.is_none() {
+                // An unknown write may also never take effect.
+                done[i] = true;
+                let found = search(live, done, state);
+                done[i] = false;
+                if found {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+    search(&live, &mut vec![false; live.len()], None)
+}
+
+/// A random small history on one key: operations at random times with responses that are mostly
+/// those of some sequential execution (so both verdicts occur), sometimes corrupted.
+fn random_history(rng: &mut rand_chacha::ChaCha8Rng) -> History {
+    use rand::Rng;
+    let count = rng.gen_range(1..=7);
+    let mut history = History::new();
+    let mut state: Option<i64> = None;
+    for position in 0..count {
+        let kind = match rng.gen_range(0..4) {
+            0 => OperationKind::Read,
+            1 => OperationKind::Write { value: rng.gen_range(1..4) },
+            2 => OperationKind::Cas {
+                expected: [None, Some(1), Some(2)][rng.gen_range(0..3)],
+                new: rng.gen_range(1..4),
+            },
+            _ => OperationKind::Add { delta: rng.gen_range(1..3) },
+        };
+        // Responses from a sequential run in invocation order, then perturbed.
+        let mut response = match kind {
+            OperationKind::Read => Response::Read { value: state },
+            OperationKind::Write { .. } => Response::Written,
+            OperationKind::Cas { expected, .. } => Response::Cas { swapped: state == expected },
+            OperationKind::Add { delta } => Response::Added { value: state.unwrap_or(0) + delta },
+        };
+        state = apply(state, kind, Some(response)).unwrap_or(state);
+        if rng.gen_bool(0.25) {
+            response = match response {
+                Response::Read { value } => Response::Read { value: value.map_or(Some(1), |v| Some(v + 1)) },
+                Response::Cas { swapped } => Response::Cas { swapped: !swapped },
+                Response::Added { value } => Response::Added { value: value + 1 },
+                Response::Written => Response::Written,
+            };
+        }
+        let invoked = position as u64 * 10 + rng.gen_range(0..15);
+        let outcome = match rng.gen_range(0..10) {
+            0 => Outcome::Unknown { reason: "random".into() },
+            1 => Outcome::Fail { reason: "random".into() },
+            _ => Outcome::Ok(response),
+        };
+        let completed =
+            matches!(outcome, Outcome::Ok(_) | Outcome::Fail { .. }).then(|| invoked + rng.gen_range(0..30));
+        history.operations.push(Operation {
+            id: OperationId(position as u64),
+            client: position as u64,
+            node: "n1".into(),
+            key: "x".into(),
+            kind,
+            invoked_at_nanos: invoked,
+            completed_at_nanos: completed,
+            outcome,
+        });
+    }
+    history
+}
+
+#[test]
+fn agrees_with_brute_force_on_random_small_histories() {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2024);
+    let (mut accepted, mut rejected) = (0, 0);
+    for round in 0..5000 {
+        let history = random_history(&mut rng);
+        let expected = brute_force(&history.operations);
+        let verdict = check(&history);
+        assert_eq!(verdict.is_ok(), expected, "round {round}: checker says {verdict:?} for {history:#?}");
+        if expected {
+            accepted += 1;
+        } else {
+            rejected += 1;
+        }
+    }
+    assert!(accepted > 1000 && rejected > 1000, "both verdicts exercised: {accepted} / {rejected}");
 }

@@ -73,7 +73,8 @@ pub struct Gossip {
 
 impl Gossip {
     pub fn new(setup: Setup, journal: Journal, options: GossipOptions) -> Result<Self, SetupError> {
-        let peers = setup.initial_members.iter().map(|m| m.id.clone()).filter(|id| *id != setup.node_id).collect();
+        let peers =
+            setup.initial_members.iter().map(|m| m.id.clone()).filter(|id| *id != setup.node_id).collect();
         let mut gossip = Gossip {
             id: setup.node_id.clone(),
             peers,
@@ -152,7 +153,10 @@ impl Mechanism for Gossip {
                 self.journal(format!("{} got ack {request} from {from}", self.id));
                 Ok(())
             }
-            other => Err(PeerError::Protocol { from: from.to_string(), reason: format!("unexpected {}", other.kind()) }),
+            other => Err(PeerError::Protocol {
+                from: from.to_string(),
+                reason: format!("unexpected {}", other.kind()),
+            }),
         }
     }
 
@@ -160,7 +164,10 @@ impl Mechanism for Gossip {
         for peer in &self.peers {
             self.ready.messages.push(Outbound {
                 to: peer.clone(),
-                message: Message::Raft(RaftMessage::ForwardProposal { term: Term(0), proposal: proposal.clone() }),
+                message: Message::Raft(RaftMessage::ForwardProposal {
+                    term: Term(0),
+                    proposal: proposal.clone(),
+                }),
             });
         }
         self.append(proposal.clone());
@@ -173,7 +180,12 @@ impl Mechanism for Gossip {
         Ok(())
     }
 
-    fn change_membership(&mut self, _: Instant, _: ProposalId, _: MembershipChange) -> Result<(), ProposalError> {
+    fn change_membership(
+        &mut self,
+        _: Instant,
+        _: ProposalId,
+        _: MembershipChange,
+    ) -> Result<(), ProposalError> {
         Err(unsupported("change_membership"))
     }
 
@@ -239,7 +251,11 @@ impl Mechanism for Gossip {
                     output: result.as_ref().ok().cloned(),
                     error: result.err().map(ProposalError::Command),
                     index: Some(self.replica.applied()),
-                    ..ProposalResult::failed(proposal.id.clone(), proposal.command.key(), ProposalError::Timeout)
+                    ..ProposalResult::failed(
+                        proposal.id.clone(),
+                        proposal.command.key(),
+                        ProposalError::Timeout,
+                    )
                 });
             }
         }
@@ -268,7 +284,9 @@ impl Mechanism for Gossip {
 
 /// A factory of gossip doubles that share one journal.
 pub fn gossip(journal: Journal, options: GossipOptions) -> concord_sim::MechanismFactory {
-    Box::new(move |setup| Ok(Box::new(Gossip::new(setup, journal.clone(), options.clone())?) as Box<dyn Mechanism>))
+    Box::new(move |setup| {
+        Ok(Box::new(Gossip::new(setup, journal.clone(), options.clone())?) as Box<dyn Mechanism>)
+    })
 }
 
 /// See the module docs.
@@ -302,10 +320,13 @@ impl Primary {
     }
 
     pub fn with_follower_reads(setup: Setup, follower_reads: bool) -> Result<Self, SetupError> {
-        let primary = setup.initial_members.first().map(|m| m.id.clone()).ok_or_else(|| {
-            SetupError::Recovered("no members".into())
-        })?;
-        let peers = setup.initial_members.iter().map(|m| m.id.clone()).filter(|id| *id != setup.node_id).collect();
+        let primary = setup
+            .initial_members
+            .first()
+            .map(|m| m.id.clone())
+            .ok_or_else(|| SetupError::Recovered("no members".into()))?;
+        let peers =
+            setup.initial_members.iter().map(|m| m.id.clone()).filter(|id| *id != setup.node_id).collect();
         let mut node = Primary {
             id: setup.node_id,
             primary,
@@ -337,7 +358,9 @@ impl Primary {
     fn apply(&mut self, entry: &Entry) -> Option<CommandResult> {
         let context = ApplyContext { index: entry.index, term: entry.term, timestamp_ms: entry.timestamp_ms };
         match &entry.payload {
-            EntryPayload::Command(proposal) => Some(self.replica.apply(&context, proposal.session, &proposal.command)),
+            EntryPayload::Command(proposal) => {
+                Some(self.replica.apply(&context, proposal.session, &proposal.command))
+            }
             _ => {
                 self.replica.skip(entry.index, entry.term);
                 None
@@ -382,7 +405,10 @@ impl Mechanism for Primary {
                 self.matched.insert(from, match_index.0);
                 Ok(())
             }
-            other => Err(PeerError::Protocol { from: from.to_string(), reason: format!("unexpected {}", other.kind()) }),
+            other => Err(PeerError::Protocol {
+                from: from.to_string(),
+                reason: format!("unexpected {}", other.kind()),
+            }),
         }
     }
 
@@ -391,7 +417,12 @@ impl Mechanism for Primary {
             return Err(self.not_leader());
         }
         let index = LogIndex(self.log.len() as u64 + 1);
-        let entry = Entry { index, term: Term(1), timestamp_ms: now.as_millis(), payload: EntryPayload::Command(proposal.clone()) };
+        let entry = Entry {
+            index,
+            term: Term(1),
+            timestamp_ms: now.as_millis(),
+            payload: EntryPayload::Command(proposal.clone()),
+        };
         self.pending.insert(index.0, proposal.id);
         self.ready.persist.entries.push(entry.clone());
         self.log.push(entry);
@@ -406,7 +437,12 @@ impl Mechanism for Primary {
         Ok(())
     }
 
-    fn change_membership(&mut self, _: Instant, _: ProposalId, _: MembershipChange) -> Result<(), ProposalError> {
+    fn change_membership(
+        &mut self,
+        _: Instant,
+        _: ProposalId,
+        _: MembershipChange,
+    ) -> Result<(), ProposalError> {
         Err(unsupported("change_membership"))
     }
 

@@ -21,7 +21,8 @@ fn options() -> Options {
 #[test]
 fn a_correct_double_passes_many_seeds() {
     let options = options();
-    let summary = randomized::run_seeds(0..200, |seed| randomized::run(seed, || factory(Primary::new), &options));
+    let summary =
+        randomized::run_seeds(0..200, |seed| randomized::run(seed, || factory(Primary::new), &options));
     println!("primary double: {summary}");
     assert!(summary.failures.is_empty(), "{summary}");
     assert!(summary.totals.ops_ok > 1000, "clients got work done: {summary}");
@@ -48,8 +49,9 @@ fn stale_follower_reads_are_caught() {
     let first = summary.failures.first().expect("stale reads should break linearizability on some seed");
     assert!(first.message.contains("not linearizable"), "{first}");
     // The failing seed reproduces the same failure.
-    let again = randomized::run(first.seed, || factory(|setup| Primary::with_follower_reads(setup, true)), &options)
-        .unwrap_err();
+    let again =
+        randomized::run(first.seed, || factory(|setup| Primary::with_follower_reads(setup, true)), &options)
+            .unwrap_err();
     assert_eq!(&again, first);
 }
 

@@ -182,7 +182,12 @@ fn an_operation_on_a_down_node_fails_at_once() {
 
 #[test]
 fn persisted_messages_wait_for_their_persist() {
-    let network = NetworkConfig { loss: 0.0, duplicate: 0.3, delay_min: Duration::ZERO, delay_max: Duration::from_millis(3) };
+    let network = NetworkConfig {
+        loss: 0.0,
+        duplicate: 0.3,
+        delay_min: Duration::ZERO,
+        delay_max: Duration::from_millis(3),
+    };
     let (mut simulation, journal) = gossip_simulation(8, network);
     for round in 0..30u64 {
         simulation.submit(1, &n(1 + round as usize % 3), ClientOp::Add { key: "c".into(), delta: 1 });
@@ -215,7 +220,8 @@ fn node_clocks_have_their_own_offset_and_rate() {
     config.clock_rate_spread = 0.05;
     let journal: Journal = Arc::new(Mutex::new(Vec::new()));
     let mut simulation = Simulation::new(config, gossip(journal, GossipOptions::default()));
-    let start: Vec<Instant> = simulation.node_ids().iter().map(|id| simulation.local_now(id).unwrap()).collect();
+    let start: Vec<Instant> =
+        simulation.node_ids().iter().map(|id| simulation.local_now(id).unwrap()).collect();
     simulation.run_for(Duration::from_secs(100)).unwrap();
     let mut elapsed = Vec::new();
     for (id, start) in simulation.node_ids().iter().zip(&start) {
@@ -242,7 +248,7 @@ fn an_invariant_violation_reports_its_seed_and_reproduces() {
     assert!(violation.message.contains("two leaders in term"), "{}", violation.message);
     let shown = violation.to_string();
     assert!(shown.starts_with("seed 21: invariant violated: two leaders in term"), "{shown}");
-    assert!(shown.contains("cargo xtask sim --seed 21"), "{shown}");
+    assert!(shown.contains("rerun: cargo xtask sim --mechanism raft --seed 21"), "{shown}");
     assert!(!violation.trace.is_empty());
     let again = usurper_run(21).expect_err("the same seed fails the same way");
     assert_eq!(violation, again);
@@ -264,7 +270,12 @@ fn a_livelocked_timer_is_reported_not_spun_forever() {
         fn read(&mut self, _: Instant, _: ReadId) -> Result<(), ProposalError> {
             Err(ProposalError::Stopped)
         }
-        fn change_membership(&mut self, _: Instant, _: ProposalId, _: MembershipChange) -> Result<(), ProposalError> {
+        fn change_membership(
+            &mut self,
+            _: Instant,
+            _: ProposalId,
+            _: MembershipChange,
+        ) -> Result<(), ProposalError> {
             Err(ProposalError::Stopped)
         }
         fn vote(&mut self, _: Instant, _: &ProposalId, _: bool) -> Result<(), ProposalError> {
@@ -312,4 +323,54 @@ fn a_livelocked_timer_is_reported_not_spun_forever() {
     );
     let violation = simulation.run_for(Duration::from_secs(1)).unwrap_err();
     assert!(violation.message.contains("livelock"), "{violation}");
+}
+
+#[test]
+fn a_retry_with_the_same_session_takes_effect_once() {
+    let mut mechanism_config = Config::default();
+    mechanism_config.timeout = Duration::from_millis(50);
+    let mut config = SimConfig::new(10, 3, mechanism_config);
+    config.persist_delay_min = Duration::from_millis(100);
+    config.persist_delay_max = Duration::from_millis(100);
+    let mut simulation = Simulation::new(config, concord_sim::factory(crate::doubles::Primary::new));
+    let op = simulation.submit(1, &n(1), ClientOp::Add { key: "c".into(), delta: 5 });
+    simulation.run_for(Duration::from_millis(60)).unwrap();
+    assert!(matches!(simulation.operation(op).unwrap().outcome, Outcome::Unknown { .. }), "timed out");
+    simulation.run_for(Duration::from_millis(60)).unwrap();
+    assert_eq!(counter(&simulation, &n(1), "c"), 5, "the first attempt took effect after all");
+    simulation.set_persist_delay(Duration::from_millis(1), Duration::from_millis(1));
+    assert!(simulation.retry(op, &n(1)));
+    simulation.run_for(Duration::from_millis(300)).unwrap();
+    // The retry carries the same session, so it gets the first attempt's result back.
+    assert_eq!(simulation.operation(op).unwrap().outcome, Outcome::Ok(Response::Added { value: 5 }));
+    assert_eq!(counter(&simulation, &n(1), "c"), 5, "applied once");
+    assert!(!simulation.retry(op, &n(1)), "only an operation with an unknown outcome is retried");
+    assert_eq!(concord_sim::linearizability::check(simulation.history()), Ok(()));
+}
+
+#[test]
+fn divergent_committed_entries_are_caught() {
+    // Gossip nodes each append their own writes to their own log: index 1 differs between them.
+    let journal: Journal = Arc::new(Mutex::new(Vec::new()));
+    let config = SimConfig::new(11, 2, Config::default());
+    let mut simulation = Simulation::new(config, gossip(journal, GossipOptions::default()));
+    simulation.add_invariant(Box::new(concord_sim::invariants::CommittedPrefixAgreement::default()));
+    simulation.submit(1, &n(1), ClientOp::Put { key: "a".into(), value: 1 });
+    simulation.submit(2, &n(2), ClientOp::Put { key: "a".into(), value: 2 });
+    let violation = simulation.run_for(Duration::from_millis(100)).unwrap_err();
+    assert!(violation.message.contains("committed entry 1 differs"), "{violation}");
+}
+
+#[test]
+fn results_and_events_are_handed_to_the_test() {
+    let (mut simulation, _) = gossip_simulation(12, NetworkConfig::default());
+    let op = simulation.submit(1, &n(1), ClientOp::Put { key: "a".into(), value: 1 });
+    simulation.run_for(Duration::from_millis(100)).unwrap();
+    let results = simulation.take_results();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].0, n(1));
+    assert!(results[0].1.accepted);
+    assert_eq!(simulation.take_completed(), vec![op]);
+    assert!(simulation.take_results().is_empty(), "taken once");
+    assert!(simulation.trace().any(|line| line.contains("n1 -> n2 raft.forward_proposal")));
 }

@@ -1,0 +1,184 @@
+//! The openraft-comparable cluster benchmark.
+//!
+//! `cargo run --release -p concord-bench --bin cluster-bench -- -c 256 -n 1000000 -m 3`
+//! prints one line per run:
+//! `clients: C, n: N, members: M, batch: B: time: T, ns/op: X, op/ms: Y`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Parser;
+use concord_bench::NoopStateMachine;
+use concord_core::prelude::*;
+use concord_runtime::{Consensus, MemoryNetwork};
+
+/// concord cluster benchmark (same shape as openraft's benchmarks/minimal)
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Concurrent clients, each writing sequentially.
+    #[arg(short = 'c', long, default_value_t = 256)]
+    clients: u64,
+    /// Writes in all.
+    #[arg(short = 'n', long, default_value_t = 100_000)]
+    writes: u64,
+    /// Cluster members.
+    #[arg(short = 'm', long, default_value_t = 3)]
+    members: usize,
+    /// Writes each client keeps in flight per round (1: strictly sequential).
+    #[arg(short = 'b', long, default_value_t = 1)]
+    batch: u64,
+    /// `raft` or `simple_majority`.
+    #[arg(long, default_value = "raft")]
+    mechanism: String,
+    /// Tokio worker threads (default: one per core).
+    #[arg(short = 'w', long)]
+    workers: Option<usize>,
+}
+
+fn main() {
+    let args = Args::parse();
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = args.workers {
+        builder.worker_threads(workers.max(1));
+    }
+    let runtime = match builder.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start tokio: {error}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(error) = runtime.block_on(run(args)) {
+        eprintln!("cluster-bench: {error}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let mechanism = match args.mechanism.as_str() {
+        "raft" => MechanismKind::Raft,
+        "simple_majority" | "majority" => MechanismKind::SimpleMajority,
+        other => return Err(format!("unknown mechanism {other:?}")),
+    };
+    if args.clients == 0 || args.writes == 0 || args.members == 0 || args.batch == 0 {
+        return Err("-c, -n, -m and -b must be at least 1".into());
+    }
+    let mut config = Config::for_mechanism(mechanism);
+    config.timeout = Duration::from_secs(30);
+    config.snapshot_interval = 0;
+    config.max_pending_proposals = 1_000_000;
+    let network = MemoryNetwork::new();
+    let ids: Vec<String> = (1..=args.members).map(|i| format!("n{i}")).collect();
+    let members: Vec<NodeInfo> = ids.iter().map(|id| NodeInfo::new(id.as_str(), "")).collect();
+    let mut nodes = Vec::new();
+    for (index, id) in ids.iter().enumerate() {
+        let mut builder = Consensus::builder(id.as_str())
+            .config(config.clone())
+            .members(members.clone())
+            .transport(network.transport(id.as_str()))
+            .seed(index as u64);
+        if mechanism == MechanismKind::Raft {
+            builder = builder.state_machine(Box::new(NoopStateMachine));
+        }
+        nodes.push(builder.start().await.map_err(|e| e.to_string())?);
+    }
+    let target = if mechanism == MechanismKind::Raft {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(leader) = nodes.iter().find(|n| n.is_leader()) {
+                break leader.clone();
+            }
+            if Instant::now() > deadline {
+                return Err("no leader within 10 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    } else {
+        nodes[0].clone()
+    };
+    let per_client = args.writes / args.clients;
+    let total = per_client * args.clients;
+    let started = Instant::now();
+    let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for client in 0..args.clients {
+        let node = target.clone();
+        let failures = failures.clone();
+        let batch = args.batch;
+        tasks.push(tokio::spawn(async move {
+            let key = format!("client-{client}");
+            let mut done = 0;
+            while done < per_client {
+                let round = batch.min(per_client - done);
+                let mut pending = Vec::with_capacity(round as usize);
+                for _ in 0..round {
+                    let command = match mechanism {
+                        MechanismKind::Raft => Command::Custom(Bytes::new()),
+                        _ => Command::Put { key: key.clone(), value: Bytes::new() },
+                    };
+                    pending.push(node.propose_command(command));
+                }
+                for result in futures_join(pending).await {
+                    if !result.accepted {
+                        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                done += round;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.map_err(|e| e.to_string())?;
+    }
+    let elapsed = started.elapsed();
+    let failed = failures.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "clients: {}, n: {}, members: {}, batch: {}: time: {:?}, ns/op: {}, op/ms: {}",
+        args.clients,
+        total,
+        args.members,
+        args.batch,
+        elapsed,
+        elapsed.as_nanos() / u128::from(total.max(1)),
+        total as u128 * 1_000_000 / elapsed.as_nanos().max(1)
+    );
+    if failed > 0 {
+        eprintln!("{failed} writes failed");
+    }
+    for node in &nodes {
+        node.stop().await;
+    }
+    if failed > 0 {
+        return Err(format!("{failed} of {total} writes failed"));
+    }
+    Ok(())
+}
+
+/// Awaits every future, in order (a tiny join_all without another dependency).
+async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut outputs = Vec::with_capacity(futures.len());
+    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    // Poll all concurrently: spawn-free, via a select-like loop over pinned futures.
+    let mut results: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all_done = true;
+        for (i, future) in pinned.iter_mut().enumerate() {
+            if results[i].is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(output) => results[i] = Some(output),
+                    std::task::Poll::Pending => all_done = false,
+                }
+            }
+        }
+        if all_done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    outputs.extend(results.into_iter().flatten());
+    outputs
+}

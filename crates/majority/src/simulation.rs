@@ -1,0 +1,145 @@
+//! The randomized simulation of simple majority, callable from tests and from
+//! `cargo xtask sim --mechanism majority --seeds N` (feature `simulation`).
+//!
+//! Each seed runs [`concord_sim::randomized::run`] with simple majority's config on three nodes:
+//! message loss up to 30%, duplication, reordering (random delays), symmetric, one-way and
+//! flapping partitions, crashes and restarts, and a 5% clock-rate spread, with clients writing,
+//! compare-and-swapping and adding on three shared keys. Then everything heals: a fresh write must
+//! be accepted and every node must converge to the same state, and the write history must be
+//! linearizable per key. Throughout, [`OneValuePerSlot`] checks the guarantee.
+//!
+//! ```no_run
+//! let summary = concord_majority::simulation::run_seeds(0..2000);
+//! assert!(summary.failures.is_empty(), "{summary}");
+//! println!("{summary}");
+//! ```
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::time::Duration;
+
+use bytes::Bytes;
+use concord_core::config::{Config, MechanismKind};
+use concord_core::event::Event;
+use concord_core::id::NodeId;
+use concord_core::mechanism::Ready;
+use concord_sim::randomized::{self, Options, Report, SeedSummary};
+use concord_sim::{Invariant, MechanismFactory, SimView, Violation};
+
+use crate::Majority;
+
+/// The config every simulated node runs: simple majority, `quorum: 0.51`, a one-second timeout,
+/// small snapshot intervals so that snapshots and snapshot catch-up happen within a run.
+pub fn config() -> Config {
+    let mut config = Config::for_mechanism(MechanismKind::SimpleMajority);
+    config.timeout = Duration::from_millis(1000);
+    config.heartbeat_interval = Duration::from_millis(100);
+    config.snapshot_interval = 16;
+    config
+}
+
+/// The scenario's options: simple majority's config and invariant, the Raft fault model.
+pub fn options() -> Options {
+    let mut options = Options::new(config());
+    options.max_loss = 0.3;
+    options.max_duplicate = 0.1;
+    options.invariants = invariants;
+    // The liveness phase may first have to wait out recoveries of slots left open by the faults.
+    options.duration_liveness = Duration::from_secs(20);
+    options
+}
+
+/// The invariants of a simple-majority run.
+pub fn invariants() -> Vec<Box<dyn Invariant>> {
+    vec![Box::new(OneValuePerSlot::default())]
+}
+
+/// Builds correct simple-majority nodes.
+pub fn factory() -> MechanismFactory {
+    concord_sim::factory(Majority::new)
+}
+
+/// Builds nodes with a deliberately broken behaviour.
+#[cfg(feature = "broken-variants")]
+pub fn broken_factory(bug: crate::Bug) -> MechanismFactory {
+    concord_sim::factory(move |setup| Majority::with_bug(setup, bug))
+}
+
+/// Runs one seed.
+pub fn run_seed(seed: u64) -> Result<Report, Violation> {
+    randomized::run(seed, factory, &options())
+}
+
+/// Runs every seed in `seeds` and summarizes (failures carry the seed that reproduces them).
+pub fn run_seeds(seeds: Range<u64>) -> SeedSummary {
+    let options = options();
+    randomized::run_seeds(seeds, |seed| randomized::run(seed, factory, &options))
+}
+
+/// At most one value is accepted per (key, version), on any node, and every node that applies
+/// version `v` of a key applies the same value there — so each accepted value is the one applied
+/// everywhere.
+///
+/// It watches every `Ready`: the changes of accepted
+/// [`ProposalResult`](concord_core::event::ProposalResult)s (a retry with the same client session
+/// gets the first result back, so it repeats the same changes) and the `state:changed` events every
+/// node emits for each change it applies.
+#[derive(Debug, Default)]
+pub struct OneValuePerSlot {
+    /// (key, version) → the value applied there and the node that applied it first.
+    applied: BTreeMap<(String, u64), (Option<Bytes>, NodeId)>,
+    /// (key, version after) → who had it accepted, and the value.
+    accepted: BTreeMap<(String, u64), (String, Option<Bytes>)>,
+}
+
+impl Invariant for OneValuePerSlot {
+    fn after_ready(&mut self, node: &NodeId, ready: &Ready, _view: &SimView<'_>) -> Result<(), String> {
+        for event in &ready.events {
+            if let Event::StateChanged { key, new_value, version, .. } = event {
+                let slot = (key.clone(), *version);
+                match self.applied.get(&slot) {
+                    Some((value, first)) if value != new_value => {
+                        return Err(format!(
+                            "{node} applied {new_value:?} at {key:?} version {version}, but {first} applied {value:?}"
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.applied.insert(slot, (new_value.clone(), node.clone()));
+                    }
+                }
+            }
+        }
+        for result in ready.results.iter().filter(|result| result.accepted) {
+            let Some(output) = &result.output else {
+                return Err(format!("{node}: accepted {} without an output", result.proposal_id));
+            };
+            let identity = result.proposal_id.to_string();
+            for change in &output.changes {
+                let slot = (change.key.clone(), change.version);
+                // A retry with the same client session gets the first result back: same changes.
+                match self.accepted.get(&slot) {
+                    Some((first, value)) if *value != change.new_value => {
+                        return Err(format!(
+                            "two values accepted at {:?} version {}: {first} ({value:?}) and {identity} ({:?}) on {node}",
+                            change.key, change.version, change.new_value
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.accepted.insert(slot.clone(), (identity.clone(), change.new_value.clone()));
+                    }
+                }
+                if let Some((applied, first)) = self.applied.get(&slot) {
+                    if *applied != change.new_value {
+                        return Err(format!(
+                            "{identity} accepted {:?} at {:?} version {} on {node}, but {first} applied {applied:?}",
+                            change.new_value, change.key, change.version
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

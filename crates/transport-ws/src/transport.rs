@@ -1,0 +1,599 @@
+//! The WebSocket transport: one outbound link per peer (this node dials, sends frames), and the
+//! inbound links peers dial (this node reads frames). Each link authenticates before any frame.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use concord_core::codec::{Codec, CodecError};
+use concord_core::id::{NodeId, NodeInfo};
+use concord_core::transport::{Incoming, Transport, TransportError};
+use futures_util::{SinkExt, StreamExt};
+use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::task::AbortHandle;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::auth::{self, Challenge, HandshakeError, Hello, Transcript};
+use crate::backoff::{link_seed, Backoff};
+use crate::{LinkError, WsError, WsOptions};
+
+/// Keepalive intervals without any answer before an outbound link is declared down.
+const KEEPALIVE_MISSES_MAX: u32 = 3;
+
+/// Any byte stream a WebSocket can run over: plain TCP or TLS.
+trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for T {}
+type Socket = WebSocketStream<Box<dyn ByteStream>>;
+
+/// A WebSocket [`Transport`]; see the crate documentation.
+pub struct WsTransport {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+}
+
+/// Counters for operators and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WsStats {
+    /// Inbound connections refused before or during the handshake (bad secret, unknown peer,
+    /// malformed handshake, timeout, too many handshakes at once).
+    pub handshakes_refused: u64,
+    /// Inbound connections closed because an authenticated peer sent a bad or oversized frame.
+    pub links_closed_for_bad_frames: u64,
+}
+
+struct Shared {
+    options: WsOptions,
+    codec: Codec,
+    websocket_config: WebSocketConfig,
+    tls: Option<(tokio_rustls::TlsAcceptor, tokio_rustls::TlsConnector)>,
+    runtime: tokio::runtime::Handle,
+    peers: Mutex<BTreeMap<NodeId, PeerLink>>,
+    inbound: Mutex<BTreeMap<NodeId, InboundLink>>,
+    status: Mutex<BTreeMap<NodeId, LinkStatus>>,
+    status_changed: Notify,
+    inbox_sender: mpsc::Sender<(NodeId, Bytes)>,
+    inbox: tokio::sync::Mutex<mpsc::Receiver<(NodeId, Bytes)>>,
+    closed: watch::Sender<bool>,
+    accept_task: Mutex<Option<AbortHandle>>,
+    handshakes_in_progress: AtomicUsize,
+    next_connection: AtomicU64,
+    handshakes_refused: AtomicU64,
+    links_closed_for_bad_frames: AtomicU64,
+}
+
+struct PeerLink {
+    address: String,
+    queue: mpsc::Sender<Bytes>,
+    task: AbortHandle,
+}
+
+/// An authenticated inbound connection; dropping it closes the connection.
+struct InboundLink {
+    connection: u64,
+    _stop: oneshot::Sender<()>,
+}
+
+/// Whether the outbound link is up, and what the application was last told.
+#[derive(Default)]
+struct LinkStatus {
+    up: bool,
+    reported_up: bool,
+}
+
+impl WsTransport {
+    /// Validates `options`, binds the listen address and starts accepting peers. Must be called
+    /// inside a tokio runtime; the transport's tasks run on it.
+    pub async fn bind(options: WsOptions) -> Result<Arc<WsTransport>, WsError> {
+        options.validate()?;
+        let listener = TcpListener::bind(options.listen_address)
+            .await
+            .map_err(|source| WsError::Bind { address: options.listen_address, source })?;
+        let local_addr =
+            listener.local_addr().map_err(|source| WsError::Bind { address: options.listen_address, source })?;
+        let websocket_config = WebSocketConfig::default()
+            .max_message_size(Some(options.frame_bytes_max))
+            .max_frame_size(Some(options.frame_bytes_max));
+        let tls = options.tls.as_ref().map(|tls| {
+            (tokio_rustls::TlsAcceptor::from(tls.server.clone()), tokio_rustls::TlsConnector::from(tls.client.clone()))
+        });
+        let (inbox_sender, inbox) = mpsc::channel(options.receive_queue_frames_max);
+        let shared = Arc::new(Shared {
+            codec: Codec { max_frame_bytes: options.frame_bytes_max, compression_threshold_bytes: None },
+            options,
+            websocket_config,
+            tls,
+            runtime: tokio::runtime::Handle::current(),
+            peers: Mutex::new(BTreeMap::new()),
+            inbound: Mutex::new(BTreeMap::new()),
+            status: Mutex::new(BTreeMap::new()),
+            status_changed: Notify::new(),
+            inbox_sender,
+            inbox: tokio::sync::Mutex::new(inbox),
+            closed: watch::Sender::new(false),
+            accept_task: Mutex::new(None),
+            handshakes_in_progress: AtomicUsize::new(0),
+            next_connection: AtomicU64::new(1),
+            handshakes_refused: AtomicU64::new(0),
+            links_closed_for_bad_frames: AtomicU64::new(0),
+        });
+        let accept = tokio::spawn(accept_loop(shared.clone(), listener));
+        *shared.accept_task.lock() = Some(accept.abort_handle());
+        Ok(Arc::new(WsTransport { shared, local_addr }))
+    }
+
+    /// The address the transport listens on (with the OS-chosen port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &NodeId {
+        &self.shared.options.node_id
+    }
+
+    /// Counters since the transport started.
+    pub fn stats(&self) -> WsStats {
+        WsStats {
+            handshakes_refused: self.shared.handshakes_refused.load(Ordering::Relaxed),
+            links_closed_for_bad_frames: self.shared.links_closed_for_bad_frames.load(Ordering::Relaxed),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        *self.shared.closed.borrow()
+    }
+
+    /// The next link-status change the application has not been told about yet.
+    fn take_status_change(&self) -> Option<Incoming> {
+        let mut status = self.shared.status.lock();
+        for (peer, link) in status.iter_mut() {
+            if link.up != link.reported_up {
+                link.reported_up = link.up;
+                return Some(if link.up {
+                    Incoming::PeerConnected(peer.clone())
+                } else {
+                    Incoming::PeerDisconnected(peer.clone())
+                });
+            }
+        }
+        None
+    }
+}
+
+impl Drop for WsTransport {
+    fn drop(&mut self) {
+        self.shared.shut_down();
+    }
+}
+
+impl Shared {
+    fn set_link_up(&self, peer: &NodeId, up: bool) {
+        let mut status = self.status.lock();
+        // A peer removed meanwhile stays removed.
+        if let Some(link) = status.get_mut(peer) {
+            link.up = up;
+            drop(status);
+            self.status_changed.notify_one();
+        }
+    }
+
+    fn shut_down(&self) {
+        self.closed.send_replace(true);
+        if let Some(accept) = self.accept_task.lock().take() {
+            accept.abort();
+        }
+        let peers = std::mem::take(&mut *self.peers.lock());
+        for link in peers.values() {
+            link.task.abort();
+        }
+        self.inbound.lock().clear();
+        self.status.lock().clear();
+    }
+}
+
+#[async_trait]
+impl Transport for WsTransport {
+    /// Queues `frames` for `to`, all or none: if the peer's queue has no room for all of them the
+    /// call fails with `QueueFull` and queues nothing. While the link is down (peer restarting,
+    /// reconnect backoff) frames wait in the queue up to its limit; frames being written when a
+    /// link breaks are lost, which the mechanisms tolerate.
+    async fn send(&self, to: &NodeId, frames: Vec<Bytes>) -> Result<(), TransportError> {
+        if self.is_closed() {
+            return Err(TransportError::Closed);
+        }
+        let limit = self.shared.options.frame_bytes_max;
+        if let Some(frame) = frames.iter().find(|frame| frame.len() > limit) {
+            return Err(TransportError::FrameTooLarge { size: frame.len(), limit });
+        }
+        let queue = match self.shared.peers.lock().get(to) {
+            Some(link) => link.queue.clone(),
+            None => return Err(TransportError::UnknownPeer(to.clone())),
+        };
+        if frames.is_empty() {
+            return Ok(());
+        }
+        let queue_limit = self.shared.options.send_queue_frames_max;
+        let permits = queue.try_reserve_many(frames.len()).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(()) => TransportError::QueueFull { peer: to.clone(), limit: queue_limit },
+            mpsc::error::TrySendError::Closed(()) => TransportError::Closed,
+        })?;
+        for (permit, frame) in permits.zip(frames) {
+            permit.send(frame);
+        }
+        Ok(())
+    }
+
+    async fn recv(&self) -> Result<Incoming, TransportError> {
+        let mut closed = self.shared.closed.subscribe();
+        loop {
+            if *closed.borrow_and_update() {
+                return Err(TransportError::Closed);
+            }
+            if let Some(change) = self.take_status_change() {
+                return Ok(change);
+            }
+            let mut inbox = self.shared.inbox.lock().await;
+            tokio::select! {
+                biased;
+                _ = closed.changed() => return Err(TransportError::Closed),
+                _ = self.shared.status_changed.notified() => continue,
+                frame = inbox.recv() => match frame {
+                    Some((from, frame)) => return Ok(Incoming::Frame { from, frame }),
+                    None => return Err(TransportError::Closed),
+                },
+            }
+        }
+    }
+
+    fn add_peer(&self, peer: &NodeInfo) -> Result<(), TransportError> {
+        if self.is_closed() {
+            return Err(TransportError::Closed);
+        }
+        if peer.id == self.shared.options.node_id {
+            return Ok(());
+        }
+        parse_address(&peer.address).map_err(|error| TransportError::Link(error.to_string()))?;
+        let mut peers = self.shared.peers.lock();
+        if let Some(existing) = peers.get(&peer.id) {
+            if existing.address == peer.address {
+                return Ok(());
+            }
+            existing.task.abort();
+        }
+        // A new address is a new link: the old one's queue goes with it.
+        let (queue, receiver) = mpsc::channel(self.shared.options.send_queue_frames_max);
+        self.shared.status.lock().insert(peer.id.clone(), LinkStatus::default());
+        let task = self.shared.runtime.spawn(run_outbound(
+            self.shared.clone(),
+            peer.id.clone(),
+            peer.address.clone(),
+            receiver,
+        ));
+        peers.insert(peer.id.clone(), PeerLink { address: peer.address.clone(), queue, task: task.abort_handle() });
+        Ok(())
+    }
+
+    fn remove_peer(&self, peer: &NodeId) {
+        if let Some(link) = self.shared.peers.lock().remove(peer) {
+            link.task.abort();
+        }
+        self.shared.status.lock().remove(peer);
+        self.shared.inbound.lock().remove(peer);
+    }
+
+    async fn close(&self) {
+        self.shared.shut_down();
+    }
+}
+
+/// Splits `ws://host:port/path`, `wss://…`, `tcp://…` or `host:port` into `host:port` and the host
+/// alone (for TLS name checks).
+pub(crate) fn parse_address(address: &str) -> Result<(String, String), LinkError> {
+    let bad = |reason: &str| LinkError::Address { address: address.to_owned(), reason: reason.to_owned() };
+    let rest = ["ws://", "wss://", "tcp://"].iter().find_map(|scheme| address.strip_prefix(scheme)).unwrap_or(address);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let Some((host, port)) = authority.rsplit_once(':') else {
+        return Err(bad("expected host:port"));
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(bad("expected host:port with a numeric port"));
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok((authority.to_owned(), host.to_owned()))
+}
+
+/// Keeps one outbound link to `peer` alive until the task is aborted: dial, authenticate, write
+/// queued frames in batches, and on any failure back off and dial again.
+async fn run_outbound(shared: Arc<Shared>, peer: NodeId, address: String, mut queue: mpsc::Receiver<Bytes>) {
+    let options = &shared.options;
+    let mut backoff = Backoff::new(
+        options.reconnect_backoff_min,
+        options.reconnect_backoff_max,
+        link_seed(options.node_id.as_str(), peer.as_str()),
+    );
+    loop {
+        match tokio::time::timeout(options.handshake_timeout, dial(&shared, &peer, &address)).await {
+            Ok(Ok(socket)) => {
+                backoff.reset();
+                shared.set_link_up(&peer, true);
+                tracing::debug!(node = %options.node_id, %peer, "link up");
+                let error = pump(&shared, socket, &mut queue).await;
+                shared.set_link_up(&peer, false);
+                tracing::info!(node = %options.node_id, %peer, %error, "link down; reconnecting");
+            }
+            Ok(Err(error)) => tracing::debug!(node = %options.node_id, %peer, %error, "cannot reach peer"),
+            Err(_) => {
+                let error = LinkError::Handshake(HandshakeError::Timeout);
+                tracing::debug!(node = %options.node_id, %peer, %error, "cannot reach peer");
+            }
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+/// Connects to `peer` and runs the dialer's side of the handshake.
+async fn dial(shared: &Shared, peer: &NodeId, address: &str) -> Result<Socket, LinkError> {
+    let options = &shared.options;
+    let (authority, host) = parse_address(address)?;
+    let tcp = TcpStream::connect(authority.as_str()).await?;
+    tcp.set_nodelay(true)?;
+    let stream: Box<dyn ByteStream> = match &shared.tls {
+        Some((_, connector)) => {
+            let name = rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|error| LinkError::Address { address: address.to_owned(), reason: error.to_string() })?;
+            Box::new(connector.connect(name, tcp).await?)
+        }
+        None => Box::new(tcp),
+    };
+    let scheme = if shared.tls.is_some() { "wss" } else { "ws" };
+    let (mut socket, _response) = tokio_tungstenite::client_async_with_config(
+        format!("{scheme}://{authority}/concord"),
+        stream,
+        Some(shared.websocket_config),
+    )
+    .await?;
+    let hello = Hello { cluster_id: options.cluster_id, node_id: options.node_id.clone(), nonce: auth::fresh_nonce()? };
+    socket.send(Message::Binary(auth::encode_hello(&hello).into())).await?;
+    let challenge: Challenge = auth::decode_challenge(&next_binary(&mut socket).await?)?;
+    if challenge.node_id != *peer {
+        return Err(HandshakeError::UnexpectedPeer { expected: peer.clone(), got: challenge.node_id }.into());
+    }
+    let transcript = Transcript {
+        secret: &options.cluster_secret,
+        cluster_id: options.cluster_id,
+        dialer: &options.node_id,
+        listener: peer,
+        dialer_nonce: &hello.nonce,
+        listener_nonce: &challenge.nonce,
+    };
+    transcript.verify_listener(&challenge.proof)?;
+    socket.send(Message::Binary(auth::encode_proof(&transcript.dialer_proof()).into())).await?;
+    auth::decode_welcome(&next_binary(&mut socket).await?)?;
+    Ok(socket)
+}
+
+/// The next binary message of the handshake; pings are skipped, anything else ends it.
+async fn next_binary(socket: &mut Socket) -> Result<Bytes, LinkError> {
+    loop {
+        match socket.next().await {
+            Some(Ok(Message::Binary(data))) => return Ok(data),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Close(_))) | None => return Err(HandshakeError::Closed.into()),
+            Some(Ok(_)) => return Err(HandshakeError::Malformed("expected a binary message").into()),
+            Some(Err(error)) => return Err(error.into()),
+        }
+    }
+}
+
+/// Writes queued frames to an authenticated outbound link until it fails (the error says why) or
+/// the queue is dropped (the peer was removed). Feeds a batch, then flushes once.
+async fn pump(shared: &Shared, socket: Socket, queue: &mut mpsc::Receiver<Bytes>) -> LinkError {
+    let options = &shared.options;
+    let (mut sink, mut stream) = socket.split();
+    let mut keepalive = tokio::time::interval(options.keepalive_interval);
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            frame = queue.recv() => {
+                let Some(frame) = frame else {
+                    let _ = sink.close().await;
+                    return LinkError::ClosedByPeer;
+                };
+                if let Err(error) = sink.feed(Message::Binary(frame)).await {
+                    return error.into();
+                }
+                for _ in 1..options.write_batch_frames_max {
+                    let Ok(frame) = queue.try_recv() else { break };
+                    if let Err(error) = sink.feed(Message::Binary(frame)).await {
+                        return error.into();
+                    }
+                }
+                if let Err(error) = sink.flush().await {
+                    return error.into();
+                }
+            }
+            message = stream.next() => match message {
+                Some(Ok(Message::Pong(_) | Message::Ping(_))) => last_heard = tokio::time::Instant::now(),
+                Some(Ok(Message::Close(_))) | None => return LinkError::ClosedByPeer,
+                Some(Ok(_)) => return LinkError::UnexpectedMessage("data on an outbound link"),
+                Some(Err(error)) => return error.into(),
+            },
+            _ = keepalive.tick() => {
+                if last_heard.elapsed() > options.keepalive_interval * KEEPALIVE_MISSES_MAX {
+                    return LinkError::KeepaliveTimeout;
+                }
+                if let Err(error) = sink.send(Message::Ping(Bytes::new())).await {
+                    return error.into();
+                }
+            }
+        }
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: do not spin.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if shared.handshakes_in_progress.load(Ordering::Acquire) >= shared.options.handshakes_in_progress_max {
+            shared.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%remote, "too many handshakes in progress; closing the connection");
+            continue;
+        }
+        shared.handshakes_in_progress.fetch_add(1, Ordering::AcqRel);
+        tokio::spawn(run_inbound(shared.clone(), tcp, remote));
+    }
+}
+
+/// Authenticates one inbound connection, then reads its frames into the inbox until it closes,
+/// misbehaves, or is replaced by a newer connection from the same peer.
+async fn run_inbound(shared: Arc<Shared>, tcp: TcpStream, remote: SocketAddr) {
+    let accepted = tokio::time::timeout(shared.options.handshake_timeout, accept(&shared, tcp)).await;
+    shared.handshakes_in_progress.fetch_sub(1, Ordering::AcqRel);
+    let (peer, mut socket) = match accepted {
+        Ok(Ok(accepted)) => accepted,
+        Ok(Err(error)) => {
+            shared.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(node = %shared.options.node_id, %remote, %error, "refused a connection");
+            return;
+        }
+        Err(_) => {
+            shared.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+            let error = LinkError::Handshake(HandshakeError::Timeout);
+            tracing::warn!(node = %shared.options.node_id, %remote, %error, "refused a connection");
+            return;
+        }
+    };
+    let connection = shared.next_connection.fetch_add(1, Ordering::Relaxed);
+    let (stop_sender, mut stop) = oneshot::channel();
+    {
+        let mut inbound = shared.inbound.lock();
+        if *shared.closed.borrow() || !shared.peers.lock().contains_key(&peer) {
+            return;
+        }
+        // A peer that restarted dials again while its old connection may linger: the newest wins.
+        inbound.insert(peer.clone(), InboundLink { connection, _stop: stop_sender });
+    }
+    let error = loop {
+        let message = tokio::select! {
+            _ = &mut stop => return,
+            message = socket.next() => message,
+        };
+        match message {
+            Some(Ok(Message::Binary(frame))) => {
+                if let Err(error) = check_frame(&shared.codec, &frame) {
+                    shared.links_closed_for_bad_frames.fetch_add(1, Ordering::Relaxed);
+                    break Some(error);
+                }
+                // Bounded: when the application falls behind this waits, reading stops, TCP pushes
+                // back, and the sender's queue fills up instead of our memory.
+                tokio::select! {
+                    _ = &mut stop => return,
+                    sent = shared.inbox_sender.send((peer.clone(), frame)) => if sent.is_err() { return },
+                }
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+            Some(Ok(Message::Close(_))) | None => break None,
+            Some(Ok(Message::Text(_))) => break Some(LinkError::UnexpectedMessage("text")),
+            Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
+                shared.links_closed_for_bad_frames.fetch_add(1, Ordering::Relaxed);
+                break Some(LinkError::FrameTooLarge { limit: shared.options.frame_bytes_max });
+            }
+            Some(Err(error)) => break Some(error.into()),
+        }
+    };
+    if let Some(error) = error {
+        tracing::warn!(node = %shared.options.node_id, %peer, %error, "closing inbound link");
+        let _ = socket.close(None).await;
+    }
+    let mut inbound = shared.inbound.lock();
+    if inbound.get(&peer).is_some_and(|link| link.connection == connection) {
+        inbound.remove(&peer);
+    }
+}
+
+/// The listener's side of the handshake; returns the authenticated peer.
+async fn accept(shared: &Shared, tcp: TcpStream) -> Result<(NodeId, Socket), LinkError> {
+    let options = &shared.options;
+    tcp.set_nodelay(true)?;
+    let stream: Box<dyn ByteStream> = match &shared.tls {
+        Some((acceptor, _)) => Box::new(acceptor.accept(tcp).await?),
+        None => Box::new(tcp),
+    };
+    let mut socket = tokio_tungstenite::accept_async_with_config(stream, Some(shared.websocket_config)).await?;
+    let hello = auth::decode_hello(&next_binary(&mut socket).await?)?;
+    if hello.cluster_id != options.cluster_id {
+        return Err(HandshakeError::WrongCluster { expected: options.cluster_id, got: hello.cluster_id }.into());
+    }
+    if !shared.peers.lock().contains_key(&hello.node_id) {
+        return Err(HandshakeError::UnknownPeer(hello.node_id).into());
+    }
+    let nonce = auth::fresh_nonce()?;
+    let transcript = Transcript {
+        secret: &options.cluster_secret,
+        cluster_id: options.cluster_id,
+        dialer: &hello.node_id,
+        listener: &options.node_id,
+        dialer_nonce: &hello.nonce,
+        listener_nonce: &nonce,
+    };
+    let challenge = Challenge { node_id: options.node_id.clone(), nonce, proof: transcript.listener_proof() };
+    socket.send(Message::Binary(auth::encode_challenge(&challenge).into())).await?;
+    let proof = auth::decode_proof(&next_binary(&mut socket).await?)?;
+    transcript.verify_dialer(&proof)?;
+    socket.send(Message::Binary(auth::encode_welcome().into())).await?;
+    Ok((hello.node_id, socket))
+}
+
+/// A frame from an authenticated peer must be exactly one codec frame within the limit.
+fn check_frame(codec: &Codec, frame: &[u8]) -> Result<(), LinkError> {
+    match codec.frame_length(frame) {
+        Ok(Some(declared)) if declared == frame.len() => Ok(()),
+        Ok(Some(declared)) => Err(LinkError::FrameLengthMismatch { declared, actual: frame.len() }),
+        Ok(None) => Err(LinkError::BadFrame(CodecError::Truncated { needed: 4, available: frame.len() })),
+        Err(error) => Err(LinkError::BadFrame(error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse_with_or_without_a_scheme() {
+        assert_eq!(parse_address("ws://10.0.0.2:7000").unwrap(), ("10.0.0.2:7000".into(), "10.0.0.2".into()));
+        assert_eq!(parse_address("wss://node-1:7000/x").unwrap(), ("node-1:7000".into(), "node-1".into()));
+        assert_eq!(parse_address("localhost:5002").unwrap(), ("localhost:5002".into(), "localhost".into()));
+        assert_eq!(parse_address("[::1]:5002").unwrap(), ("[::1]:5002".into(), "::1".into()));
+        for bad in ["", "ws://", "host", "host:port", ":80", "ws://host:99999"] {
+            assert!(parse_address(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn frames_are_checked_against_their_length_prefix_and_the_limit() {
+        let codec = Codec { max_frame_bytes: 64, compression_threshold_bytes: None };
+        let mut frame = vec![0, 0, 0, 4, 1, 0, 9, 9];
+        assert!(check_frame(&codec, &frame).is_ok());
+        frame.push(0);
+        assert!(matches!(check_frame(&codec, &frame), Err(LinkError::FrameLengthMismatch { .. })));
+        assert!(matches!(check_frame(&codec, &[0, 0]), Err(LinkError::BadFrame(_))));
+        assert!(matches!(check_frame(&codec, &[0, 0, 1, 0, 1, 0]), Err(LinkError::BadFrame(_))));
+    }
+}
