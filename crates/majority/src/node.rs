@@ -11,8 +11,8 @@ use concord_core::event::{DebugState, Event, ProposalResult, Role, Votes};
 use concord_core::id::{LogIndex, Member, MemberRole, Membership, NodeId, ProposalId, Term};
 use concord_core::mechanism::{Mechanism, MembershipChange, Outbound, ReadId, Ready, Setup, SetupError};
 use concord_core::message::{
-    Ballot, CastVote, Decision, Entry, EntryPayload, MajorityMessage, Message, PromiseOutcome, Proposal, Slot,
-    Snapshot, SnapshotMeta, MEMBERSHIP_KEY,
+    Ballot, CastVote, Decision, Entry, EntryPayload, MajorityMessage, Message, PromiseOutcome, Proposal,
+    Slot, Snapshot, SnapshotMeta, MEMBERSHIP_KEY,
 };
 use concord_core::state_machine::{ApplyContext, Replica};
 use concord_core::storage::RecordWrite;
@@ -28,8 +28,9 @@ const MEMBERSHIP_HISTORY_MAX: usize = 8;
 /// Bytes reserved for a catch-up message's envelope, next to its decisions.
 const MESSAGE_OVERHEAD_BYTES: usize = 1024;
 
-/// A deliberately broken behaviour, for proving that the simulator catches it.
-#[cfg(feature = "broken-variants")]
+/// A deliberately broken behaviour, for proving that the simulator catches it. Only the
+/// `broken-variants` feature exports it and [`Majority::with_bug`].
+#[cfg_attr(not(feature = "broken-variants"), allow(dead_code, unreachable_pub))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Bug {
@@ -218,18 +219,13 @@ pub struct Majority {
     self_after_persist: Vec<MajorityMessage>,
     awaiting_persist: VecDeque<(u64, Vec<MajorityMessage>)>,
     replaying: bool,
-    bug: MaybeBug,
+    bug: Option<Bug>,
 }
-
-#[cfg(feature = "broken-variants")]
-type MaybeBug = Option<Bug>;
-#[cfg(not(feature = "broken-variants"))]
-type MaybeBug = ();
 
 impl Majority {
     /// Starts a node: rebuilds its state from `setup.recovered` (snapshot, decision log, votes).
     pub fn new(setup: Setup) -> Result<Majority, SetupError> {
-        Self::start(setup, MaybeBug::default())
+        Self::start(setup, None)
     }
 
     /// Starts a node with a deliberately broken behaviour (tests only).
@@ -238,13 +234,16 @@ impl Majority {
         Self::start(setup, Some(bug))
     }
 
-    fn start(setup: Setup, bug: MaybeBug) -> Result<Majority, SetupError> {
+    fn start(setup: Setup, bug: Option<Bug>) -> Result<Majority, SetupError> {
         let Setup { node_id, config, initial_members, recovered, seed, replica } = setup;
         config.validate()?;
         if config.mechanism != MechanismKind::SimpleMajority {
             return Err(SetupError::Config(concord_core::config::ConfigError::Invalid {
                 field: "mechanism",
-                reason: format!("concord-majority runs \"simple_majority\", not {:?}", config.mechanism.as_str()),
+                reason: format!(
+                    "concord-majority runs \"simple_majority\", not {:?}",
+                    config.mechanism.as_str()
+                ),
             }));
         }
         let limits = Limits::from_config(&config);
@@ -308,7 +307,10 @@ impl Majority {
                 )));
             }
             let Some((key, decision)) = decode_entry(entry) else {
-                return Err(SetupError::Recovered(format!("entry {} is not a simple-majority decision", entry.index)));
+                return Err(SetupError::Recovered(format!(
+                    "entry {} is not a simple-majority decision",
+                    entry.index
+                )));
             };
             let slot = node.position(&key).slot(&key);
             node.apply(Instant::ZERO, slot, decision);
@@ -349,15 +351,8 @@ impl Majority {
         Ok(node)
     }
 
-    #[cfg(feature = "broken-variants")]
     fn has_bug_forget_votes(&self) -> bool {
         self.bug == Some(Bug::ForgetVotesOnRestart)
-    }
-
-    #[cfg(not(feature = "broken-variants"))]
-    fn has_bug_forget_votes(&self) -> bool {
-        let () = self.bug;
-        false
     }
 
     /// Installs a validator that every fast-round proposal this node votes on must pass.
@@ -450,7 +445,9 @@ impl Majority {
         if *to == self.node_id {
             self.self_after_persist.push(message);
         } else {
-            self.out.persisted_messages.push(Outbound { to: to.clone(), message: Message::Majority(message) });
+            self.out
+                .persisted_messages
+                .push(Outbound { to: to.clone(), message: Message::Majority(message) });
         }
     }
 
@@ -506,7 +503,8 @@ impl Majority {
     fn validate_command(&self, command: &Command) -> Result<String, ProposalError> {
         let invalid = |reason: String| Err(ProposalError::Invalid(reason));
         let keys = command.keys();
-        let Some(first) = keys.first().copied().or(matches!(command, Command::Custom(_)).then_some("")) else {
+        let Some(first) = keys.first().copied().or(matches!(command, Command::Custom(_)).then_some(""))
+        else {
             return invalid("an empty batch decides nothing".into());
         };
         if keys.iter().any(|key| *key != first) {
@@ -520,7 +518,11 @@ impl Majority {
             return invalid("the key is reserved for membership changes".into());
         }
         if first.len() > self.config.max_key_bytes as usize {
-            return invalid(format!("key of {} bytes exceeds maxKeyBytes ({})", first.len(), self.config.max_key_bytes));
+            return invalid(format!(
+                "key of {} bytes exceeds maxKeyBytes ({})",
+                first.len(),
+                self.config.max_key_bytes
+            ));
         }
         if let Command::Batch(commands) = command {
             if commands.len() > self.config.max_batch_commands as usize {
@@ -538,7 +540,13 @@ impl Majority {
         Ok(first.to_owned())
     }
 
-    fn admit(&mut self, now: Instant, id: ProposalId, key: String, kind: PendingKind) -> Result<(), ProposalError> {
+    fn admit(
+        &mut self,
+        now: Instant,
+        id: ProposalId,
+        key: String,
+        kind: PendingKind,
+    ) -> Result<(), ProposalError> {
         if !self.membership.is_voter(&self.node_id) {
             return Err(ProposalError::Invalid(format!("{} is not a voting member", self.node_id)));
         }
@@ -672,7 +680,8 @@ impl Majority {
                 None => return invalid(format!("{} is not a member", info.id)),
             },
         }
-        QuorumRule::new(self.config.quorum, next.voter_count(), self.config.advisory).map_err(quorum_error)?;
+        QuorumRule::new(self.config.quorum, next.voter_count(), self.config.advisory)
+            .map_err(quorum_error)?;
         Ok(next)
     }
 
@@ -731,13 +740,26 @@ impl Majority {
 
     // ----- voting (acceptor) -----
 
-    fn on_propose(&mut self, now: Instant, from: NodeId, slot: Slot, ballot: Ballot, epoch: u64, decision: Decision) {
+    fn on_propose(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        slot: Slot,
+        ballot: Ballot,
+        epoch: u64,
+        decision: Decision,
+    ) {
         let round = ballot.round.0;
         if round == 0 {
             self.event(Event::VoteRequested { from: from.clone(), term: Term(slot.version) });
         }
         let against = |node: &mut Self, reason: String| {
-            let vote = MajorityMessage::Vote { slot: slot.clone(), ballot: ballot.clone(), granted: false, reason: Some(reason) };
+            let vote = MajorityMessage::Vote {
+                slot: slot.clone(),
+                ballot: ballot.clone(),
+                granted: false,
+                reason: Some(reason),
+            };
             node.send(&from, vote);
         };
         if self.is_past(&slot) {
@@ -806,8 +828,13 @@ impl Majority {
         }
         if self.config.voting == VotingMode::Manual && from != self.node_id {
             if let Decision::Proposal { proposal, .. } = &decision {
-                if self.manual.len() >= self.limits.manual_ballots_max && !self.manual.contains_key(&proposal.id) {
-                    return against(self, format!("busy: {} proposals await a manual vote", self.limits.manual_ballots_max));
+                if self.manual.len() >= self.limits.manual_ballots_max
+                    && !self.manual.contains_key(&proposal.id)
+                {
+                    return against(
+                        self,
+                        format!("busy: {} proposals await a manual vote", self.limits.manual_ballots_max),
+                    );
                 }
                 if !self.manual.contains_key(&proposal.id) {
                     self.event(Event::ProposalReceived {
@@ -835,9 +862,20 @@ impl Majority {
         self.grant(now, from, slot, ballot, epoch, decision)
     }
 
-    fn grant(&mut self, now: Instant, to: NodeId, slot: Slot, ballot: Ballot, epoch: u64, decision: Decision) {
+    fn grant(
+        &mut self,
+        now: Instant,
+        to: NodeId,
+        slot: Slot,
+        ballot: Ballot,
+        epoch: u64,
+        decision: Decision,
+    ) {
         let acceptance = self.acceptances.entry(slot.clone()).or_default();
-        let changed = acceptance.voted.as_ref().map_or(true, |voted| voted.ballot != ballot || voted.decision != decision);
+        let changed = acceptance
+            .voted
+            .as_ref()
+            .map_or(true, |voted| voted.ballot != ballot || voted.decision != decision);
         if ballot.round.0 > 0 {
             acceptance.promised = Some(ballot.clone());
         }
@@ -937,7 +975,15 @@ impl Majority {
 
     // ----- counting votes -----
 
-    fn on_vote(&mut self, now: Instant, from: NodeId, slot: Slot, ballot: Ballot, granted: bool, reason: Option<String>) {
+    fn on_vote(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        slot: Slot,
+        ballot: Ballot,
+        granted: bool,
+        reason: Option<String>,
+    ) {
         if ballot.node != self.node_id || ballot.incarnation != self.incarnation {
             return; // A vote for an earlier life of this node.
         }
@@ -1034,7 +1080,8 @@ impl Majority {
         );
         let deadline = now + self.config.timeout;
         self.timers.insert((deadline, Timer::Recovery(slot.clone(), round)));
-        self.timers.insert((now + self.config.heartbeat_interval * 2, Timer::RecoveryGrace(slot.clone(), round)));
+        self.timers
+            .insert((now + self.config.heartbeat_interval * 2, Timer::RecoveryGrace(slot.clone(), round)));
         let message = MajorityMessage::Prepare { slot: slot.clone(), ballot, epoch: self.epoch };
         self.send_to_voters(&voters, &message);
     }
@@ -1055,7 +1102,14 @@ impl Majority {
         }
     }
 
-    fn on_promise(&mut self, now: Instant, from: NodeId, slot: Slot, ballot: Ballot, outcome: PromiseOutcome) {
+    fn on_promise(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        slot: Slot,
+        ballot: Ballot,
+        outcome: PromiseOutcome,
+    ) {
         let Some(recovery) = self.recoveries.get_mut(&slot) else {
             if let PromiseOutcome::Decided { decision: Some(decision) } = outcome {
                 self.learn(now, slot, decision);
@@ -1111,8 +1165,11 @@ impl Majority {
             Choice::Possible(_) | Choice::Wait => return, // Two values may have been chosen: wait.
         };
         let Some(recovery) = self.recoveries.get_mut(slot) else { return };
-        recovery.phase =
-            RecoveryPhase::Accepting { decision: decision.clone(), in_favor: BTreeSet::new(), against: BTreeSet::new() };
+        recovery.phase = RecoveryPhase::Accepting {
+            decision: decision.clone(),
+            in_favor: BTreeSet::new(),
+            against: BTreeSet::new(),
+        };
         let message = MajorityMessage::Propose {
             slot: slot.clone(),
             ballot: recovery.ballot.clone(),
@@ -1137,7 +1194,10 @@ impl Majority {
         // The fast round: group its votes by (epoch, value) and keep those that may have been chosen.
         let mut groups: Vec<(u64, &Decision, usize)> = Vec::new();
         for vote in promises.values().flatten() {
-            match groups.iter_mut().find(|(epoch, decision, _)| *epoch == vote.epoch && **decision == vote.decision) {
+            match groups
+                .iter_mut()
+                .find(|(epoch, decision, _)| *epoch == vote.epoch && **decision == vote.decision)
+            {
                 Some(group) => group.2 += 1,
                 None => groups.push((vote.epoch, &vote.decision, 1)),
             }
@@ -1198,7 +1258,10 @@ impl Majority {
             let Some(decision) = self.future.remove(&next) else { break };
             self.apply(now, next, decision);
         }
-        self.future.retain(|waiting, _| waiting.key != key || Position::of(waiting) > self.positions.get(&key).copied().unwrap_or_default());
+        self.future.retain(|waiting, _| {
+            waiting.key != key
+                || Position::of(waiting) > self.positions.get(&key).copied().unwrap_or_default()
+        });
         if !self.replaying {
             self.launch(now, &key);
         }
@@ -1270,7 +1333,12 @@ impl Majority {
             self.history.pop_front();
         }
         if !self.replaying {
-            self.out.persist.entries.push(Entry { index: LogIndex(index), term: Term(0), timestamp_ms, payload });
+            self.out.persist.entries.push(Entry {
+                index: LogIndex(index),
+                term: Term(0),
+                timestamp_ms,
+                payload,
+            });
         }
         // The slot is closed: drop what was kept for it.
         if self.acceptances.remove(&slot).is_some() && !self.replaying {
@@ -1289,7 +1357,9 @@ impl Majority {
                 self.finish(&id, Some(outcome), None);
             } else {
                 let reason = match &decision {
-                    Decision::Abort => "recovery aborted the slot: the quorum could not be reached".to_owned(),
+                    Decision::Abort => {
+                        "recovery aborted the slot: the quorum could not be reached".to_owned()
+                    }
                     _ => "another value won the slot".to_owned(),
                 };
                 let reason = self
@@ -1386,7 +1456,11 @@ impl Majority {
     fn on_catch_up_request(&mut self, from: NodeId, after: u64) {
         let first_kept = self.history.front().map_or(self.applied + 1, |(index, _, _)| *index);
         if after >= self.applied {
-            let message = MajorityMessage::CatchUpResponse { from: after + 1, decisions: Vec::new(), applied: self.applied };
+            let message = MajorityMessage::CatchUpResponse {
+                from: after + 1,
+                decisions: Vec::new(),
+                applied: self.applied,
+            };
             return self.send(&from, message);
         }
         if after + 1 < first_kept {
@@ -1413,7 +1487,14 @@ impl Majority {
         self.send(&from, message);
     }
 
-    fn on_catch_up_response(&mut self, now: Instant, from: NodeId, first: u64, decisions: Vec<(Slot, Decision)>, applied: u64) {
+    fn on_catch_up_response(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        first: u64,
+        decisions: Vec<(Slot, Decision)>,
+        applied: u64,
+    ) {
         let Some(state) = self.peers.get(&from) else { return };
         if first != state.cursor + 1 {
             return; // An answer to an older request (or a duplicate).
@@ -1430,10 +1511,21 @@ impl Majority {
         }
     }
 
-    fn on_catch_up_snapshot(&mut self, now: Instant, from: NodeId, through: u64, data: Bytes) -> Result<(), PeerError> {
-        let state = StateSnapshot::decode(&data)
-            .map_err(|reason| PeerError::Protocol { from: from.to_string(), reason: format!("catch-up snapshot: {reason}") })?;
-        let dominates = self.positions.iter().all(|(key, mine)| state.positions.get(key).is_some_and(|theirs| theirs >= mine))
+    fn on_catch_up_snapshot(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        through: u64,
+        data: Bytes,
+    ) -> Result<(), PeerError> {
+        let state = StateSnapshot::decode(&data).map_err(|reason| PeerError::Protocol {
+            from: from.to_string(),
+            reason: format!("catch-up snapshot: {reason}"),
+        })?;
+        let dominates = self
+            .positions
+            .iter()
+            .all(|(key, mine)| state.positions.get(key).is_some_and(|theirs| theirs >= mine))
             && state.epoch >= self.epoch;
         let equal = dominates && state.positions == self.positions;
         if equal {
@@ -1466,7 +1558,8 @@ impl Majority {
             self.watched.remove(&slot);
             self.recoveries.remove(&slot);
         }
-        self.future.retain(|slot, _| Position::of(slot) >= positions.get(&slot.key).copied().unwrap_or_default());
+        self.future
+            .retain(|slot, _| Position::of(slot) >= positions.get(&slot.key).copied().unwrap_or_default());
         self.write_snapshot();
         if let Some(peer) = self.peers.get_mut(&from) {
             peer.cursor = through;
@@ -1476,7 +1569,9 @@ impl Majority {
         let passed: Vec<ProposalId> = self
             .pending
             .iter()
-            .filter(|(_, pending)| pending.launched.as_ref().is_some_and(|launched| self.is_past(&launched.slot)))
+            .filter(|(_, pending)| {
+                pending.launched.as_ref().is_some_and(|launched| self.is_past(&launched.slot))
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for id in passed {
@@ -1528,8 +1623,12 @@ impl Majority {
                 self.on_vote(now, from, slot, ballot, granted, reason)
             }
             MajorityMessage::Decided { slot, decision } => self.learn(now, slot, decision),
-            MajorityMessage::Prepare { slot, ballot, epoch } => self.on_prepare(now, from, slot, ballot, epoch),
-            MajorityMessage::Promise { slot, ballot, outcome } => self.on_promise(now, from, slot, ballot, outcome),
+            MajorityMessage::Prepare { slot, ballot, epoch } => {
+                self.on_prepare(now, from, slot, ballot, epoch)
+            }
+            MajorityMessage::Promise { slot, ballot, outcome } => {
+                self.on_promise(now, from, slot, ballot, outcome)
+            }
             MajorityMessage::Heartbeat { incarnation, applied, membership_epoch } => {
                 self.on_heartbeat(now, from, incarnation, applied, membership_epoch)
             }
@@ -1593,7 +1692,6 @@ impl Majority {
                 if self.is_past(&slot) {
                     return;
                 }
-                #[cfg(feature = "broken-variants")]
                 if self.bug == Some(Bug::ReleaseVoteOnTimeout) {
                     if self.acceptances.remove(&slot).is_some() {
                         self.write_acceptance(&slot);
@@ -1635,7 +1733,8 @@ fn quorum_error(error: QuorumError) -> ProposalError {
 fn fits(slot: &Slot, decision: &Decision) -> bool {
     match decision {
         Decision::Proposal { proposal, .. } => {
-            slot.key != MEMBERSHIP_KEY && proposal.command.keys().iter().all(|key| *key == slot.key)
+            slot.key != MEMBERSHIP_KEY
+                && proposal.command.keys().iter().all(|key| *key == slot.key)
                 && proposal.command.key() == slot.key
         }
         Decision::Membership { .. } => slot.key == MEMBERSHIP_KEY,
@@ -1696,7 +1795,10 @@ impl Mechanism for Majority {
             return Err(PeerError::UnknownNode(from.to_string()));
         }
         if from == self.node_id {
-            return Err(PeerError::Protocol { from: from.to_string(), reason: "a message from itself".into() });
+            return Err(PeerError::Protocol {
+                from: from.to_string(),
+                reason: "a message from itself".into(),
+            });
         }
         self.heard_from(&from, now);
         let result = self.dispatch(now, from, message);
@@ -1717,7 +1819,12 @@ impl Mechanism for Majority {
         })
     }
 
-    fn change_membership(&mut self, now: Instant, id: ProposalId, change: MembershipChange) -> Result<(), ProposalError> {
+    fn change_membership(
+        &mut self,
+        now: Instant,
+        id: ProposalId,
+        change: MembershipChange,
+    ) -> Result<(), ProposalError> {
         self.next_membership(&change)?;
         self.admit(now, id, MEMBERSHIP_KEY.to_owned(), PendingKind::Membership(change))
     }

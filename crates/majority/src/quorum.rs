@@ -141,7 +141,8 @@ mod tests {
             (Quorum::Fraction(0.51), 0, true, Err(QuorumError::NoVoters)),
         ];
         for (quorum, voters, advisory_allowed, expected) in rows {
-            let got = QuorumRule::new(quorum, voters, advisory_allowed).map(|rule| (rule.required, rule.advisory));
+            let got =
+                QuorumRule::new(quorum, voters, advisory_allowed).map(|rule| (rule.required, rule.advisory));
             assert_eq!(got, expected, "{quorum:?} of {voters}, advisory allowed: {advisory_allowed}");
         }
     }

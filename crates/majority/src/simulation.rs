@@ -22,9 +22,15 @@ use bytes::Bytes;
 use concord_core::config::{Config, MechanismKind};
 use concord_core::event::Event;
 use concord_core::id::NodeId;
+use concord_core::id::NodeId as Node;
 use concord_core::mechanism::Ready;
 use concord_sim::randomized::{self, Options, Report, SeedSummary};
-use concord_sim::{Invariant, MechanismFactory, SimView, Violation};
+use concord_sim::{
+    ClientOp, Invariant, MechanismFactory, NetworkConfig, SimConfig, SimView, Simulation, Violation,
+};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use crate::Majority;
 
@@ -74,6 +80,89 @@ pub fn run_seed(seed: u64) -> Result<Report, Violation> {
 pub fn run_seeds(seeds: Range<u64>) -> SeedSummary {
     let options = options();
     randomized::run_seeds(seeds, |seed| randomized::run(seed, factory, &options))
+}
+
+/// A scenario aimed at the votes themselves: one hot key written by every client from every node,
+/// 30% loss, and a storm of short crash-restarts (a node is down for 1–30 ms every few tens of
+/// ms) and single-node isolations of up to 2.5 s — the windows between a vote and its decision,
+/// where a forgotten or released vote lets a second value win. Checks [`OneValuePerSlot`] only
+/// (no liveness phase); `duration` of virtual time.
+pub fn crash_storm(seed: u64, factory: MechanismFactory, duration: Duration) -> Result<Report, Violation> {
+    let mut sim_config = SimConfig::new(seed, 3, config());
+    sim_config.network = NetworkConfig { loss: 0.3, duplicate: 0.05, ..NetworkConfig::default() };
+    sim_config.clock_rate_spread = 0.05;
+    let mut simulation = Simulation::new(sim_config, factory);
+    for invariant in invariants() {
+        simulation.add_invariant(invariant);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x570a_570a);
+    let ids: Vec<Node> = simulation.node_ids();
+    let clients = 4u64;
+    let mut outstanding: Vec<Option<concord_sim::OperationId>> = vec![None; clients as usize];
+    let mut value = 0i64;
+    let mut restart_at: Option<(concord_core::time::Instant, Node)> = None;
+    let mut heal_at: Option<concord_core::time::Instant> = None;
+    let end = simulation.now() + duration;
+    while simulation.now() < end {
+        let now = simulation.now();
+        let completed = simulation.take_completed();
+        for slot in outstanding.iter_mut() {
+            if slot.is_some_and(|operation| completed.contains(&operation)) {
+                *slot = None;
+            }
+        }
+        for (client, slot) in outstanding.iter_mut().enumerate() {
+            if slot.is_none() {
+                let up: Vec<Node> = ids.iter().filter(|id| simulation.is_up(id)).cloned().collect();
+                if let Some(node) = up.choose(&mut rng) {
+                    value += 1;
+                    *slot = Some(simulation.submit(
+                        client as u64 + 1,
+                        node,
+                        ClientOp::Put { key: "hot".into(), value },
+                    ));
+                }
+            }
+        }
+        if let Some((at, node)) = restart_at.clone() {
+            if at <= now {
+                simulation.restart(&node);
+                restart_at = None;
+            }
+        } else if rng.gen_bool(0.3) {
+            if let Some(node) = ids.choose(&mut rng) {
+                simulation.crash(node);
+                restart_at = Some((now + Duration::from_millis(rng.gen_range(1..=30)), node.clone()));
+            }
+        }
+        match heal_at {
+            Some(at) if at <= now => {
+                simulation.heal();
+                heal_at = None;
+            }
+            None if rng.gen_bool(0.02) => {
+                if let Some(node) = ids.choose(&mut rng) {
+                    simulation.isolate(node);
+                    heal_at = Some(now + Duration::from_millis(rng.gen_range(100..=2500)));
+                }
+            }
+            _ => {}
+        }
+        simulation.run_for(Duration::from_millis(rng.gen_range(5..=40)))?;
+    }
+    let (ops_ok, ops_fail, ops_unknown) = simulation.history().outcome_counts();
+    let stats = simulation.stats();
+    Ok(Report {
+        seed,
+        ops_ok,
+        ops_fail,
+        ops_unknown,
+        faults: 0,
+        steps: stats.steps,
+        virtual_time: duration,
+        stats,
+        trace_hash: simulation.trace_hash(),
+    })
 }
 
 /// At most one value is accepted per (key, version), on any node, and every node that applies

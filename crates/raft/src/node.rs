@@ -1250,10 +1250,6 @@ impl Raft {
         if self.transfer.is_some() {
             return Err(ProposalError::Busy { what: "leadership transfer in progress".into(), limit: 0 });
         }
-        if proposal.id.origin != self.id && self.is_known_proposal(&proposal) {
-            // The network duplicated a forward: the first copy is already in the log.
-            return Ok(());
-        }
         let uncommitted = self.log.last_index().0.saturating_sub(self.commit.0) + self.batch.len() as u64;
         let limit = u64::from(self.config.max_pending_proposals);
         if uncommitted >= limit {
@@ -1499,7 +1495,10 @@ impl Raft {
             }
             RaftMessage::ForwardProposal { proposal, .. } => {
                 let id = proposal.id.clone();
-                let outcome = if self.state != State::Leader {
+                let outcome = if self.is_known_proposal(&proposal) {
+                    // A duplicate of a forward already in the log: the first copy decides.
+                    Ok(())
+                } else if self.state != State::Leader {
                     Err(self.not_leader())
                 } else {
                     validate_command(&self.config, &proposal.command)
@@ -1512,6 +1511,14 @@ impl Raft {
             }
             RaftMessage::ForwardRejected { proposal, error, .. } => {
                 if proposal.origin == self.id {
+                    // The network may have duplicated the forward: a first copy can have been
+                    // appended by this node while it led, and be committed by its successor, even
+                    // though this copy found it a follower. So "not the leader" only means the
+                    // outcome is unknown. (Busy and Invalid are decided before any append.)
+                    let error = match error {
+                        ProposalError::NotLeader { .. } => ProposalError::LeadershipLost,
+                        other => other,
+                    };
                     self.fail_proposal(&proposal, error);
                 }
             }

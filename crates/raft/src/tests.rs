@@ -22,6 +22,9 @@ struct Cluster {
     events: BTreeMap<NodeId, Vec<Event>>,
     delivered: usize,
     sequence: u64,
+    /// The first message this matches is lost (then the filter is cleared).
+    drop_first: Option<fn(&Message) -> bool>,
+    dropped: usize,
 }
 
 fn id(name: &str) -> NodeId {
@@ -49,6 +52,8 @@ impl Cluster {
             events: BTreeMap::new(),
             delivered: 0,
             sequence: 0,
+            drop_first: None,
+            dropped: 0,
         };
         for member in &members {
             cluster.start(&member.id, members.clone());
@@ -94,6 +99,11 @@ impl Cluster {
                     let ready = raft.ready();
                     self.storage.get_mut(node).unwrap().persist(&ready.persist).unwrap();
                     for outbound in ready.messages.into_iter().chain(ready.persisted_messages) {
+                        if self.drop_first.is_some_and(|matches| matches(&outbound.message)) {
+                            self.drop_first = None;
+                            self.dropped += 1;
+                            continue;
+                        }
                         self.network.push_back((node.clone(), outbound));
                     }
                     self.results.entry(node.clone()).or_default().extend(ready.results);
@@ -366,36 +376,12 @@ fn lost_snapshot_chunk_is_resumed() {
         cluster.propose(&leader, put(&format!("key{n}"), "0123456789")).unwrap();
         cluster.run_for(Duration::from_millis(10));
     }
+    cluster.drop_first = Some(|message| {
+        matches!(message, Message::Raft(RaftMessage::InstallSnapshot { offset, .. }) if *offset == 32)
+    });
     cluster.isolated.clear();
-    // Deliver by hand, dropping the second chunk once.
-    cluster.run_for(Duration::from_millis(150));
-    let mut dropped = false;
-    for _ in 0..200 {
-        let ids: Vec<NodeId> = cluster.nodes.keys().cloned().collect();
-        for node in &ids {
-            let now = cluster.now;
-            let raft = cluster.nodes.get_mut(node).unwrap();
-            while raft.has_ready() {
-                let ready = raft.ready();
-                cluster.storage.get_mut(node).unwrap().persist(&ready.persist).unwrap();
-                for outbound in ready.messages.into_iter().chain(ready.persisted_messages) {
-                    let is_second_chunk = matches!(
-                        &outbound.message,
-                        Message::Raft(RaftMessage::InstallSnapshot { offset, .. }) if *offset == 32
-                    );
-                    if is_second_chunk && !dropped {
-                        dropped = true;
-                        continue;
-                    }
-                    cluster.network.push_back((node.clone(), outbound));
-                }
-                raft.advance(now, ready.number);
-            }
-        }
-        cluster.settle();
-        cluster.run_for(Duration::from_millis(20));
-    }
-    assert!(dropped, "a chunk was dropped");
+    cluster.run_for(Duration::from_secs(2));
+    assert_eq!(cluster.dropped, 1, "the second chunk was lost once");
     assert_eq!(cluster.value(follower.as_str(), "key11"), Some(Bytes::from("0123456789")));
     assert_eq!(
         cluster.node(follower.as_str()).commit_index(),
@@ -608,4 +594,49 @@ fn unreachable_and_reconnected_events() {
         })
         .collect();
     assert_eq!(names, vec!["unreachable", "reconnected"]);
+}
+
+#[test]
+fn duplicated_forward_is_appended_once_and_never_reported_as_refused() {
+    let mut cluster = Cluster::new(3, config());
+    let leader = cluster.elect();
+    let follower = cluster.nodes.keys().find(|node| **node != leader).unwrap().clone();
+    let proposal = cluster.proposal(&follower, Command::Add { key: "counter".into(), delta: 1 });
+    let now = cluster.now;
+    cluster.nodes.get_mut(&follower).unwrap().propose(now, proposal.clone()).unwrap();
+    let ready = cluster.nodes.get_mut(&follower).unwrap().ready();
+    let forward = ready.messages.into_iter().find(|outbound| outbound.to == leader).expect("forwarded");
+    // The network delivers the forward twice, the second copy after the leader lost its term.
+    let leader_raft = cluster.nodes.get_mut(&leader).unwrap();
+    leader_raft.handle_message(now, follower.clone(), forward.message.clone()).unwrap();
+    leader_raft.handle_message(now, follower.clone(), forward.message.clone()).unwrap();
+    let appended = leader_raft
+        .ready()
+        .persist
+        .entries
+        .iter()
+        .filter(|entry| matches!(&entry.payload, EntryPayload::Command(logged) if logged.id == proposal.id))
+        .count();
+    assert_eq!(appended, 1, "the duplicate is dropped");
+    let term = leader_raft.term();
+    let higher = RaftMessage::TimeoutNow { term: Term(term.0 + 1) };
+    leader_raft.handle_message(now, follower.clone(), Message::Raft(higher)).unwrap();
+    assert_ne!(leader_raft.role(), Role::Leader);
+    leader_raft.handle_message(now, follower.clone(), forward.message).unwrap();
+    let ready = leader_raft.ready();
+    let rejected = ready.messages.iter().any(|outbound| {
+        matches!(&outbound.message, Message::Raft(RaftMessage::ForwardRejected { .. }))
+    });
+    assert!(!rejected, "a copy of a proposal in the log is never refused");
+    // A refusal "not the leader" of a forward is an unknown outcome at the origin.
+    let rejection = RaftMessage::ForwardRejected {
+        term,
+        proposal: proposal.id.clone(),
+        error: ProposalError::NotLeader { leader: None },
+    };
+    let origin = cluster.nodes.get_mut(&follower).unwrap();
+    origin.handle_message(now, leader.clone(), Message::Raft(rejection)).unwrap();
+    let results = origin.ready().results;
+    assert_eq!(results.len(), 1);
+    assert!(results[0].error.as_ref().is_some_and(ProposalError::outcome_unknown));
 }

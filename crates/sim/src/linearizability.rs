@@ -168,12 +168,17 @@ fn validate(operation: &Operation) -> Result<Option<Option<Response>>, Lineariza
 }
 
 const NONE: usize = usize::MAX;
+/// Head of the list of definite operations' calls and returns, in time order.
 const HEAD: usize = 0;
+/// Head of the list of calls of operations with an unknown outcome (they have no return).
+const UNKNOWN_HEAD: usize = 1;
 
-/// A call or return event in the doubly linked list the search removes operations from.
+/// A call or return event in the doubly linked lists the search removes operations from.
 struct Event {
     candidate: usize,
     is_call: bool,
+    /// Invocation time of a call, completion time of a return.
+    time: u64,
     /// For a call: its return event, if the operation has one.
     matching_return: usize,
 }
@@ -185,6 +190,17 @@ struct EventList {
 }
 
 impl EventList {
+    /// Appends `event` at the end of the list that starts at `head`, whose last element is `tail`.
+    fn push(&mut self, tail: &mut usize, event: Event) -> usize {
+        let at = self.events.len();
+        self.events.push(event);
+        self.next.push(NONE);
+        self.prev.push(*tail);
+        self.next[*tail] = at;
+        *tail = at;
+        at
+    }
+
     fn unlink(&mut self, at: usize) {
         let (prev, next) = (self.prev[at], self.next[at]);
         self.next[prev] = next;
@@ -220,6 +236,18 @@ impl EventList {
     }
 }
 
+/// Where the search is among the candidates for the next operation to take effect.
+#[derive(Clone, Copy)]
+enum Phase {
+    /// Walking the definite operations' calls, up to the first return.
+    Definite,
+    /// Then the unknown-outcome calls invoked no later than `frontier` (that first return).
+    Unknown {
+        /// Calls after this time cannot come next: an operation still to place returned before.
+        frontier: u64,
+    },
+}
+
 fn check_key(key: &str, operations: &[&Operation], steps_max: u64) -> Result<(), LinearizabilityError> {
     let mut candidates = Vec::new();
     for operation in operations {
@@ -227,8 +255,8 @@ fn check_key(key: &str, operations: &[&Operation], steps_max: u64) -> Result<(),
             candidates.push(Candidate { operation, response });
         }
     }
-    // Event 0 is the list head. Calls sort before returns at the same instant: operations that
-    // touch in time count as concurrent, so the checker never blames a tie.
+    // Calls sort before returns at the same instant: operations that touch in time count as
+    // concurrent, so the checker never blames a tie.
     let mut order: Vec<(u64, u8, usize)> = Vec::new();
     for (position, candidate) in candidates.iter().enumerate() {
         order.push((candidate.operation.invoked_at_nanos, 0, position));
@@ -237,29 +265,32 @@ fn check_key(key: &str, operations: &[&Operation], steps_max: u64) -> Result<(),
         }
     }
     order.sort_unstable();
+    let heads = || Event { candidate: NONE, is_call: false, time: 0, matching_return: NONE };
     let mut list =
-        EventList { events: Vec::with_capacity(order.len() + 1), next: Vec::new(), prev: Vec::new() };
-    list.events.push(Event { candidate: NONE, is_call: false, matching_return: NONE });
+        EventList { events: vec![heads(), heads()], next: vec![NONE, NONE], prev: vec![NONE, NONE] };
+    let (mut definite_tail, mut unknown_tail) = (HEAD, UNKNOWN_HEAD);
     let mut call_of = vec![NONE; candidates.len()];
-    for &(_, kind, position) in &order {
-        let at = list.events.len();
-        if kind == 0 {
-            call_of[position] = at;
-            list.events.push(Event { candidate: position, is_call: true, matching_return: NONE });
-        } else {
+    for &(time, kind, position) in &order {
+        let event = Event { candidate: position, is_call: kind == 0, time, matching_return: NONE };
+        if kind == 1 {
+            let at = list.push(&mut definite_tail, event);
             list.events[call_of[position]].matching_return = at;
-            list.events.push(Event { candidate: position, is_call: false, matching_return: NONE });
+        } else if candidates[position].definite() {
+            call_of[position] = list.push(&mut definite_tail, event);
+        } else {
+            list.push(&mut unknown_tail, event);
         }
     }
-    let count = list.events.len();
-    list.next = (1..=count).map(|n| if n == count { NONE } else { n }).collect();
-    list.prev = (0..count).map(|n| n.saturating_sub(1)).collect();
 
     let mut remaining_definite = candidates.iter().filter(|candidate| candidate.definite()).count();
     let mut linearized = vec![0u64; candidates.len().div_ceil(64)];
     let mut explored: HashSet<(Vec<u64>, Option<i64>)> = HashSet::new();
-    let mut stack: Vec<(usize, Option<i64>)> = Vec::new();
+    // Each frame: the call linearized, the phase it was found in, the state before it.
+    let mut stack: Vec<(usize, Phase, Option<i64>)> = Vec::new();
     let mut state: Option<i64> = None;
+    // Definite operations are tried before unknown ones: an unknown write is then only placed
+    // where something needs it, which keeps histories with many lost writes cheap to check.
+    let mut phase = Phase::Definite;
     let mut entry = list.next[HEAD];
     let mut steps = 0u64;
     // The deepest point reached, for the error message: (depth, stuck candidate, order, state).
@@ -274,19 +305,24 @@ fn check_key(key: &str, operations: &[&Operation], steps_max: u64) -> Result<(),
                 operations: candidates.len(),
             });
         }
-        if entry != NONE && list.events[entry].is_call {
+        let callable = match phase {
+            Phase::Definite => entry != NONE && list.events[entry].is_call,
+            Phase::Unknown { frontier } => entry != NONE && list.events[entry].time <= frontier,
+        };
+        if callable {
             let position = list.events[entry].candidate;
             let candidate = &candidates[position];
             if let Some(next_state) = step(state, candidate.operation.kind, candidate.response) {
                 let (word, bit) = (position / 64, 1u64 << (position % 64));
                 linearized[word] |= bit;
                 if explored.insert((linearized.clone(), next_state)) {
-                    stack.push((entry, state));
+                    stack.push((entry, phase, state));
                     state = next_state;
                     list.lift(entry);
                     if candidate.definite() {
                         remaining_definite -= 1;
                     }
+                    phase = Phase::Definite;
                     entry = list.next[HEAD];
                     continue;
                 }
@@ -295,12 +331,19 @@ fn check_key(key: &str, operations: &[&Operation], steps_max: u64) -> Result<(),
             entry = list.next[entry];
             continue;
         }
-        // A return event (or the end): that operation must already have taken effect. Backtrack.
-        if entry != NONE && best.as_ref().map_or(true, |(depth, ..)| stack.len() >= *depth) {
-            let order_so_far = stack.iter().map(|(call, _)| list.events[*call].candidate).collect();
-            best = Some((stack.len(), list.events[entry].candidate, order_so_far, state));
+        if let Phase::Definite = phase {
+            // The first return: the operations invoked so far are all the candidates.
+            if entry != NONE && best.as_ref().map_or(true, |(depth, ..)| stack.len() >= *depth) {
+                let order_so_far = stack.iter().map(|(call, ..)| list.events[*call].candidate).collect();
+                best = Some((stack.len(), list.events[entry].candidate, order_so_far, state));
+            }
+            let frontier = if entry == NONE { u64::MAX } else { list.events[entry].time };
+            phase = Phase::Unknown { frontier };
+            entry = list.next[UNKNOWN_HEAD];
+            continue;
         }
-        let Some((call, previous_state)) = stack.pop() else {
+        // Nothing can come next here: the returned operation must already have taken effect.
+        let Some((call, call_phase, previous_state)) = stack.pop() else {
             return Err(not_linearizable(key, &candidates, best));
         };
         let position = list.events[call].candidate;
@@ -310,6 +353,7 @@ fn check_key(key: &str, operations: &[&Operation], steps_max: u64) -> Result<(),
         if candidates[position].definite() {
             remaining_definite += 1;
         }
+        phase = call_phase;
         entry = list.next[call];
     }
     Ok(())

@@ -1199,6 +1199,18 @@ impl Simulation {
         for read in reads {
             self.read_result(index, read);
         }
+        for event in &events {
+            // Role and leadership changes explain most failures; per-entry events would drown them.
+            let line = match event {
+                Event::LeaderElected { leader, term } => format!("leader:elected {leader} term {term}"),
+                Event::RoleChanged { role, term } => format!("role:changed {role:?} term {term}"),
+                Event::PartitionDetected { side, .. } => format!("partition:detected {side:?}"),
+                Event::PartitionHealed => "partition:healed".to_owned(),
+                _ => continue,
+            };
+            let line = format!("{} {} {line}", self.stamp(), self.nodes[index].id);
+            self.record(line);
+        }
         let capacity = self.config.event_capacity;
         let node = &mut self.nodes[index];
         for event in events {

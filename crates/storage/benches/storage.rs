@@ -2,7 +2,8 @@
 //! entries, one `persist` = one fdatasync per batch), beside the raw fdatasync rate of the same
 //! disk measured in the same run and redb (one durable transaction per batch) as a baseline.
 //! Before the benchmarks it writes a log of `CONCORD_STORAGE_BENCH_REOPEN_ENTRIES` entries
-//! (default 1,000,000) and prints how long open and recover take.
+//! (default 1,000,000) and prints how long open and recover take, then prints an interleaved
+//! comparison of the three (see [`paired_comparison`]).
 //!
 //! `cargo bench -p concord-storage --bench storage -- --quick` takes well under a minute.
 
@@ -160,10 +161,93 @@ fn reopen_measurement() {
     let _ = std::fs::remove_dir_all(&directory);
 }
 
+/// The shared disk's fsync latency swings by 10× within a minute when other work runs, so
+/// criterion's one-after-the-other groups can compare a quiet period with a busy one. This
+/// interleaves the three contenders in short slices, round after round, and prints the median
+/// rate of each: a comparison within the same time window.
+fn paired_comparison() {
+    const LOG: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("log");
+    let rounds: usize = std::env::var("CONCORD_STORAGE_BENCH_PAIRED_ROUNDS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(7);
+    if rounds == 0 {
+        return;
+    }
+    const SYNCS_PER_SLICE: u64 = 20;
+    let directory = scratch_directory("paired");
+    let mut raw = OpenOptions::new().create(true).append(true).open(directory.join("raw")).unwrap();
+    for size in BATCH_SIZES {
+        let mut ours = Vec::new();
+        let mut theirs = Vec::new();
+        let mut fsyncs = Vec::new();
+        for round in 0..rounds {
+            let store_directory = directory.join(format!("ours-{size}-{round}"));
+            let mut storage = FileStorage::open(&store_directory, FileStorageOptions::default()).unwrap();
+            let persists: Vec<Persist> = (0..SYNCS_PER_SLICE).map(|i| batch(i * size + 1, size)).collect();
+            let began = Instant::now();
+            for persist in &persists {
+                storage.persist(persist).unwrap();
+            }
+            ours.push((SYNCS_PER_SLICE * size) as f64 / began.elapsed().as_secs_f64());
+            drop(storage);
+            let _ = std::fs::remove_dir_all(&store_directory);
+
+            let database_path = directory.join(format!("redb-{size}-{round}"));
+            let database = redb::Database::create(&database_path).unwrap();
+            let encoded: Vec<Vec<(u64, Vec<u8>)>> = persists
+                .iter()
+                .map(|persist| {
+                    persist
+                        .entries
+                        .iter()
+                        .map(|entry| (entry.index.0, postcard::to_allocvec(entry).unwrap()))
+                        .collect()
+                })
+                .collect();
+            let began = Instant::now();
+            for entries in &encoded {
+                let transaction = database.begin_write().unwrap();
+                {
+                    let mut table = transaction.open_table(LOG).unwrap();
+                    for (index, bytes) in entries {
+                        table.insert(index, bytes.as_slice()).unwrap();
+                    }
+                }
+                transaction.commit().unwrap();
+            }
+            theirs.push((SYNCS_PER_SLICE * size) as f64 / began.elapsed().as_secs_f64());
+            drop(database);
+            let _ = std::fs::remove_file(&database_path);
+
+            let began = Instant::now();
+            for _ in 0..SYNCS_PER_SLICE {
+                raw.write_all(&[7u8; ENTRY_BYTES]).unwrap();
+                raw.sync_data().unwrap();
+            }
+            fsyncs.push(SYNCS_PER_SLICE as f64 / began.elapsed().as_secs_f64());
+        }
+        let median = |rates: &mut Vec<f64>| {
+            rates.sort_by(f64::total_cmp);
+            rates[rates.len() / 2]
+        };
+        println!(
+            "paired, batch {size:>4}: concord-storage {:>9.0} entries/s, redb {:>9.0} entries/s, \
+             raw fdatasync {:>6.0}/s (medians of {rounds} interleaved rounds)",
+            median(&mut ours),
+            median(&mut theirs),
+            median(&mut fsyncs)
+        );
+    }
+    drop(raw);
+    let _ = std::fs::remove_dir_all(&directory);
+}
+
 fn main() {
     // `cargo test --benches` runs this in test mode: keep that quick.
     if !std::env::args().any(|argument| argument == "--test") {
         reopen_measurement();
+        paired_comparison();
     }
     let mut criterion = Criterion::default().configure_from_args();
     append_sync(&mut criterion);

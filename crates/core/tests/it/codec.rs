@@ -164,6 +164,35 @@ fn every_majority_message_round_trips_with_and_without_compression() {
     );
 }
 
+/// Samples `strategy` and checks that `variant_of` saw each of `variants` indexes.
+fn assert_covers<T: std::fmt::Debug>(
+    name: &str,
+    strategy: impl Strategy<Value = T>,
+    variants: usize,
+    variant_of: impl Fn(&T) -> usize,
+) {
+    let mut runner = TestRunner::new(strategies::seeded(1, 0x5EED_0006));
+    let mut seen = vec![0usize; variants];
+    for _ in 0..2000 {
+        let value = strategy.new_tree(&mut runner).expect("strategy").current();
+        seen[variant_of(&value)] += 1;
+    }
+    assert!(seen.iter().all(|&count| count > 0), "{name}: some variant never generated: {seen:?}");
+}
+
+#[test]
+fn the_strategies_cover_every_variant_of_the_nested_enums() {
+    assert_covers("command", strategies::command(), 7, strategies::command_variant);
+    assert_covers(
+        "entry payload",
+        strategies::entry().prop_map(|entry| entry.payload),
+        3,
+        strategies::payload_variant,
+    );
+    assert_covers("decision", strategies::decision(), 3, strategies::decision_variant);
+    assert_covers("promise outcome", strategies::promise_outcome(), 4, strategies::promise_outcome_variant);
+}
+
 #[test]
 fn compression_shrinks_large_frames_and_leaves_small_ones_alone() {
     let codec = Codec { max_frame_bytes: 1 << 20, compression_threshold_bytes: Some(256) };

@@ -214,6 +214,9 @@ fn invalid_toml_names_the_field_too() {
         ("mechanism = \"paxos\"\n", "mechanism"),
         ("heartbeat = 100\n", "heartbeat"),
         ("quorum = 1.5\n", "quorum"),
+        ("quorum = nan\n", "quorum"),
+        ("quorum = inf\n", "quorum"),
+        ("electionTimeout = [-1, 300]\n", "electionTimeout"),
         ("heartbeatInterval = 1000\nelectionTimeout = [1500, 3000]\n", "electionTimeout"),
     ] {
         let error = from_toml(text).expect_err(text);

@@ -61,6 +61,48 @@ pub fn majority_variant(message: &MajorityMessage) -> usize {
     }
 }
 
+/// Variant indexes of the enums nested in messages (`#[non_exhaustive]` ones cannot be matched
+/// exhaustively from here and are left out). Exhaustive like [`raft_variant`].
+pub fn command_variant(command: &Command) -> usize {
+    match command {
+        Command::Put { .. } => 0,
+        Command::Delete { .. } => 1,
+        Command::CompareAndSwap { expected: Expectation::Value(_), .. } => 2,
+        Command::CompareAndSwap { expected: Expectation::Version(_), .. } => 3,
+        Command::Add { .. } => 4,
+        Command::Batch(_) => 5,
+        Command::Custom(_) => 6,
+    }
+}
+
+/// See [`command_variant`].
+pub fn payload_variant(payload: &EntryPayload) -> usize {
+    match payload {
+        EntryPayload::Noop => 0,
+        EntryPayload::Command(_) => 1,
+        EntryPayload::Membership(_) => 2,
+    }
+}
+
+/// See [`command_variant`].
+pub fn decision_variant(decision: &Decision) -> usize {
+    match decision {
+        Decision::Proposal { .. } => 0,
+        Decision::Membership { .. } => 1,
+        Decision::Abort => 2,
+    }
+}
+
+/// See [`command_variant`].
+pub fn promise_outcome_variant(outcome: &PromiseOutcome) -> usize {
+    match outcome {
+        PromiseOutcome::Promised { .. } => 0,
+        PromiseOutcome::Refused { .. } => 1,
+        PromiseOutcome::Decided { .. } => 2,
+        PromiseOutcome::WrongEpoch { .. } => 3,
+    }
+}
+
 /// A proptest config with a fixed seed, so a run means the same cases tomorrow, and no regression
 /// files (the fixed seed already reproduces a failure).
 pub fn seeded(cases: u32, seed: u64) -> ProptestConfig {

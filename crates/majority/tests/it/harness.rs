@@ -231,16 +231,14 @@ impl Cluster {
         &self.nodes[&id(node)].events
     }
 
-    pub fn take_events(&mut self, node: &str) -> Vec<Event> {
-        std::mem::take(&mut self.nodes.get_mut(&id(node)).unwrap().events)
-    }
-
     /// The key-value states of the nodes that are up, all equal.
     pub fn assert_converged(&self) {
         let states: Vec<(NodeId, bytes::Bytes)> = self
             .nodes
             .iter()
-            .filter_map(|(id, node)| node.mechanism.as_ref().map(|m| (id.clone(), m.replica().machine().snapshot())))
+            .filter_map(|(id, node)| {
+                node.mechanism.as_ref().map(|m| (id.clone(), m.replica().machine().snapshot()))
+            })
             .collect();
         for (node, state) in &states {
             assert_eq!(state, &states[0].1, "{node} differs from {}", states[0].0);

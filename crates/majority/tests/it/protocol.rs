@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use concord_core::prelude::*;
 use concord_core::mechanism::SetupError;
+use concord_core::prelude::*;
 use concord_majority::{Majority, MEMBERSHIP_KEY};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -12,7 +12,11 @@ use rand_chacha::ChaCha8Rng;
 use crate::harness::{id, majority_config, Cluster};
 
 fn kinds(cluster: &Cluster, from: usize) -> Vec<&'static str> {
-    cluster.sent[from..].iter().map(|(_, _, kind)| *kind).filter(|kind| *kind != "majority.heartbeat").collect()
+    cluster.sent[from..]
+        .iter()
+        .map(|(_, _, kind)| *kind)
+        .filter(|kind| *kind != "majority.heartbeat")
+        .collect()
 }
 
 #[test]
@@ -33,14 +37,20 @@ fn fast_path_accepts_in_one_round_trip() {
     }
     // Propose out, votes back, decision out: no recovery round.
     let kinds = kinds(&cluster, sent_before);
-    assert!(kinds.iter().all(|kind| matches!(*kind, "majority.propose" | "majority.vote" | "majority.decided")), "{kinds:?}");
+    assert!(
+        kinds.iter().all(|kind| matches!(*kind, "majority.propose" | "majority.vote" | "majority.decided")),
+        "{kinds:?}"
+    );
     assert_eq!(kinds.iter().filter(|kind| **kind == "majority.propose").count(), 2);
 
     let names: Vec<&str> = cluster.events("n1").iter().map(Event::name).collect();
     for expected in ["vote:requested", "vote:granted", "consensus:accepted", "state:changed"] {
         assert!(names.contains(&expected), "n1 events {names:?} lack {expected}");
     }
-    assert!(cluster.events("n2").iter().any(|event| matches!(event, Event::VoteGranted { to, .. } if *to == id("n1"))));
+    assert!(cluster
+        .events("n2")
+        .iter()
+        .any(|event| matches!(event, Event::VoteGranted { to, .. } if *to == id("n1"))));
 }
 
 trait MaxWith {
@@ -70,7 +80,9 @@ fn rejected_as_soon_as_the_quorum_cannot_be_reached_and_the_key_moves_on() {
     assert_eq!(result.votes.against, 2);
     assert_eq!(result.votes.in_favor, 1);
     match &result.error {
-        Some(ProposalError::Rejected { reason }) => assert!(reason.contains("against the game rules"), "{reason}"),
+        Some(ProposalError::Rejected { reason }) => {
+            assert!(reason.contains("against the game rules"), "{reason}")
+        }
         other => panic!("expected a rejection, got {other:?}"),
     }
     for node in ["n1", "n2", "n3"] {
@@ -153,7 +165,10 @@ fn a_crashed_proposers_slot_is_recovered_with_the_value_that_may_have_won() {
     for _ in 0..2 {
         cluster.deliver_one();
     }
-    assert!(cluster.queue.iter().any(|(_, to, message)| to.as_str() == "n1" && message.kind() == "majority.vote"));
+    assert!(cluster
+        .queue
+        .iter()
+        .any(|(_, to, message)| to.as_str() == "n1" && message.kind() == "majority.vote"));
     cluster.crash("n1");
     cluster.run_for(Duration::from_secs(5));
     // n2 and n3 found the slot stuck and recovered it: two of three voted "first", so it may have
@@ -254,11 +269,16 @@ fn validator_sees_the_proposal_and_the_replica() {
     }
     let up = cluster.propose("n1", Command::Add { key: "score".into(), delta: 5 }).unwrap();
     cluster.settle();
-    assert_eq!(cluster.result("n1", &up).and_then(|result| result.output.as_ref()).and_then(|o| o.counter), Some(5));
+    assert_eq!(
+        cluster.result("n1", &up).and_then(|result| result.output.as_ref()).and_then(|o| o.counter),
+        Some(5)
+    );
     let down = cluster.propose("n2", Command::Add { key: "score".into(), delta: -3 }).unwrap();
     cluster.settle();
     let result = cluster.result("n2", &down).expect("rejected");
-    assert!(matches!(&result.error, Some(ProposalError::Rejected { reason }) if reason.contains("may not shrink")));
+    assert!(
+        matches!(&result.error, Some(ProposalError::Rejected { reason }) if reason.contains("may not shrink"))
+    );
     assert_eq!(result.votes.against, 3);
 }
 
@@ -347,7 +367,10 @@ fn membership_changes_are_decided_by_a_vote() {
     // Remove n4 again; a member with an open vote or a different state refuses a change.
     let remove = cluster.next_id("n2");
     let now = cluster.now;
-    cluster.node_mut("n2").change_membership(now, remove.clone(), MembershipChange::Remove(id("n4"))).unwrap();
+    cluster
+        .node_mut("n2")
+        .change_membership(now, remove.clone(), MembershipChange::Remove(id("n4")))
+        .unwrap();
     cluster.drain(&id("n2"));
     cluster.settle();
     assert!(cluster.result("n2", &remove).is_some_and(|result| result.accepted));
@@ -365,7 +388,10 @@ fn unsafe_quorums_are_refused_unless_advisory() {
     config.quorum = Quorum::Count(2);
     let mut cluster = Cluster::new(4, config.clone());
     let error = cluster.propose("n1", Command::Put { key: "k".into(), value: "v".into() }).unwrap_err();
-    assert!(matches!(&error, ProposalError::Invalid(reason) if reason.contains("not a strict majority")), "{error:?}");
+    assert!(
+        matches!(&error, ProposalError::Invalid(reason) if reason.contains("not a strict majority")),
+        "{error:?}"
+    );
 
     config.advisory = true;
     let mut cluster = Cluster::new(4, config);
@@ -387,12 +413,17 @@ fn one_and_two_node_clusters() {
     pair.isolate("n2");
     let proposal = pair.put("n1", "k", "v");
     pair.run_for(Duration::from_millis(1500));
-    assert_eq!(pair.result("n1", &proposal).and_then(|result| result.error.clone()), Some(ProposalError::Timeout));
+    assert_eq!(
+        pair.result("n1", &proposal).and_then(|result| result.error.clone()),
+        Some(ProposalError::Timeout)
+    );
     pair.heal();
     pair.run_for(Duration::from_secs(5));
     let proposal = pair.put("n2", "k", "w");
     pair.settle();
-    assert!(pair.result("n2", &proposal).is_some_and(|result| result.accepted && result.quorum_required == 2));
+    assert!(pair
+        .result("n2", &proposal)
+        .is_some_and(|result| result.accepted && result.quorum_required == 2));
     pair.assert_converged();
 }
 
@@ -438,8 +469,9 @@ fn pending_proposals_are_bounded() {
 #[test]
 fn proposals_on_one_key_queue_behind_each_other() {
     let mut cluster = Cluster::new(3, majority_config());
-    let ids: Vec<ProposalId> =
-        (0..5).map(|n| cluster.propose("n1", Command::Add { key: "counter".into(), delta: n + 1 }).unwrap()).collect();
+    let ids: Vec<ProposalId> = (0..5)
+        .map(|n| cluster.propose("n1", Command::Add { key: "counter".into(), delta: n + 1 }).unwrap())
+        .collect();
     cluster.settle();
     for proposal in &ids {
         assert!(cluster.result("n1", proposal).is_some_and(|result| result.accepted), "{proposal}");

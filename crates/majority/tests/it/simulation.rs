@@ -3,6 +3,8 @@
 
 use concord_majority::simulation;
 use concord_majority::Bug;
+use std::time::Duration;
+
 use concord_sim::randomized;
 
 /// Seeds in the default test path (CI needs at least 2,000). `CONCORD_MAJORITY_SEEDS` overrides.
@@ -28,45 +30,41 @@ fn the_same_seed_gives_the_same_run() {
 }
 
 /// The seeds within which the simulator must catch a broken variant.
-const BROKEN_SEEDS_MAX: u64 = 300;
+const BROKEN_SEEDS_MAX: u64 = 200;
+/// Virtual time of one crash-storm run.
+const STORM: Duration = Duration::from_secs(5);
 
-/// The broken-variant hunt: more nodes (two may be down at once), one hot key, more clients.
-fn adversarial_options() -> randomized::Options {
-    let mut options = simulation::options();
-    options.nodes = 5;
-    options.keys = 1;
-    options.clients = 6;
-    options.ops_per_client = 40;
-    options
-}
-
-fn caught_within(bug: Bug) -> Option<u64> {
-    let options = adversarial_options();
-    (0..BROKEN_SEEDS_MAX).find(|seed| {
-        randomized::run(*seed, || simulation::broken_factory(bug), &options).is_err_and(|violation| {
-            // Only a safety violation counts, not a stall the bug may also cause.
-            violation.message.contains("accepted") || violation.message.contains("applied")
-        })
+fn caught_within(bug: Bug) -> Option<(u64, String)> {
+    (0..BROKEN_SEEDS_MAX).find_map(|seed| {
+        match simulation::crash_storm(seed, simulation::broken_factory(bug), STORM) {
+            Err(violation) => Some((seed, violation.message)),
+            Ok(_) => None,
+        }
     })
 }
 
 #[test]
+fn crash_storms_pass_with_the_correct_mechanism() {
+    let summary = randomized::run_seeds(0..BROKEN_SEEDS_MAX, |seed| {
+        simulation::crash_storm(seed, simulation::factory(), STORM)
+    });
+    eprintln!("crash storms: {summary}");
+    assert!(summary.failures.is_empty(), "{summary}");
+    assert!(summary.totals.ops_ok > 0, "{summary}");
+}
+
+#[test]
 fn forgetting_votes_on_restart_is_caught() {
-    let seed = caught_within(Bug::ForgetVotesOnRestart);
-    assert!(seed.is_some(), "no seed below {BROKEN_SEEDS_MAX} exposed Bug::ForgetVotesOnRestart");
-    eprintln!("Bug::ForgetVotesOnRestart caught by seed {seed:?}");
+    let caught = caught_within(Bug::ForgetVotesOnRestart);
+    let (seed, message) = caught.expect("no crash storm exposed Bug::ForgetVotesOnRestart");
+    eprintln!("Bug::ForgetVotesOnRestart caught by seed {seed}: {message}");
+    assert!(message.contains("applied") || message.contains("accepted"), "{message}");
 }
 
 #[test]
 fn releasing_votes_on_timeout_is_caught() {
-    let seed = caught_within(Bug::ReleaseVoteOnTimeout);
-    assert!(seed.is_some(), "no seed below {BROKEN_SEEDS_MAX} exposed Bug::ReleaseVoteOnTimeout");
-    eprintln!("Bug::ReleaseVoteOnTimeout caught by seed {seed:?}");
-}
-
-#[test]
-fn adversarial_options_pass_with_the_correct_mechanism() {
-    let options = adversarial_options();
-    let summary = randomized::run_seeds(0..100, |seed| randomized::run(seed, simulation::factory, &options));
-    assert!(summary.failures.is_empty(), "{summary}");
+    let caught = caught_within(Bug::ReleaseVoteOnTimeout);
+    let (seed, message) = caught.expect("no crash storm exposed Bug::ReleaseVoteOnTimeout");
+    eprintln!("Bug::ReleaseVoteOnTimeout caught by seed {seed}: {message}");
+    assert!(message.contains("applied") || message.contains("accepted"), "{message}");
 }

@@ -100,6 +100,8 @@ pub struct Packet {
 /// One message a node handed to the driver, and in which part of its `Ready`.
 #[derive(Clone, Debug)]
 pub struct SentRecord {
+    /// When it was handed to the driver.
+    pub at: Instant,
     /// The message.
     pub packet: Packet,
     /// Whether it came in `persisted_messages` (sent only after the batch's persist).
@@ -155,6 +157,10 @@ pub struct Cluster {
     pub drop_rule: Option<DropRule>,
     /// A deliberately broken behaviour switched on in every node (to prove the tests can fail).
     bug: Option<Bug>,
+    /// Messages delayed by [`Cluster::run_with_latency`]: (deliver at, send order, message). They
+    /// stay in transit between calls; the other helpers do not deliver them.
+    in_transit: Vec<(Instant, u64, Packet)>,
+    next_send_order: u64,
     /// The initial members every node was started with.
     pub members: Vec<NodeInfo>,
     next_sequence: u64,
@@ -198,6 +204,8 @@ impl Cluster {
             cut: BTreeSet::new(),
             drop_rule: None,
             bug: None,
+            in_transit: Vec::new(),
+            next_send_order: 0,
             members: members.clone(),
             next_sequence: 1,
             next_read: 1,
@@ -405,7 +413,7 @@ impl Cluster {
             let message = raft_message(node_id, &outbound.message);
             check_promise_is_durable(node_id, &outbound.to, &message, &durable_before, &ready.persist);
             let packet = Packet { from: node_id.clone(), to: outbound.to.clone(), message };
-            node.sent.push(SentRecord { packet: packet.clone(), after_persist: false });
+            node.sent.push(SentRecord { at: now, packet: packet.clone(), after_persist: false });
             self.network.push_back(packet);
         }
         // Step 4: persist.
@@ -419,7 +427,7 @@ impl Cluster {
         for outbound in &ready.persisted_messages {
             let message = raft_message(node_id, &outbound.message);
             let packet = Packet { from: node_id.clone(), to: outbound.to.clone(), message };
-            node.sent.push(SentRecord { packet: packet.clone(), after_persist: true });
+            node.sent.push(SentRecord { at: now, packet: packet.clone(), after_persist: true });
             self.network.push_back(packet);
         }
         // Step 6: acknowledge.
@@ -654,6 +662,63 @@ impl Cluster {
         panic!(
             "virtual time did not reach {end:?} within {STEPS_MAX} timer firings (a timer that never moves?)"
         );
+    }
+
+    /// Runs for `duration` in steps of `step`, delivering each message `latency_of(message)` after
+    /// it was sent (cut links and the drop rule still apply, at delivery). Timers fire at the
+    /// first step at or after their deadline; `each_step` runs once per step (to issue reads, say)
+    /// and ends the run early by returning true (messages in transit stay in transit for the next
+    /// call). Returns whether it did.
+    pub fn run_with_latency(
+        &mut self,
+        duration: Duration,
+        step: Duration,
+        latency_of: impl Fn(&Packet) -> Duration,
+        mut each_step: impl FnMut(&mut Cluster) -> bool,
+    ) -> bool {
+        assert!(!step.is_zero());
+        let end = self.now + duration;
+        let schedule = |cluster: &mut Cluster| {
+            let sent: Vec<Packet> = cluster.network.drain(..).collect();
+            for packet in sent {
+                let at = cluster.now + latency_of(&packet);
+                cluster.in_transit.push((at, cluster.next_send_order, packet));
+                cluster.next_send_order += 1;
+            }
+        };
+        for _ in 0..STEPS_MAX {
+            if self.now >= end {
+                return false;
+            }
+            schedule(self);
+            for _ in 0..STEPS_MAX {
+                self.in_transit.sort_by_key(|(at, order, _)| (*at, *order));
+                if !self.in_transit.first().is_some_and(|(at, ..)| *at <= self.now) {
+                    break;
+                }
+                let (_, _, packet) = self.in_transit.remove(0);
+                self.deliver(packet);
+                schedule(self);
+            }
+            let due: Vec<NodeId> = self
+                .nodes
+                .iter()
+                .filter(|(_, node)| {
+                    node.raft.as_ref().and_then(|raft| raft.poll_timeout()).is_some_and(|d| d <= self.now)
+                })
+                .map(|(node_id, _)| node_id.clone())
+                .collect();
+            for node_id in due {
+                self.tick(node_id.as_str());
+            }
+            let stop = each_step(self);
+            schedule(self);
+            if stop {
+                return true;
+            }
+            self.now = self.now + step;
+        }
+        panic!("run_with_latency did not reach {end:?} within {STEPS_MAX} steps");
     }
 
     /// Fires `node`'s election timer and delivers everything that follows; asserts it won.

@@ -1,6 +1,7 @@
 //! What the crate adds beyond §5 of the paper, and the scenarios issue 3 names: pre-vote,
 //! check-quorum, ReadIndex and lease reads, leadership transfer, learners, membership changes,
-//! snapshots, rejoining within a term, persistence order, restarts, proposal results, forwarding.
+//! snapshots, rejoining within a term, persistence order, restarts, proposal results, forwarding;
+//! and a few checks of what issue 3 asks beyond them (events, batching, flow control).
 
 use std::time::Duration;
 
@@ -243,6 +244,71 @@ fn lease_reads_are_served_locally_and_stop_before_a_new_leader_exists() {
     }
 }
 
+// Lease reads with slow links: the lease must start when the confirming heartbeat was *sent*
+// (followers refuse votes for an election timeout after *receiving* it), not when the
+// acknowledgements came back. Here acknowledgements take 200 ms to reach the leader while
+// everything else takes 1 ms, and then the leader's outgoing links fail (acknowledgements already
+// on their way still arrive): a lease counted from their arrival would outlive the followers'
+// promise and let the cut-off leader answer reads after a new leader was elected.
+#[test]
+fn lease_reads_stay_safe_when_acknowledgements_are_slow() {
+    let mut config = default_config();
+    config.lease_reads = true;
+    let mut cluster = Cluster::new(3, config);
+    cluster.elect("n1");
+    cluster.settle();
+    let slow_acknowledgements = |packet: &Packet| {
+        if packet.to.as_str() == "n1" {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_millis(1)
+        }
+    };
+    let step = Duration::from_millis(1);
+    cluster.run_with_latency(Duration::from_secs(2), step, slow_acknowledgements, |_| false);
+    assert_eq!(cluster.leaders(), vec![id("n1")], "slow links alone do not depose the leader");
+    // Cut n1's outgoing links right after a heartbeat reached the followers: they refuse votes for
+    // an election timeout from now, while acknowledgements of this and the previous heartbeat are
+    // still on their way to n1.
+    let heartbeat_delivered = |cluster: &mut Cluster| {
+        let last_append = cluster.node("n1").sent.iter().rev().find(|record| is_append(&record.packet));
+        last_append.is_some_and(|record| cluster.now == record.at + Duration::from_millis(1))
+    };
+    let cut = cluster.run_with_latency(Duration::from_secs(1), step, slow_acknowledgements, |cluster| {
+        let now = cluster.now;
+        heartbeat_delivered(cluster) && cluster.raft("n1").lease_valid(now)
+    });
+    assert!(cut, "precondition: a heartbeat reached the followers while n1 held a lease");
+
+    cluster.cut("n1", "n2");
+    cluster.cut("n1", "n3");
+    let isolated_at = cluster.now;
+    let mut new_leader_at: Option<Instant> = None;
+    cluster.run_with_latency(Duration::from_secs(3), step, slow_acknowledgements, |cluster| {
+        if cluster.now.as_millis() % 5 == 0 {
+            let _ = cluster.read("n1");
+        }
+        if new_leader_at.is_none() && cluster.leaders().iter().any(|leader| leader.as_str() != "n1") {
+            new_leader_at = Some(cluster.now);
+        }
+        false
+    });
+    let new_leader_at = new_leader_at.expect("n2 or n3 was elected");
+    let answered: Vec<&ReadRecord> =
+        cluster.node("n1").reads.iter().filter(|record| record.result.result.is_ok()).collect();
+    assert!(
+        answered.iter().any(|record| record.at > isolated_at),
+        "precondition: the cut-off leader still served lease reads for a while"
+    );
+    for record in answered {
+        assert!(
+            record.at < new_leader_at,
+            "n1 answered a lease read at {:?}, after a new leader was elected at {new_leader_at:?}",
+            record.at
+        );
+    }
+}
+
 // ---------------------------------------------------------------- leadership transfer
 
 // Leadership transfer (Raft thesis §3.10): the leader sends TimeoutNow to an up-to-date target,
@@ -448,6 +514,13 @@ fn membership_remove_a_follower() {
     for node in ["n1", "n2"] {
         assert!(!cluster.raft(node).membership().contains(&id("n3")), "{node} still lists n3");
     }
+    // The removed node keeps running and stops hearing heartbeats: it must not disrupt the
+    // cluster (Raft thesis §4.2.3).
+    let term = cluster.term("n1");
+    cluster.run_for(election_timeout_max(&cluster) * 10);
+    assert_eq!(cluster.leaders(), vec![id("n1")], "the removed node did not depose the leader");
+    assert_eq!(cluster.term("n1"), term);
+    assert_eq!(cluster.term("n2"), term);
     cluster.crash("n3");
     let write = cluster.propose_put("n1", "x", "1");
     cluster.settle();
@@ -947,4 +1020,73 @@ fn events_report_votes_election_appends_acceptance_and_state_changes() {
             "{node}: state:changed for x: {events:?}"
         );
     }
+}
+
+// ---------------------------------------------------------------- throughput
+
+// Batching (issue 3, `batch_updates`): proposals that arrive together go to a follower in one
+// append.
+#[test]
+fn batching_proposals_made_together_travel_in_one_append() {
+    let mut cluster = Cluster::new(3, default_config());
+    cluster.elect("n1");
+    cluster.settle();
+    let now = cluster.now;
+    let mut proposals = Vec::new();
+    for i in 0..5 {
+        let proposal_id = cluster.next_proposal_id("n1");
+        let proposal =
+            Proposal { id: proposal_id.clone(), session: None, command: put(&format!("k{i}"), "v") };
+        cluster.raft_mut("n1").propose(now, proposal).expect("the leader takes proposals");
+        proposals.push(proposal_id);
+    }
+    cluster.process(&id("n1"));
+    for follower in ["n2", "n3"] {
+        let appends: Vec<usize> = cluster
+            .in_flight()
+            .iter()
+            .filter(|packet| packet.to.as_str() == follower)
+            .filter_map(|packet| match &packet.message {
+                RaftMessage::Append { entries, .. } if !entries.is_empty() => Some(entries.len()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(appends, vec![5], "{follower}: one append carrying the five entries");
+    }
+    cluster.settle();
+    for proposal in &proposals {
+        accepted_once(&cluster, "n1", proposal);
+    }
+}
+
+// Flow control (issue 3): replication to a follower is pipelined, but at most
+// `max_inflight_messages` appends are outstanding; the rest waits for acknowledgements.
+#[test]
+fn flow_control_in_flight_appends_to_a_follower_are_bounded() {
+    let mut config = default_config();
+    config.max_inflight_messages = 2;
+    config.max_entries_per_message = 1;
+    let mut cluster = Cluster::new(3, config);
+    cluster.elect("n1");
+    cluster.settle();
+    for i in 0..10 {
+        cluster.propose_put("n1", &format!("k{i}"), "v");
+    }
+    let carrying_entries = |cluster: &Cluster, follower: &str| {
+        cluster
+            .in_flight()
+            .iter()
+            .filter(|packet| packet.to.as_str() == follower)
+            .filter(|packet| {
+                matches!(&packet.message, RaftMessage::Append { entries, .. } if !entries.is_empty())
+            })
+            .count()
+    };
+    for follower in ["n2", "n3"] {
+        assert_eq!(carrying_entries(&cluster, follower), 2, "{follower}: the window is full and no more");
+    }
+    cluster.settle();
+    cluster.settle();
+    assert_eq!(cluster.commit("n2"), cluster.last_index("n1"), "acknowledgements reopen the window");
+    assert_eq!(cluster.log("n3"), cluster.log("n1"));
 }

@@ -382,3 +382,26 @@ fn agrees_with_brute_force_on_random_small_histories() {
     }
     assert!(accepted > 1000 && rejected > 1000, "both verdicts exercised: {accepted} / {rejected}");
 }
+
+#[test]
+fn many_lost_writes_stay_cheap_to_check() {
+    // Thirty writes with unknown outcomes, none of which took effect, then reads of the old value:
+    // placing unknown writes eagerly would try every subset of them.
+    let mut builder = Builder::new();
+    builder.write(0, 0, 1);
+    for value in 1..=30 {
+        builder.unknown_write(value, 1 + value as u64);
+    }
+    for round in 0..30 {
+        builder.read(Some(0), 100 + 10 * round, 105 + 10 * round);
+    }
+    assert_eq!(check_with_limit(&builder.done(), 100_000), Ok(()));
+    // The same writes where the last one took effect just before the reads.
+    let mut builder = Builder::new();
+    builder.write(0, 0, 1);
+    for value in 1..=30 {
+        builder.unknown_write(value, 1 + value as u64);
+    }
+    builder.read(Some(30), 100, 105);
+    assert_eq!(check_with_limit(&builder.done(), 100_000), Ok(()));
+}

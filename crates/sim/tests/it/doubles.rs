@@ -553,3 +553,97 @@ impl Mechanism for Primary {
         state
     }
 }
+
+/// A node whose debug state follows a script, one step per 10 ms tick: (term, role, commit).
+pub struct Scripted {
+    id: NodeId,
+    membership: Membership,
+    replica: Replica,
+    script: Vec<(u64, Role, u64)>,
+    position: usize,
+    deadline: Option<Instant>,
+}
+
+impl Scripted {
+    pub fn factory(scripts: Vec<Vec<(u64, Role, u64)>>) -> concord_sim::MechanismFactory {
+        Box::new(move |setup: Setup| {
+            let index: usize = setup.node_id.as_str()[1..].parse().unwrap();
+            Ok(Box::new(Scripted {
+                id: setup.node_id,
+                membership: Membership::with_voters(setup.initial_members),
+                replica: setup.replica,
+                script: scripts[index - 1].clone(),
+                position: 0,
+                deadline: None,
+            }) as Box<dyn Mechanism>)
+        })
+    }
+}
+
+impl Mechanism for Scripted {
+    fn node_id(&self) -> &NodeId {
+        &self.id
+    }
+    fn handle_message(&mut self, _: Instant, _: NodeId, _: Message) -> Result<(), PeerError> {
+        Ok(())
+    }
+    fn propose(&mut self, _: Instant, _: Proposal) -> Result<(), ProposalError> {
+        Err(unsupported("propose"))
+    }
+    fn read(&mut self, _: Instant, _: ReadId) -> Result<(), ProposalError> {
+        Err(unsupported("read"))
+    }
+    fn change_membership(
+        &mut self,
+        _: Instant,
+        _: ProposalId,
+        _: MembershipChange,
+    ) -> Result<(), ProposalError> {
+        Err(unsupported("change_membership"))
+    }
+    fn vote(&mut self, _: Instant, _: &ProposalId, _: bool) -> Result<(), ProposalError> {
+        Err(unsupported("vote"))
+    }
+    fn transfer_leadership(&mut self, _: Instant, _: &NodeId) -> Result<(), ProposalError> {
+        Err(unsupported("transfer_leadership"))
+    }
+    fn handle_peer_status(&mut self, _: Instant, _: &NodeId, _: bool) {}
+    fn handle_timeout(&mut self, now: Instant) {
+        if self.deadline.is_some() && self.position + 1 < self.script.len() {
+            self.position += 1;
+        }
+        self.deadline = Some(now + Duration::from_millis(10));
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        if self.position + 1 < self.script.len() {
+            Some(self.deadline.unwrap_or(Instant::ZERO))
+        } else {
+            None
+        }
+    }
+    fn has_ready(&self) -> bool {
+        false
+    }
+    fn ready(&mut self) -> Ready {
+        Ready::default()
+    }
+    fn advance(&mut self, _: Instant, _: u64) {}
+    fn replica(&self) -> &Replica {
+        &self.replica
+    }
+    fn membership(&self) -> &Membership {
+        &self.membership
+    }
+    fn leader(&self) -> Option<NodeId> {
+        None
+    }
+    fn connected_peers(&self) -> Vec<NodeId> {
+        Vec::new()
+    }
+    fn debug_state(&self) -> DebugState {
+        let (term, role, commit) = self.script[self.position];
+        let mut state = debug_state(&self.id, role, Term(term), LogIndex(commit), commit);
+        state.last_applied = LogIndex(commit);
+        state
+    }
+}

@@ -374,3 +374,59 @@ fn results_and_events_are_handed_to_the_test() {
     assert!(simulation.take_results().is_empty(), "taken once");
     assert!(simulation.trace().any(|line| line.contains("n1 -> n2 raft.forward_proposal")));
 }
+
+fn scripted(scripts: Vec<Vec<(u64, Role, u64)>>) -> Simulation {
+    let nodes = scripts.len();
+    let mut simulation = Simulation::new(
+        SimConfig::new(13, nodes, Config::default()),
+        crate::doubles::Scripted::factory(scripts),
+    );
+    for invariant in concord_sim::raft_invariants() {
+        simulation.add_invariant(invariant);
+    }
+    simulation
+}
+
+#[test]
+fn the_built_in_invariants_accept_a_sane_script() {
+    use Role::{Candidate, Follower, Leader};
+    let mut simulation = scripted(vec![
+        vec![(0, Follower, 0), (1, Candidate, 0), (1, Leader, 0), (1, Leader, 2), (2, Follower, 2)],
+        vec![(0, Follower, 0), (1, Follower, 0), (1, Follower, 1), (2, Candidate, 2), (2, Leader, 2)],
+    ]);
+    simulation.run_for(Duration::from_secs(1)).unwrap();
+}
+
+#[test]
+fn the_built_in_invariants_catch_what_they_promise() {
+    use Role::{Follower, Leader};
+    let cases: Vec<(&str, Vec<Vec<(u64, Role, u64)>>)> = vec![
+        ("term went down from 2 to 1", vec![vec![(1, Follower, 0), (2, Follower, 0), (1, Follower, 0)]]),
+        (
+            "commit index went down from 3 to 2",
+            vec![vec![(1, Follower, 0), (1, Follower, 3), (1, Follower, 2)]],
+        ),
+        (
+            "two leaders in term 3",
+            vec![
+                vec![(1, Follower, 0), (3, Leader, 0)],
+                vec![(1, Follower, 0), (1, Follower, 0), (3, Leader, 0)],
+            ],
+        ),
+    ];
+    for (expected, scripts) in cases {
+        let violation = scripted(scripts).run_for(Duration::from_secs(1)).unwrap_err();
+        assert!(violation.message.contains(expected), "expected {expected:?}, got {violation}");
+    }
+}
+
+#[test]
+fn commit_may_restart_lower_after_a_crash() {
+    use Role::Follower;
+    let mut simulation = scripted(vec![vec![(1, Follower, 0), (1, Follower, 5), (1, Follower, 5)]]);
+    simulation.run_for(Duration::from_millis(50)).unwrap();
+    simulation.crash(&n(1));
+    simulation.restart(&n(1));
+    // The new incarnation starts its script over at commit 0: volatile state, not a violation.
+    simulation.run_for(Duration::from_millis(50)).unwrap();
+}

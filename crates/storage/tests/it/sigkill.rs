@@ -77,6 +77,9 @@ fn acknowledged_entries_survive_sigkill() {
         if let Some(snapshot) = &recovered.snapshot {
             assert_eq!(snapshot.data, snapshot_data(snapshot.meta.last_index.0));
         }
+        eprintln!(
+            "round {round}: acknowledged up to {acknowledged}, recovered up to {last} (log from {first})"
+        );
     }
 }
 

@@ -1,0 +1,6 @@
+//! Integration tests of the WebSocket transport: the shared conformance suite (plain and TLS) and
+//! WebSocket-specific cases.
+
+mod conformance;
+mod support;
+mod tls;
