@@ -22,7 +22,10 @@
 //! shared by all proposers it behaves like Fast Paxos' fast round: with `P` the promises, a value
 //! `v` voted in round 0 *may have been chosen* iff `votes(v in P) + (voters − |P|) ≥ required`
 //! ([`quorum::may_have_been_chosen`]). If exactly one value passes, recovery proposes it; if none,
-//! it proposes `Abort`; if two pass, it waits for more promises rather than guess. Votes from
+//! it proposes `Abort`; if two pass, it waits for more promises rather than guess. A value that
+//! only *may* have been chosen waits briefly (two heartbeat intervals) for the remaining promises,
+//! which may show that it was not — so a value most voters explicitly refused is aborted rather
+//! than completed whenever they answer. Votes from
 //! recovery rounds follow the classic rule (the value of the highest ballot). An aborted slot, or a
 //! decided command the state machine refuses (a failed compare-and-swap), leaves the version as it
 //! is and moves the key to the next *attempt*, so no key stays blocked.
@@ -47,12 +50,12 @@
 //!
 //! ## What it does not promise
 //!
-//! - **No linearizable reads**: [`Mechanism::read`] returns `Unsupported`. Read the local replica
+//! - **No linearizable reads**: [`Mechanism::read`](concord_core::mechanism::Mechanism::read) returns `Unsupported`. Read the local replica
 //!   (possibly stale) or use Raft.
 //! - **No cross-key order and no multi-key atomicity**: keys are independent, so a batch must
 //!   touch one key (a batch over several keys is refused as invalid — applying it at its first
 //!   key's slot would change other keys outside their own slots, and nodes would diverge).
-//! - **No leader**: [`Mechanism::leader`] is `None`, `transfer_leadership` is `Unsupported`.
+//! - **No leader**: [`Mechanism::leader`](concord_core::mechanism::Mechanism::leader) is `None`, `transfer_leadership` is `Unsupported`.
 //! - **Liveness** needs a quorum of voters that can talk to each other; a recovery that sees two
 //!   possible values waits for more promises.
 //! - **Exactly-once sessions** hold while fewer than `maxClientSessions` results are retained.
@@ -79,6 +82,39 @@
 //! changed at a time the quorums of consecutive memberships intersect, so no later membership can
 //! choose a second value for an old slot. Recovery judges fast-round votes with the quorum of the
 //! epoch they were cast in. Under load, a change may be rejected (voters have open votes): retry.
+//!
+//! ## Voting modes
+//!
+//! `config.voting` is `automatic` (the rule above) or `manual`: a member hands each fast-round
+//! proposal to the application as [`Event::ProposalReceived`](concord_core::event::Event) and
+//! votes when the application calls `vote(proposal_id, in_favor)`; a vote after `config.timeout`
+//! is refused with `ProposalError::Timeout` and changes nothing. The proposer always votes for its
+//! own proposal. [`Majority::set_validator`] adds an application rule (game rules, say) that every
+//! fast-round proposal must pass before this member votes for it, in either mode.
+//!
+//! ## Bounds
+//!
+//! Every queue has a limit from the config ([`Limits`]): own undecided proposals, open slots with
+//! a vote or promise, and proposals awaiting a manual vote (`maxPendingProposals`; beyond it
+//! `Busy`, or a vote against); decisions waiting for an earlier one (`maxEntriesPerMessage`);
+//! decisions kept for catch-up (`snapshotInterval`); a catch-up message (`maxEntriesPerMessage`
+//! decisions, half of `maxMessageBytes`). A whole-state catch-up larger than `maxMessageBytes` is
+//! not sent (no chunking yet).
+//!
+//! ## Durability
+//!
+//! Each applied decision is appended to the local log (`Ready::persist.entries`, local positions),
+//! the state is snapshotted every `snapshotInterval` decisions, and votes and promises are durable
+//! records; [`Majority::new`] rebuilds everything from `Setup::recovered`. The restart count is a
+//! record too: ballots carry it, so a restarted node never reuses a ballot with another value.
+//!
+//! ## Testing
+//!
+//! The feature `simulation` exposes the `simulation` module: the randomized runs on `concord-sim`
+//! (`simulation::run_seeds(0..n)` is what `cargo xtask sim --mechanism majority --seeds n` calls),
+//! a crash-storm scenario and a membership-churn scenario, with the `simulation::OneValuePerSlot`
+//! invariant. The feature `broken-variants` adds `Majority::with_bug` for tests that prove the
+//! simulator catches a broken vote rule.
 //!
 //! ## Example
 //!

@@ -1441,13 +1441,47 @@ impl Majority {
         self.send(peer, MajorityMessage::CatchUpRequest { after });
     }
 
-    fn on_heartbeat(&mut self, now: Instant, from: NodeId, incarnation: u64, applied: u64, epoch: u64) {
-        let Some(state) = self.peers.get_mut(&from) else { return };
-        if state.incarnation != Some(incarnation) {
-            state.incarnation = Some(incarnation);
-            state.cursor = 0;
-            state.request_blocked_until = None;
+    /// Reads a peer's restart count: `false` for a message of an earlier incarnation (stale). A
+    /// new incarnation restarts the cursor, since its log positions after the durable prefix
+    /// may hold other decisions.
+    fn peer_incarnation(&mut self, peer: &NodeId, incarnation: u64) -> bool {
+        let Some(state) = self.peers.get_mut(peer) else { return false };
+        match state.incarnation {
+            Some(known) if incarnation < known => false,
+            Some(known) if incarnation == known => true,
+            _ => {
+                state.incarnation = Some(incarnation);
+                state.cursor = 0;
+                state.request_blocked_until = None;
+                true
+            }
         }
+    }
+
+    fn on_heartbeat(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        incarnation: u64,
+        applied: u64,
+        epoch: u64,
+        state_digest: u64,
+    ) {
+        if !self.peer_incarnation(&from, incarnation) {
+            return;
+        }
+        if std::env::var("MAJ_DEBUG").is_ok() && applied != self.applied {
+            eprintln!("{} hb from {from}: digests {} {} applied {} {} positions {:?}", self.node_id, state_digest, self.digest, applied, self.applied, self.positions);
+        }
+        if state_digest == self.digest {
+            // Same positions on every key: everything in the peer's log is applied here too, so
+            // there is nothing to fetch again.
+            if let Some(state) = self.peers.get_mut(&from) {
+                state.cursor = state.cursor.max(applied);
+            }
+            return;
+        }
+        let Some(state) = self.peers.get(&from) else { return };
         if applied > state.cursor || epoch > self.epoch {
             self.request_catch_up(now, &from);
         }
@@ -1457,6 +1491,7 @@ impl Majority {
         let first_kept = self.history.front().map_or(self.applied + 1, |(index, _, _)| *index);
         if after >= self.applied {
             let message = MajorityMessage::CatchUpResponse {
+                incarnation: self.incarnation,
                 from: after + 1,
                 decisions: Vec::new(),
                 applied: self.applied,
@@ -1468,7 +1503,12 @@ impl Majority {
             if data.len() + MESSAGE_OVERHEAD_BYTES > self.config.max_message_bytes as usize {
                 return; // Too large for one message: the requester recovers slot by slot instead.
             }
-            return self.send(&from, MajorityMessage::CatchUpSnapshot { through: self.applied, data });
+            let message = MajorityMessage::CatchUpSnapshot {
+                incarnation: self.incarnation,
+                through: self.applied,
+                data,
+            };
+            return self.send(&from, message);
         }
         let mut decisions = Vec::new();
         let mut bytes = 0;
@@ -1483,7 +1523,12 @@ impl Majority {
             bytes += size;
             decisions.push((slot.clone(), decision.clone()));
         }
-        let message = MajorityMessage::CatchUpResponse { from: after + 1, decisions, applied: self.applied };
+        let message = MajorityMessage::CatchUpResponse {
+            incarnation: self.incarnation,
+            from: after + 1,
+            decisions,
+            applied: self.applied,
+        };
         self.send(&from, message);
     }
 
@@ -1629,15 +1674,19 @@ impl Majority {
             MajorityMessage::Promise { slot, ballot, outcome } => {
                 self.on_promise(now, from, slot, ballot, outcome)
             }
-            MajorityMessage::Heartbeat { incarnation, applied, membership_epoch } => {
-                self.on_heartbeat(now, from, incarnation, applied, membership_epoch)
+            MajorityMessage::Heartbeat { incarnation, applied, membership_epoch, state_digest } => {
+                self.on_heartbeat(now, from, incarnation, applied, membership_epoch, state_digest)
             }
             MajorityMessage::CatchUpRequest { after } => self.on_catch_up_request(from, after),
-            MajorityMessage::CatchUpResponse { from: first, decisions, applied } => {
-                self.on_catch_up_response(now, from, first, decisions, applied)
+            MajorityMessage::CatchUpResponse { incarnation, from: first, decisions, applied } => {
+                if self.peer_incarnation(&from, incarnation) {
+                    self.on_catch_up_response(now, from, first, decisions, applied)
+                }
             }
-            MajorityMessage::CatchUpSnapshot { through, data } => {
-                return self.on_catch_up_snapshot(now, from, through, data)
+            MajorityMessage::CatchUpSnapshot { incarnation, through, data } => {
+                if self.peer_incarnation(&from, incarnation) {
+                    return self.on_catch_up_snapshot(now, from, through, data);
+                }
             }
         }
         Ok(())
@@ -1659,6 +1708,7 @@ impl Majority {
                     incarnation: self.incarnation,
                     applied: self.applied,
                     membership_epoch: self.epoch,
+                    state_digest: self.digest,
                 };
                 let peers: Vec<NodeId> = self.peers.keys().cloned().collect();
                 for peer in &peers {

@@ -165,6 +165,129 @@ pub fn crash_storm(seed: u64, factory: MechanismFactory, duration: Duration) -> 
     })
 }
 
+/// What a membership-churn run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChurnReport {
+    /// Membership changes accepted.
+    pub changes_accepted: usize,
+    /// Membership changes refused or failed (open votes, different states, faults).
+    pub changes_failed: usize,
+    /// Writes accepted.
+    pub writes_accepted: usize,
+}
+
+/// Membership churn: four nodes; every few hundred ms a random node proposes removing `n4` (if it
+/// is a voter) or adding it back, while clients write two keys, the network loses 10% and nodes
+/// crash and restart. Checks [`OneValuePerSlot`] throughout; at the end (healed, all restarted) every
+/// node must agree on the membership and the members on the key-value state.
+pub fn membership_churn(seed: u64, duration: Duration) -> Result<ChurnReport, Violation> {
+    let mut sim_config = SimConfig::new(seed, 4, config());
+    let lossy = NetworkConfig { loss: 0.1, duplicate: 0.05, ..NetworkConfig::default() };
+    sim_config.network = lossy.clone();
+    sim_config.clock_rate_spread = 0.05;
+    let mut simulation = Simulation::new(sim_config, factory());
+    for invariant in invariants() {
+        simulation.add_invariant(invariant);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc4a2_6e00);
+    let ids: Vec<Node> = simulation.node_ids();
+    let churned = Node::new("n4");
+    let mut report = ChurnReport::default();
+    let mut outstanding: Vec<Option<concord_sim::OperationId>> = vec![None; 3];
+    let mut value = 0i64;
+    let mut sequence = 1u64 << 40; // Far from the simulator's own proposal numbers.
+    let mut change_at = simulation.now() + Duration::from_millis(300);
+    let mut down: Option<(concord_core::time::Instant, Node)> = None;
+    let end = simulation.now() + duration;
+    while simulation.now() < end {
+        let now = simulation.now();
+        let completed = simulation.take_completed();
+        for slot in outstanding.iter_mut() {
+            if slot.is_some_and(|operation| completed.contains(&operation)) {
+                *slot = None;
+            }
+        }
+        for (client, slot) in outstanding.iter_mut().enumerate() {
+            if slot.is_none() && rng.gen_bool(0.3) {
+                let node = &ids[rng.gen_range(0..ids.len())];
+                value += 1;
+                let key = format!("k{}", rng.gen_range(0..2));
+                *slot = Some(simulation.submit(client as u64 + 1, node, ClientOp::Put { key, value }));
+            }
+        }
+        for (_, result) in simulation.take_results() {
+            if result.key == crate::MEMBERSHIP_KEY {
+                if result.accepted {
+                    report.changes_accepted += 1;
+                } else {
+                    report.changes_failed += 1;
+                }
+            } else if result.accepted {
+                report.writes_accepted += 1;
+            }
+        }
+        if change_at <= now {
+            let proposer = &ids[rng.gen_range(0..3)];
+            sequence += 1;
+            let id = concord_core::id::ProposalId { origin: proposer.clone(), sequence };
+            let churned = churned.clone();
+            let refused = simulation.with_mechanism(proposer, |mechanism, local| {
+                let change = if mechanism.membership().is_voter(&churned) {
+                    concord_core::mechanism::MembershipChange::Remove(churned)
+                } else {
+                    concord_core::mechanism::MembershipChange::AddVoter(concord_core::id::NodeInfo::new(
+                        churned.as_str(),
+                        "",
+                    ))
+                };
+                mechanism.change_membership(local, id, change).is_err()
+            });
+            if refused == Some(true) {
+                report.changes_failed += 1;
+            }
+            change_at = now + Duration::from_millis(rng.gen_range(200..=800));
+        }
+        match down.clone() {
+            Some((at, node)) if at <= now => {
+                simulation.restart(&node);
+                down = None;
+            }
+            None if rng.gen_bool(0.01) => {
+                let node = ids[rng.gen_range(0..ids.len())].clone();
+                simulation.crash(&node);
+                down = Some((now + Duration::from_millis(rng.gen_range(50..=1500)), node));
+            }
+            _ => {}
+        }
+        simulation.run_for(Duration::from_millis(rng.gen_range(5..=40)))?;
+    }
+    simulation.heal();
+    simulation.set_network(NetworkConfig { loss: 0.0, duplicate: 0.0, ..lossy });
+    for id in &ids {
+        simulation.restart(id);
+    }
+    simulation.run_for(Duration::from_secs(15))?;
+    // n1 is never removed: the members of its membership must share it and the state. (A removed
+    // n4 hears no more decisions, so its own view may stay stale.)
+    let reference =
+        simulation.mechanism(&ids[0]).map(|m| (m.membership().clone(), m.replica().machine().snapshot()));
+    let Some((membership, state)) = reference else {
+        return Err(simulation.violation_now("n1 is down after the liveness phase".into()));
+    };
+    for member in membership.voters() {
+        let view =
+            simulation.mechanism(member).map(|m| (m.membership().clone(), m.replica().machine().snapshot()));
+        if view.as_ref() != Some(&(membership.clone(), state.clone())) {
+            return Err(simulation.violation_now(format!(
+                "no convergence after membership churn: {member} holds another membership or state \
+                 than n1 (n1's voters: {:?})",
+                membership.voters().collect::<Vec<_>>()
+            )));
+        }
+    }
+    Ok(report)
+}
+
 /// At most one value is accepted per (key, version), on any node, and every node that applies
 /// version `v` of a key applies the same value there — so each accepted value is the one applied
 /// everywhere.

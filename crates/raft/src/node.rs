@@ -195,7 +195,9 @@ impl std::fmt::Debug for Raft {
 /// A stable fingerprint of a proposal's session and command (FNV-1a over its encoding).
 fn fingerprint(proposal: &Proposal) -> u64 {
     let encoded = postcard::to_allocvec(&(&proposal.session, &proposal.command)).unwrap_or_default();
-    encoded.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3))
+    encoded
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn validate_command(config: &Config, command: &Command) -> Result<(), ProposalError> {
@@ -266,9 +268,7 @@ impl Raft {
                 )));
             }
             log = RaftLog::new(meta.last_index, meta.last_term);
-            if !meta.membership.members.is_empty() {
-                memberships.push((meta.last_index, meta.membership.clone()));
-            }
+            memberships.push((meta.last_index, meta.membership.clone()));
             snapshot = Some(recovered_snapshot);
         } else if replica.applied() != LogIndex::ZERO {
             return Err(SetupError::Recovered(format!(
@@ -291,12 +291,16 @@ impl Raft {
             }
             log.push(entry);
         }
-        if memberships.is_empty() {
+        // The first element is the base that truncation never removes: the snapshot's
+        // membership, or the bootstrap one at index 0.
+        let has_membership_entries =
+            log.entries().any(|entry| matches!(entry.payload, EntryPayload::Membership(_)));
+        if snapshot.is_none() {
             let bootstrap = Membership::with_voters(initial_members);
-            if !bootstrap.members.is_empty() && !bootstrap.contains(&node_id) {
+            if !has_membership_entries && !bootstrap.members.is_empty() && !bootstrap.contains(&node_id) {
                 return Err(SetupError::NotAMember(node_id));
             }
-            memberships.push((LogIndex::ZERO, bootstrap));
+            memberships.insert(0, (LogIndex::ZERO, bootstrap));
         }
         let hard_state = recovered.hard_state;
         let term = hard_state.term.max(log.last_term());
@@ -390,7 +394,6 @@ impl Raft {
     fn has_bug(&self, bug: Bug) -> bool {
         self.bug == Some(bug)
     }
-
 
     // ----- accessors -----
 
@@ -532,7 +535,11 @@ impl Raft {
 
     fn set_commit(&mut self, index: LogIndex) {
         assert!(index >= self.commit, "the commit index never moves back ({} to {index})", self.commit);
-        assert!(index <= self.log.last_index(), "commit {index} beyond the log's end {}", self.log.last_index());
+        assert!(
+            index <= self.log.last_index(),
+            "commit {index} beyond the log's end {}",
+            self.log.last_index()
+        );
         self.commit = index;
     }
 
@@ -1050,7 +1057,10 @@ impl Raft {
         while self.replica.applied() < self.commit {
             let index = self.replica.applied().next();
             let Some(entry) = self.log.entry(index).cloned() else {
-                panic!("committed entry {index} is missing from the log (snapshot at {})", self.log.snapshot_index());
+                panic!(
+                    "committed entry {index} is missing from the log (snapshot at {})",
+                    self.log.snapshot_index()
+                );
             };
             match &entry.payload {
                 EntryPayload::Noop => self.replica.skip(entry.index, entry.term),
@@ -1085,7 +1095,10 @@ impl Raft {
                 });
             }
         }
-        let ours = self.pending.get(&proposal.id).is_some_and(|pending| pending.fingerprint == fingerprint(proposal));
+        let ours = self
+            .pending
+            .get(&proposal.id)
+            .is_some_and(|pending| pending.fingerprint == fingerprint(proposal));
         if !ours {
             return;
         }
@@ -1179,7 +1192,11 @@ impl Raft {
             return;
         }
         let Some(term) = self.log.term_at(applied) else { return };
-        let meta = SnapshotMeta { last_index: applied, last_term: term, membership: self.membership_at(applied).clone() };
+        let meta = SnapshotMeta {
+            last_index: applied,
+            last_term: term,
+            membership: self.membership_at(applied).clone(),
+        };
         let snapshot = Snapshot { meta, data: self.replica.snapshot() };
         self.forget_proposals_through(applied);
         self.log.compact_to(applied, term);
@@ -1195,7 +1212,9 @@ impl Raft {
     fn forget_proposals_through(&mut self, index: LogIndex) {
         let mut position = self.log.first_index();
         while position <= index {
-            if let Some(EntryPayload::Command(proposal)) = self.log.entry(position).map(|entry| &entry.payload) {
+            if let Some(EntryPayload::Command(proposal)) =
+                self.log.entry(position).map(|entry| &entry.payload)
+            {
                 let known = (proposal.id.clone(), fingerprint(proposal));
                 self.proposal_index.remove(&proposal.id);
                 if self.compacted_proposal_set.insert(known.clone()) {
@@ -1213,9 +1232,10 @@ impl Raft {
 
     /// Whether this very proposal (same id and same command) is already in the log or the batch.
     fn is_known_proposal(&self, proposal: &Proposal) -> bool {
-        let in_log = self.proposal_index.get(&proposal.id).and_then(|index| self.log.entry(*index)).is_some_and(
-            |entry| matches!(&entry.payload, EntryPayload::Command(logged) if logged == proposal),
-        );
+        let in_log =
+            self.proposal_index.get(&proposal.id).and_then(|index| self.log.entry(*index)).is_some_and(
+                |entry| matches!(&entry.payload, EntryPayload::Command(logged) if logged == proposal),
+            );
         in_log
             || (self.batch_ids.contains(&proposal.id) && self.batch.iter().any(|batched| batched == proposal))
             || self.compacted_proposal_set.contains(&(proposal.id.clone(), fingerprint(proposal)))
@@ -1243,6 +1263,9 @@ impl Raft {
             self.proposal_deadlines.remove(&(pending.deadline, id.clone()));
             self.results.push(ProposalResult::failed(id.clone(), pending.key, error));
         }
+        // An AddVoter that timed out stops waiting for its learner (a dead learner must not block
+        // every later membership change); the learner stays, and `Promote` can finish the job.
+        self.promotions.retain(|_, waiting| waiting != id);
     }
 
     /// The leader takes a proposal (made here or forwarded).
@@ -1374,7 +1397,8 @@ impl Raft {
                 self.answer_origin(read.origin, Ok(read.index));
             }
         }
-        while self.round_sent_at.len() > 1 && self.round_sent_at.get(1).is_some_and(|(round, _)| *round <= acked)
+        while self.round_sent_at.len() > 1
+            && self.round_sent_at.get(1).is_some_and(|(round, _)| *round <= acked)
         {
             self.round_sent_at.pop_front();
         }
@@ -1403,7 +1427,9 @@ impl Raft {
             State::Leader => true,
             _ => {
                 self.leader.is_some()
-                    && self.leader_contact.is_some_and(|contact| now < contact + self.config.election_timeout.min)
+                    && self
+                        .leader_contact
+                        .is_some_and(|contact| now < contact + self.config.election_timeout.min)
             }
         }
     }
@@ -1456,8 +1482,10 @@ impl Raft {
                     self.send_after_persist(from, response);
                     return Ok(());
                 }
-                RaftMessage::VoteRequest { pre_vote: true, .. } => {
-                    let response = RaftMessage::VoteResponse { term: self.term, granted: false, pre_vote: true };
+                RaftMessage::VoteRequest { pre_vote, .. } => {
+                    // Figure 2: reply false with the current term, for the candidate to update itself.
+                    let response =
+                        RaftMessage::VoteResponse { term: self.term, granted: false, pre_vote: *pre_vote };
                     self.send_after_persist(from, response);
                     return Ok(());
                 }
@@ -1476,8 +1504,18 @@ impl Raft {
             RaftMessage::VoteResponse { term, granted, pre_vote } => {
                 self.handle_vote_response(now, from, term, granted, pre_vote);
             }
-            RaftMessage::Append { prev_log_index, prev_log_term, entries, leader_commit, read_round, .. } => {
-                self.handle_append(now, from, prev_log_index, prev_log_term, entries, leader_commit, read_round)?;
+            RaftMessage::Append {
+                prev_log_index, prev_log_term, entries, leader_commit, read_round, ..
+            } => {
+                self.handle_append(
+                    now,
+                    from,
+                    prev_log_index,
+                    prev_log_term,
+                    entries,
+                    leader_commit,
+                    read_round,
+                )?;
             }
             RaftMessage::AppendResponse { success, match_index, conflict, read_round, .. } => {
                 self.handle_append_response(now, from, success, match_index, conflict, read_round);
@@ -1576,7 +1614,10 @@ impl Raft {
         let grant = can_vote && up_to_date;
         if pre_vote {
             let response_term = if grant { term } else { self.term };
-            self.send(from, RaftMessage::VoteResponse { term: response_term, granted: grant, pre_vote: true });
+            self.send(
+                from,
+                RaftMessage::VoteResponse { term: response_term, granted: grant, pre_vote: true },
+            );
             return;
         }
         if grant {
@@ -1589,7 +1630,14 @@ impl Raft {
         self.send_after_persist(from, response);
     }
 
-    fn handle_vote_response(&mut self, now: Instant, from: NodeId, term: Term, granted: bool, pre_vote: bool) {
+    fn handle_vote_response(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        term: Term,
+        granted: bool,
+        pre_vote: bool,
+    ) {
         let counting = if pre_vote {
             self.state == State::PreCandidate && (!granted || term == Term(self.term.0 + 1))
         } else {
@@ -1618,7 +1666,10 @@ impl Raft {
             if entry.index != expected || entry.term > self.term {
                 return Err(PeerError::Protocol {
                     from: from.to_string(),
-                    reason: format!("append entry {} (term {}) where {expected} was expected", entry.index, entry.term),
+                    reason: format!(
+                        "append entry {} (term {}) where {expected} was expected",
+                        entry.index, entry.term
+                    ),
                 });
             }
         }
@@ -1730,7 +1781,8 @@ impl Raft {
         if success {
             let match_index = match_index.min(last_index);
             let advanced = progress.update_match(match_index);
-            if progress.state == ReplicationState::Probe && progress.match_index.next() >= progress.next_index {
+            if progress.state == ReplicationState::Probe && progress.match_index.next() >= progress.next_index
+            {
                 progress.become_replicate();
             }
             if advanced {
@@ -1746,7 +1798,8 @@ impl Raft {
                 let mut next = match hint.term {
                     Some(term) => {
                         let candidate = self.log.last_index_with_term_at_most(hint.rejected_index, term);
-                        if candidate > self.log.snapshot_index() && self.log.term_at(candidate) == Some(term) {
+                        if candidate > self.log.snapshot_index() && self.log.term_at(candidate) == Some(term)
+                        {
                             candidate.next()
                         } else {
                             hint.index
@@ -1773,7 +1826,8 @@ impl Raft {
         if transfer.target != *peer {
             return;
         }
-        let caught_up = self.progress.get(peer).is_some_and(|progress| progress.match_index >= self.log.last_index());
+        let caught_up =
+            self.progress.get(peer).is_some_and(|progress| progress.match_index >= self.log.last_index());
         if caught_up {
             let term = self.term;
             self.send(peer.clone(), RaftMessage::TimeoutNow { term });
@@ -1795,7 +1849,10 @@ impl Raft {
         if end.map_or(true, |end| end > total_bytes || (end == total_bytes) != done) {
             return Err(PeerError::Protocol {
                 from: from.to_string(),
-                reason: format!("snapshot chunk at {offset} of {} bytes overruns its {total_bytes} bytes", data.len()),
+                reason: format!(
+                    "snapshot chunk at {offset} of {} bytes overruns its {total_bytes} bytes",
+                    data.len()
+                ),
             });
         }
         if self.state == State::Leader {
@@ -1810,7 +1867,8 @@ impl Raft {
         self.reset_election_deadline(now);
         let last_index = meta.last_index;
         let respond = |raft: &mut Raft, next_offset: u64, done: bool| {
-            let response = RaftMessage::InstallSnapshotResponse { term: raft.term, last_index, next_offset, done };
+            let response =
+                RaftMessage::InstallSnapshotResponse { term: raft.term, last_index, next_offset, done };
             raft.send_after_persist(from.clone(), response);
         };
         if last_index <= self.commit {
@@ -1827,7 +1885,8 @@ impl Raft {
                 respond(self, 0, false);
                 return Ok(());
             }
-            self.incoming_snapshot = Some(IncomingSnapshot { meta: meta.clone(), total_bytes, data: Vec::new() });
+            self.incoming_snapshot =
+                Some(IncomingSnapshot { meta: meta.clone(), total_bytes, data: Vec::new() });
         }
         let Some(incoming) = self.incoming_snapshot.as_mut() else { return Ok(()) };
         let have = incoming.data.len() as u64;
@@ -1845,7 +1904,10 @@ impl Raft {
         let Some(incoming) = self.incoming_snapshot.take() else { return Ok(()) };
         let data = Bytes::from(incoming.data);
         if let Err(error) = self.replica.restore(&data) {
-            return Err(PeerError::Protocol { from: from.to_string(), reason: format!("snapshot does not restore: {error}") });
+            return Err(PeerError::Protocol {
+                from: from.to_string(),
+                reason: format!("snapshot does not restore: {error}"),
+            });
         }
         debug_assert_eq!(self.replica.applied(), last_index, "a snapshot is taken at its last index");
         if self.log.term_at(last_index) == Some(meta.last_term) {
@@ -1915,7 +1977,10 @@ impl Mechanism for Raft {
             }
         };
         if from == self.id {
-            return Err(PeerError::Protocol { from: from.to_string(), reason: "a message from itself".into() });
+            return Err(PeerError::Protocol {
+                from: from.to_string(),
+                reason: "a message from itself".into(),
+            });
         }
         self.heard_from(now, &from);
         let result = self.step(now, from, message);
@@ -2004,7 +2069,10 @@ impl Mechanism for Raft {
             });
         }
         if self.membership_change_in_progress() || !self.promotions.is_empty() {
-            return Err(ProposalError::Busy { what: "another membership change is in progress".into(), limit: 1 });
+            return Err(ProposalError::Busy {
+                what: "another membership change is in progress".into(),
+                limit: 1,
+            });
         }
         let mut next = self.membership_now().clone();
         let node = change.node().clone();
@@ -2043,7 +2111,10 @@ impl Mechanism for Raft {
         }
         let deadline = now + self.config.timeout;
         self.proposal_deadlines.insert((deadline, id.clone()));
-        self.pending.insert(id.clone(), PendingProposal { deadline, fingerprint: 0, key: node.to_string(), value: None, index: None });
+        self.pending.insert(
+            id.clone(),
+            PendingProposal { deadline, fingerprint: 0, key: node.to_string(), value: None, index: None },
+        );
         let index = self.leader_append(now, EntryPayload::Membership(next));
         if let Some(pending) = self.pending.get_mut(&id) {
             pending.index = Some(index);
@@ -2078,7 +2149,8 @@ impl Mechanism for Raft {
         if !self.membership_now().is_voter(to) {
             return Err(ProposalError::Invalid(format!("{to} is not a voter")));
         }
-        self.transfer = Some(Transfer { target: to.clone(), deadline: now + self.config.election_timeout.max });
+        self.transfer =
+            Some(Transfer { target: to.clone(), deadline: now + self.config.election_timeout.max });
         // The target may win an election that ignores leases: no lease reads for the rest of the term.
         self.lease_until = None;
         self.transfer_started = true;
@@ -2149,7 +2221,8 @@ impl Mechanism for Raft {
                 let active = voters
                     .iter()
                     .filter(|voter| {
-                        **voter == self.id || self.progress.get(*voter).is_some_and(|progress| progress.recent_active)
+                        **voter == self.id
+                            || self.progress.get(*voter).is_some_and(|progress| progress.recent_active)
                     })
                     .count();
                 for progress in self.progress.values_mut() {
@@ -2164,6 +2237,12 @@ impl Mechanism for Raft {
                 self.broadcast_heartbeat(now);
             }
         } else if self.election_deadline <= now {
+            // Not heard from the leader for an election timeout: that is what unreachable means.
+            if let Some(leader) = self.leader.clone() {
+                if leader != self.id && self.unreachable.insert(leader.clone()) {
+                    self.events.push(Event::NodeUnreachable { node: leader });
+                }
+            }
             let pre_vote = self.config.pre_vote;
             self.campaign(now, pre_vote, false);
         }

@@ -168,7 +168,11 @@ impl Cluster {
 
     fn proposal(&mut self, origin: &NodeId, command: Command) -> Proposal {
         self.sequence += 1;
-        Proposal { id: ProposalId { origin: origin.clone(), sequence: self.sequence }, session: None, command }
+        Proposal {
+            id: ProposalId { origin: origin.clone(), sequence: self.sequence },
+            session: None,
+            command,
+        }
     }
 
     fn propose(&mut self, on: &NodeId, command: Command) -> Result<ProposalId, ProposalError> {
@@ -376,17 +380,14 @@ fn lost_snapshot_chunk_is_resumed() {
         cluster.propose(&leader, put(&format!("key{n}"), "0123456789")).unwrap();
         cluster.run_for(Duration::from_millis(10));
     }
-    cluster.drop_first = Some(|message| {
-        matches!(message, Message::Raft(RaftMessage::InstallSnapshot { offset, .. }) if *offset == 32)
-    });
+    cluster.drop_first = Some(
+        |message| matches!(message, Message::Raft(RaftMessage::InstallSnapshot { offset, .. }) if *offset == 32),
+    );
     cluster.isolated.clear();
     cluster.run_for(Duration::from_secs(2));
     assert_eq!(cluster.dropped, 1, "the second chunk was lost once");
     assert_eq!(cluster.value(follower.as_str(), "key11"), Some(Bytes::from("0123456789")));
-    assert_eq!(
-        cluster.node(follower.as_str()).commit_index(),
-        cluster.node(leader.as_str()).commit_index()
-    );
+    assert_eq!(cluster.node(follower.as_str()).commit_index(), cluster.node(leader.as_str()).commit_index());
 }
 
 #[test]
@@ -483,7 +484,8 @@ fn second_membership_change_is_refused_while_one_is_uncommitted() {
     let first = ProposalId { origin: leader.clone(), sequence: 1 };
     raft.change_membership(now, first, MembershipChange::AddLearner(NodeInfo::new("n9", "h9"))).unwrap();
     let second = ProposalId { origin: leader.clone(), sequence: 2 };
-    let refused = raft.change_membership(now, second, MembershipChange::AddLearner(NodeInfo::new("n8", "h8")));
+    let refused =
+        raft.change_membership(now, second, MembershipChange::AddLearner(NodeInfo::new("n8", "h8")));
     assert!(matches!(refused, Err(ProposalError::Busy { .. })));
     let third = ProposalId { origin: leader.clone(), sequence: 3 };
     assert!(matches!(
@@ -624,9 +626,10 @@ fn duplicated_forward_is_appended_once_and_never_reported_as_refused() {
     assert_ne!(leader_raft.role(), Role::Leader);
     leader_raft.handle_message(now, follower.clone(), forward.message).unwrap();
     let ready = leader_raft.ready();
-    let rejected = ready.messages.iter().any(|outbound| {
-        matches!(&outbound.message, Message::Raft(RaftMessage::ForwardRejected { .. }))
-    });
+    let rejected = ready
+        .messages
+        .iter()
+        .any(|outbound| matches!(&outbound.message, Message::Raft(RaftMessage::ForwardRejected { .. })));
     assert!(!rejected, "a copy of a proposal in the log is never refused");
     // A refusal "not the leader" of a forward is an unknown outcome at the origin.
     let rejection = RaftMessage::ForwardRejected {
@@ -639,4 +642,91 @@ fn duplicated_forward_is_appended_once_and_never_reported_as_refused() {
     let results = origin.ready().results;
     assert_eq!(results.len(), 1);
     assert!(results[0].error.as_ref().is_some_and(ProposalError::outcome_unknown));
+}
+
+#[test]
+fn member_metadata_updates_through_the_log() {
+    let mut cluster = Cluster::new(3, config());
+    let leader = cluster.elect();
+    let now = cluster.now;
+    let info = NodeInfo::new("n2", "new-host:9000").with_metadata("zone", "b");
+    let change_id = ProposalId { origin: leader.clone(), sequence: 500 };
+    cluster
+        .nodes
+        .get_mut(&leader)
+        .unwrap()
+        .change_membership(now, change_id.clone(), MembershipChange::Update(info))
+        .unwrap();
+    cluster.run_for(Duration::from_millis(300));
+    assert!(cluster.result(&leader, &change_id).unwrap().accepted);
+    for raft in cluster.nodes.values() {
+        let member = &raft.membership().members[&id("n2")];
+        assert_eq!(member.info.address, "new-host:9000");
+        assert_eq!(member.info.metadata["zone"], "b");
+        assert_eq!(member.role, MemberRole::Voter);
+    }
+}
+
+#[test]
+fn pending_reads_are_bounded() {
+    let mut config = config();
+    config.max_pending_reads = 2;
+    let mut cluster = Cluster::new(3, config);
+    let leader = cluster.elect();
+    let now = cluster.now;
+    let raft = cluster.nodes.get_mut(&leader).unwrap();
+    raft.read(now, 1).unwrap();
+    raft.read(now, 2).unwrap();
+    assert!(matches!(raft.read(now, 3), Err(ProposalError::Busy { .. })));
+    assert!(matches!(raft.read(now, 1), Err(ProposalError::Invalid(_))), "a read id is used once at a time");
+    cluster.settle();
+    assert_eq!(cluster.reads[&leader].len(), 2);
+}
+
+#[test]
+fn a_dead_learner_does_not_block_membership_changes_forever() {
+    let mut config = config();
+    config.timeout = Duration::from_millis(500);
+    let mut cluster = Cluster::new(3, config);
+    let leader = cluster.elect();
+    let now = cluster.now;
+    let add = ProposalId { origin: leader.clone(), sequence: 600 };
+    // n9 never starts: it cannot catch up.
+    let raft = cluster.nodes.get_mut(&leader).unwrap();
+    raft.change_membership(now, add.clone(), MembershipChange::AddVoter(NodeInfo::new("n9", "h9"))).unwrap();
+    cluster.run_for(Duration::from_secs(1));
+    let result = cluster.result(&leader, &add).expect("a result");
+    assert_eq!(result.error, Some(ProposalError::Timeout));
+    let remove = ProposalId { origin: leader.clone(), sequence: 601 };
+    let now = cluster.now;
+    let raft = cluster.nodes.get_mut(&leader).unwrap();
+    raft.change_membership(now, remove.clone(), MembershipChange::Remove(id("n9"))).unwrap();
+    cluster.run_for(Duration::from_millis(300));
+    assert!(cluster.result(&leader, &remove).unwrap().accepted);
+    assert!(!cluster.nodes[&leader].membership().contains(&id("n9")));
+}
+
+#[test]
+fn a_silent_leader_is_reported_unreachable() {
+    let mut cluster = Cluster::new(3, config());
+    let leader = cluster.elect();
+    cluster.isolated.insert(leader.clone());
+    cluster.run_for(Duration::from_secs(2));
+    // The follower whose election timer fires first has not heard from its leader for an election
+    // timeout; the new leader, which replicates to the old one, notices its silence too.
+    let reporters: Vec<&NodeId> = cluster
+        .events
+        .iter()
+        .filter(|(node, events)| {
+            **node != leader
+                && events
+                    .iter()
+                    .any(|event| matches!(event, Event::NodeUnreachable { node } if *node == leader))
+        })
+        .map(|(node, _)| node)
+        .collect();
+    assert!(!reporters.is_empty());
+    let new_leader = cluster.leaders()[0].clone();
+    assert!(reporters.contains(&&new_leader));
+    assert!(!cluster.nodes[&new_leader].connected_peers().contains(&leader));
 }

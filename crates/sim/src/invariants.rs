@@ -179,7 +179,7 @@ impl Invariant for CommittedPrefixAgreement {
             match self.committed.get(&entry.index) {
                 Some((first_node, first)) if first != entry => {
                     return Err(format!(
-                        "committed entry {} differs: {first_node} has term {} {:?}, {node} has term {} {:?}",
+                        "committed entry {} differs: {first_node} had term {} {:?} committed first, {node} has term {} {:?}",
                         entry.index, first.term, first.payload, entry.term, entry.payload
                     ));
                 }

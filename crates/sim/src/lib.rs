@@ -3,8 +3,9 @@
 //! A deterministic simulator for concord's consensus mechanisms. It runs N nodes, each a real
 //! [`Mechanism`](concord_core::mechanism::Mechanism), in virtual time: a seeded network loses,
 //! duplicates, delays and reorders messages and can be partitioned (one-way cuts too); nodes crash
-//! (losing everything not yet durable) and restart from their durable store; each node's clock has
-//! its own offset and rate. Clients submit operations and leave a [`History`] that the
+//! (losing everything not yet durable) and restart from their durable store, or pause and resume;
+//! disks take a random time to make each write durable; each node's clock has its own offset and
+//! rate. Clients submit operations and leave a [`History`] that the
 //! [`linearizability`] checker judges, and [`Invariant`]s are checked after every step. The same
 //! seed always gives the same run, so a failure prints its seed and rerunning it reproduces it.
 //!

@@ -78,9 +78,12 @@ fn describe_failure(
     for op in linearized {
         text.push_str(&format!("    {op}\n"));
     }
-    text.push_str("  operations that could have come next:\n");
+    text.push_str("  other operations invoked before it completed, not in that order:\n");
     for op in candidates {
         text.push_str(&format!("    {op}\n"));
+    }
+    if candidates.is_empty() {
+        text.push_str("    (none)\n");
     }
     text
 }

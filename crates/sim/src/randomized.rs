@@ -2,10 +2,12 @@
 //! demand for progress, then a linearizability check.
 //!
 //! ```text
-//! fault phase     a seeded nemesis crashes and restarts nodes, partitions the network (both ways,
-//!                 one way, around the leader, flapping), and varies loss and duplication, while
-//!                 clients issue reads, writes, compare-and-swaps and adds on a few keys
-//! liveness phase  heal everything, restart every crashed node, stop loss; a fresh write must commit
+//! fault phase     a seeded nemesis crashes, restarts and pauses nodes, slows disks down,
+//!                 partitions the network (both ways, one way, around the leader, flapping), and
+//!                 varies loss and duplication, while clients issue reads, writes,
+//!                 compare-and-swaps and adds on a few keys (retrying unknown outcomes with the
+//!                 same client session)
+//! liveness phase  heal everything, resume and restart every node, stop loss; a fresh write must commit
 //!                 and every node must converge to the same key-value state within a bound
 //! check           the history must be linearizable
 //! ```
@@ -22,7 +24,7 @@
 //! assert!(summary.failures.is_empty(), "{summary}");
 //! ```
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::time::Duration;
@@ -58,10 +60,14 @@ pub struct Options {
     pub max_loss: f64,
     /// Highest duplication probability the nemesis sets.
     pub max_duplicate: f64,
-    /// Whether the nemesis crashes and restarts nodes (at most a minority down at once).
+    /// Whether the nemesis crashes and restarts nodes (at most a minority down at once), and
+    /// slows disks down at times (so that crashes catch more writes in flight).
     pub allow_crashes: bool,
     /// Whether the nemesis partitions the network: symmetric, one-way, leader-isolated, flapping.
     pub allow_partitions: bool,
+    /// Whether the nemesis freezes nodes for a while (`SIGSTOP`-like; the leader half the time):
+    /// a paused leader that resumes must not act on what it believed before the pause.
+    pub allow_pauses: bool,
     /// Each node's clock rate is in `[1 - spread, 1 + spread]`, so two clocks may differ in rate by
     /// up to `(1 + spread) / (1 - spread) - 1` (10.5% for 0.05). Keep that within
     /// `config.lease_clock_drift_max_per_mille` when lease reads are on, or the run tests the
@@ -97,6 +103,7 @@ impl Options {
             max_duplicate: 0.05,
             allow_crashes: true,
             allow_partitions: true,
+            allow_pauses: true,
             clock_rate_spread: 0.05,
             retries_max: 2,
             check_linearizability: true,
@@ -216,12 +223,16 @@ struct Client {
 #[derive(Clone, Debug)]
 enum Fault {
     Crash,
+    /// Disks become slow (or recover): crashes then catch more writes in flight.
+    Disk,
     Restart,
     Symmetric,
     OneWay,
     IsolateLeader,
     Flap,
     Heal,
+    Pause,
+    Resume(NodeId),
     Network,
 }
 
@@ -260,7 +271,7 @@ pub fn run(
         })
         .collect();
     let mut faults = 0usize;
-    let mut planned: VecDeque<(Instant, Fault)> = VecDeque::new();
+    let mut planned = Planned::default();
     let mut nemesis_at =
         Instant::ZERO + random_between(&mut rng, Duration::from_millis(100), Duration::from_millis(600));
     let fault_end = simulation.now() + options.duration_faults;
@@ -272,8 +283,8 @@ pub fn run(
             break;
         }
         let mut next_action = fault_end.min(nemesis_at);
-        if let Some((time, _)) = planned.front() {
-            next_action = next_action.min(*time);
+        if let Some(time) = planned.next_time() {
+            next_action = next_action.min(time);
         }
         for client in &clients {
             if client.current.is_none() && client.issued < options.ops_per_client {
@@ -286,10 +297,8 @@ pub fn run(
         }
         simulation.run_until(next_action)?;
         let now = simulation.now();
-        while planned.front().is_some_and(|(time, _)| *time <= now) {
-            if let Some((_, fault)) = planned.pop_front() {
-                inject(&mut simulation, &mut rng, fault, &ids, options, &mut planned, &healthy);
-            }
+        while let Some(fault) = planned.take_due(now) {
+            inject(&mut simulation, &mut rng, fault, &ids, options, &mut planned, &healthy);
         }
         if nemesis_at <= now {
             if let Some(fault) = choose_fault(&simulation, &mut rng, &ids, options) {
@@ -310,7 +319,9 @@ pub fn run(
     simulation.note("LIVENESS PHASE: heal, restart all, no loss");
     simulation.heal();
     simulation.set_network(healthy.clone());
+    simulation.set_persist_delay(options.persist_delay.0, options.persist_delay.1);
     for id in &ids {
+        simulation.resume(id);
         simulation.restart(id);
     }
     let liveness_end = simulation.now() + options.duration_liveness;
@@ -362,7 +373,7 @@ pub fn run(
     // ----- check -----
     if options.check_linearizability {
         if let Err(error) = linearizability::check(simulation.history()) {
-            return Err(simulation.violation_now(format!("history is not linearizable: {error}")));
+            return Err(simulation.violation_now(format!("linearizability check failed: {error}")));
         }
     }
     let (ops_ok, ops_fail, ops_unknown) = simulation.history().outcome_counts();
@@ -378,6 +389,31 @@ pub fn run(
         stats,
         trace_hash: simulation.trace_hash(),
     })
+}
+
+/// Faults planned for later (the steps of a flapping partition, the end of a pause), in time order.
+#[derive(Default)]
+struct Planned {
+    faults: BTreeMap<(Instant, u64), Fault>,
+    sequence: u64,
+}
+
+impl Planned {
+    fn add(&mut self, at: Instant, fault: Fault) {
+        self.sequence += 1;
+        self.faults.insert((at, self.sequence), fault);
+    }
+
+    fn next_time(&self) -> Option<Instant> {
+        self.faults.keys().next().map(|(time, _)| *time)
+    }
+
+    fn take_due(&mut self, now: Instant) -> Option<Fault> {
+        if self.next_time()? > now {
+            return None;
+        }
+        self.faults.pop_first().map(|(_, fault)| fault)
+    }
 }
 
 fn random_between(rng: &mut ChaCha8Rng, min: Duration, max: Duration) -> Duration {
@@ -465,7 +501,8 @@ fn choose_fault(
     ids: &[NodeId],
     options: &Options,
 ) -> Option<Fault> {
-    let down = ids.len() - up_nodes(simulation, ids).len();
+    // Paused nodes count as down: together they stay a minority, so the cluster can progress.
+    let down = ids.iter().filter(|id| !simulation.is_up(id) || simulation.is_paused(id)).count();
     let mut choices = vec![Fault::Network, Fault::Heal];
     if options.allow_crashes {
         if down < (ids.len() - 1) / 2 {
@@ -476,6 +513,10 @@ fn choose_fault(
             choices.push(Fault::Restart);
             choices.push(Fault::Restart);
         }
+        choices.push(Fault::Disk);
+    }
+    if options.allow_pauses && down < (ids.len() - 1) / 2 {
+        choices.push(Fault::Pause);
     }
     if options.allow_partitions && ids.len() > 1 {
         choices.extend([Fault::Symmetric, Fault::OneWay, Fault::IsolateLeader, Fault::Flap, Fault::Heal]);
@@ -497,7 +538,7 @@ fn inject(
     fault: Fault,
     ids: &[NodeId],
     options: &Options,
-    planned: &mut VecDeque<(Instant, Fault)>,
+    planned: &mut Planned,
     healthy: &NetworkConfig,
 ) {
     match fault {
@@ -537,14 +578,33 @@ fn inject(
             let mut at = simulation.now();
             for _ in 0..rng.gen_range(2..=5) {
                 at = at + random_between(rng, Duration::from_millis(20), Duration::from_millis(150));
-                planned.push_back((at, Fault::Symmetric));
+                planned.add(at, Fault::Symmetric);
                 at = at + random_between(rng, Duration::from_millis(20), Duration::from_millis(150));
-                planned.push_back((at, Fault::Heal));
+                planned.add(at, Fault::Heal);
             }
             let groups = random_split(rng, ids);
             simulation.partition(&groups);
         }
         Fault::Heal => simulation.heal(),
+        Fault::Pause => {
+            let running: Vec<NodeId> =
+                up_nodes(simulation, ids).into_iter().filter(|id| !simulation.is_paused(id)).collect();
+            let leader = simulation.leader().filter(|leader| running.contains(leader));
+            let target =
+                if rng.gen_bool(0.5) { leader } else { None }.or_else(|| running.choose(rng).cloned());
+            if let Some(node) = target {
+                simulation.pause(&node);
+                let until =
+                    simulation.now() + random_between(rng, Duration::from_millis(50), Duration::from_secs(2));
+                planned.add(until, Fault::Resume(node));
+            }
+        }
+        Fault::Resume(node) => simulation.resume(&node),
+        Fault::Disk => {
+            let (min, max) = options.persist_delay;
+            let slowdown = [1, 1, 10, 50][rng.gen_range(0..4)];
+            simulation.set_persist_delay(min * slowdown, max * slowdown);
+        }
         Fault::Network => {
             let max_loss = options.max_loss.clamp(0.0, 0.3);
             let network = NetworkConfig {

@@ -205,6 +205,10 @@ struct Node {
     proposal_sequence: u64,
     /// The last `Ready::number` this incarnation handed out: numbers must increase.
     last_ready_number: u64,
+    /// Frozen (SIGSTOP): nothing reaches the mechanism until it resumes.
+    paused: bool,
+    /// What arrived while paused, in order, replayed on resume.
+    held: Vec<Scheduled>,
 }
 
 impl Node {
@@ -226,9 +230,24 @@ impl Node {
 
 enum Scheduled {
     // Boxed: messages are large and most queued events are small.
-    Deliver { from: usize, to: usize, message: Box<Message> },
-    PersistDone { node: usize, incarnation: u64 },
-    ClientDeadline { operation: OperationId, attempt: u64 },
+    Deliver {
+        from: usize,
+        to: usize,
+        message: Box<Message>,
+    },
+    PersistDone {
+        node: usize,
+        incarnation: u64,
+    },
+    ClientDeadline {
+        operation: OperationId,
+        attempt: u64,
+    },
+    /// A client request that reached a paused node, handed over when it resumes.
+    Dispatch {
+        operation: OperationId,
+        attempt: u64,
+    },
 }
 
 /// Where a submitted operation is waiting.
@@ -242,6 +261,21 @@ struct InFlight {
 }
 
 /// A deterministic simulation of a cluster. See the [crate docs](crate) for an example.
+///
+/// # How a node is driven
+///
+/// Exactly as `concord_core::mechanism` prescribes, after every input (a delivered message, a
+/// timer, a client request, a completed persist): while the mechanism `has_ready`, take the
+/// `Ready`, show it to the invariants, send `messages` at once, hand `results`, `reads` and
+/// `events` to the clients and the test, and queue `persist` on the node's simulated disk. A
+/// persist becomes durable after a random delay in `[persist_delay_min, persist_delay_max]` of
+/// virtual time, never before the batch queued ahead of it; only then is it applied to the
+/// node's durable store (with `concord_core::storage::apply_persist`), its `persisted_messages`
+/// sent and `advance(number)` called. A batch with nothing to persist and nothing ahead of it is
+/// acknowledged at once. A crash drops every batch not yet durable, with its messages.
+///
+/// Each node sees only its own clock: `local = offset + elapsed * rate`, with a random offset and
+/// rate per node; `handle_timeout` is called when the node's clock reaches `poll_timeout`.
 pub struct Simulation {
     config: SimConfig,
     factory: MechanismFactory,
@@ -271,6 +305,9 @@ pub struct Simulation {
     /// Every (node, proposal) and (node, read) answered, to catch a second answer.
     answered_proposals: BTreeSet<(usize, ProposalId)>,
     answered_reads: BTreeSet<(usize, ReadId)>,
+    /// Requests of operations that ended unknown, in case their answer still comes.
+    late_proposals: BTreeMap<ProposalId, (OperationId, u64)>,
+    late_reads: BTreeMap<(usize, ReadId), OperationId>,
     touched: Option<usize>,
 }
 
@@ -324,6 +361,8 @@ impl Simulation {
                     events: VecDeque::new(),
                     proposal_sequence: 0,
                     last_ready_number: 0,
+                    paused: false,
+                    held: Vec::new(),
                 }
             })
             .collect();
@@ -354,6 +393,8 @@ impl Simulation {
             results: Vec::new(),
             answered_proposals: BTreeSet::new(),
             answered_reads: BTreeSet::new(),
+            late_proposals: BTreeMap::new(),
+            late_reads: BTreeMap::new(),
             touched: None,
         };
         for index in 0..simulation.nodes.len() {
@@ -510,7 +551,7 @@ impl Simulation {
     /// Virtual time of the next scheduled event or timer, if any.
     pub fn next_event_time(&self) -> Option<Instant> {
         let queued = self.queue.keys().next().map(|(time, _)| *time);
-        let timer = self.nodes.iter().filter_map(|node| node.timer).min();
+        let timer = self.nodes.iter().filter(|node| !node.paused).filter_map(|node| node.timer).min();
         match (queued, timer) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -634,6 +675,7 @@ impl Simulation {
             .nodes
             .iter()
             .enumerate()
+            .filter(|(_, node)| !node.paused)
             .filter_map(|(index, node)| node.timer.map(|time| (time, index)))
             .min();
         // The queue wins ties with timers: a message that arrives exactly at a deadline is seen first.
@@ -730,7 +772,21 @@ impl Simulation {
     }
 
     fn process(&mut self, scheduled: Scheduled) {
+        let addressee = match &scheduled {
+            Scheduled::Deliver { to, .. } => Some(*to),
+            Scheduled::PersistDone { node, .. } => Some(*node),
+            Scheduled::ClientDeadline { .. } | Scheduled::Dispatch { .. } => None,
+        };
+        if let Some(index) = addressee.filter(|index| self.nodes[*index].paused) {
+            self.nodes[index].held.push(scheduled);
+            return;
+        }
         match scheduled {
+            Scheduled::Dispatch { operation, attempt } => {
+                if self.in_flight.get(&operation).is_some_and(|flight| flight.attempt == attempt) {
+                    self.dispatch(operation);
+                }
+            }
             Scheduled::Deliver { from, to, message } => self.deliver(from, to, *message),
             Scheduled::PersistDone { node, incarnation } => self.persist_done(node, incarnation),
             Scheduled::ClientDeadline { operation, attempt } => self.client_deadline(operation, attempt),
@@ -839,6 +895,11 @@ impl Simulation {
         let lost = node.pending_persists.len();
         node.pending_persists.clear();
         node.timer = None;
+        node.paused = false;
+        let held_messages = node.held.iter().filter(|held| matches!(held, Scheduled::Deliver { .. })).count();
+        node.held.clear();
+        self.in_flight_messages = self.in_flight_messages.saturating_sub(held_messages);
+        self.stats.messages_dropped += held_messages as u64;
         self.stats.crashes += 1;
         let line = format!("{} {id} CRASH ({lost} persists not yet durable are lost)", self.stamp());
         self.record(line);
@@ -860,6 +921,43 @@ impl Simulation {
         self.stats.restarts += 1;
         self.start(index);
         self.after_external_input();
+    }
+
+    /// Freezes a running node, like `SIGSTOP` or a long garbage-collection pause: its clock keeps
+    /// running, but messages, completed writes and client requests wait until
+    /// [`Simulation::resume`], and its timers do not fire. Clients still time out meanwhile.
+    pub fn pause(&mut self, id: &NodeId) {
+        let Some(index) = self.index(id) else { return };
+        let node = &mut self.nodes[index];
+        if node.mechanism.is_none() || node.paused {
+            return;
+        }
+        node.paused = true;
+        let line = format!("{} {id} PAUSE", self.stamp());
+        self.record(line);
+    }
+
+    /// Resumes a paused node: what arrived meanwhile is handed to it now, in order, and overdue
+    /// timers fire.
+    pub fn resume(&mut self, id: &NodeId) {
+        let Some(index) = self.index(id) else { return };
+        let node = &mut self.nodes[index];
+        if !node.paused {
+            return;
+        }
+        node.paused = false;
+        node.timer = node.timer.map(|time| time.max(self.now));
+        let held = std::mem::take(&mut node.held);
+        let line = format!("{} {id} RESUME ({} events held)", self.stamp(), held.len());
+        self.record(line);
+        for scheduled in held {
+            self.schedule(self.now, scheduled);
+        }
+    }
+
+    /// Whether the node is paused.
+    pub fn is_paused(&self, id: &NodeId) -> bool {
+        self.index(id).is_some_and(|index| self.nodes[index].paused)
     }
 
     // ----- network -----
@@ -1326,6 +1424,13 @@ impl Simulation {
         let Some(flight) = self.in_flight.get_mut(&operation) else { return };
         let index = flight.node;
         let attempt = flight.attempt;
+        if self.nodes[index].paused {
+            // The request waits in the frozen process; the client's patience does not.
+            self.nodes[index].held.push(Scheduled::Dispatch { operation, attempt });
+            let deadline = self.now + self.config.config.timeout;
+            self.schedule(deadline, Scheduled::ClientDeadline { operation, attempt });
+            return;
+        }
         let node = &mut self.nodes[index];
         let local = node.local_time(self.now);
         let Some(mechanism) = node.mechanism.as_deref_mut() else {
@@ -1395,7 +1500,15 @@ impl Simulation {
             ));
             return;
         }
-        let Some(operation) = self.proposals.remove(&result.proposal_id) else { return };
+        // A result that arrives after the client gave up (its deadline passed) still says what
+        // happened: `late` is the attempt it answers.
+        let (operation, late) = match self.proposals.remove(&result.proposal_id) {
+            Some(operation) => (operation, None),
+            None => match self.late_proposals.remove(&result.proposal_id) {
+                Some((operation, attempt)) => (operation, Some(attempt)),
+                None => return,
+            },
+        };
         let Some(kind) = self.history.get(operation).map(|recorded| recorded.kind) else { return };
         let outcome = if result.accepted {
             match kind {
@@ -1430,6 +1543,10 @@ impl Simulation {
                 None => Outcome::Fail { reason: "not accepted".into() },
             }
         };
+        if let Some(attempt) = late {
+            self.late_outcome(operation, attempt, outcome);
+            return;
+        }
         // A retry's refusal cannot undo an earlier attempt that may have taken effect.
         let outcome = match outcome {
             Outcome::Fail { reason }
@@ -1448,7 +1565,13 @@ impl Simulation {
             self.fail(format!("{id} answered read {} twice (exactly one answer is allowed)", read.id));
             return;
         }
-        let Some(operation) = self.reads.remove(&(index, read.id)) else { return };
+        let (operation, late) = match self.reads.remove(&(index, read.id)) {
+            Some(operation) => (operation, false),
+            None => match self.late_reads.remove(&(index, read.id)) {
+                Some(operation) => (operation, true),
+                None => return,
+            },
+        };
         let outcome = match read.result {
             Ok(read_point) => {
                 let Some(mechanism) = self.nodes[index].mechanism.as_deref() else { return };
@@ -1476,7 +1599,37 @@ impl Simulation {
             // A read has no effect, so a failed read and an unknown one are the same to the checker.
             Err(error) => Outcome::Fail { reason: error.to_string() },
         };
-        self.finish(operation, outcome);
+        if late {
+            self.late_outcome(operation, 0, outcome);
+        } else {
+            self.finish(operation, outcome);
+        }
+    }
+
+    /// Records what a late answer (to `attempt`) says about an operation the client gave up on.
+    /// A success always settles it: with client sessions a write takes effect once, whichever
+    /// attempt's answer reports it. A refusal settles it only if no other attempt was made.
+    fn late_outcome(&mut self, operation: OperationId, attempt: u64, outcome: Outcome) {
+        let Some(recorded) = self.history.operations.get(operation.0 as usize) else { return };
+        let retried = attempt > 0 || self.retired.get(&operation).is_some_and(|flight| flight.attempt > 0);
+        match (&recorded.outcome, &outcome) {
+            (Outcome::Unknown { .. }, Outcome::Ok(_)) => {}
+            (Outcome::Unknown { .. }, Outcome::Fail { .. }) if !retried => {}
+            (Outcome::Pending, Outcome::Ok(_)) => {
+                // A retry is under way; the earlier attempt's success answers the operation.
+                self.finish(operation, outcome);
+                return;
+            }
+            _ => return,
+        }
+        self.retired.remove(&operation);
+        let now = self.now.as_nanos();
+        let stamp = self.stamp();
+        let Some(recorded) = self.history.operations.get_mut(operation.0 as usize) else { return };
+        recorded.outcome = outcome;
+        recorded.completed_at_nanos = Some(now);
+        let line = format!("{stamp} late answer: {recorded}");
+        self.record(line);
     }
 
     fn finish(&mut self, operation: OperationId, outcome: Outcome) {
@@ -1497,6 +1650,15 @@ impl Simulation {
         let unknown = matches!(outcome, Outcome::Unknown { .. });
         recorded.outcome = outcome;
         let line = format!("{stamp} {recorded}");
+        if unknown {
+            // The mechanism may still answer (e.g. after the client's deadline).
+            if let Some(proposal) = &flight.proposal {
+                self.late_proposals.insert(proposal.clone(), (operation, flight.attempt));
+            }
+            if let Some(read) = flight.read {
+                self.late_reads.insert((flight.node, read), operation);
+            }
+        }
         if unknown && flight.command.is_some() {
             self.retired.insert(operation, flight);
         }
@@ -1578,5 +1740,45 @@ impl<'a> SimView<'a> {
     pub fn pending_persists(&self, id: &NodeId) -> impl Iterator<Item = &'a Persist> {
         let node = self.simulation.index(id).map(|index| &self.simulation.nodes[index]);
         node.into_iter().flat_map(|node| node.pending_persists.iter().map(|pending| &pending.persist))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn virtual_time_is_the_first_instant_a_local_deadline_is_reached() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for _ in 0..10_000 {
+            let node = Node {
+                id: NodeId::new("n1"),
+                mechanism: None,
+                incarnation: 0,
+                durable: Recovered::default(),
+                clock_origin: Instant::from_nanos(rng.gen_range(0..10_000_000_000)),
+                clock_rate_ppm: rng.gen_range(500_000..1_500_000),
+                pending_persists: VecDeque::new(),
+                timer: None,
+                events: VecDeque::new(),
+                proposal_sequence: 0,
+                last_ready_number: 0,
+                paused: false,
+                held: Vec::new(),
+            };
+            let deadline = node.clock_origin + Duration::from_nanos(rng.gen_range(1..100_000_000_000));
+            let time = node.virtual_time(deadline);
+            assert!(node.local_time(time) >= deadline, "reached at {time:?}");
+            let before = Instant::from_nanos(time.as_nanos() - 1);
+            assert!(node.local_time(before) < deadline, "not reached one nanosecond earlier");
+        }
+    }
+
+    #[test]
+    fn derived_seeds_differ_per_node_and_incarnation() {
+        let seeds: BTreeSet<u64> = (0..10)
+            .flat_map(|node| (0..10).map(move |incarnation| derive_seed(42, node, incarnation)))
+            .collect();
+        assert_eq!(seeds.len(), 100);
     }
 }

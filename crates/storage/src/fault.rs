@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rand::Rng;
 
-use crate::file::{AppendFile, Directory};
+use crate::file::{Directory, WritableFile};
 
 /// What an armed fault does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,7 +25,7 @@ pub(crate) enum Fault {
 }
 
 enum FileOperation {
-    Append(Vec<u8>),
+    Write { offset: u64, bytes: Vec<u8> },
     SetLength(u64),
 }
 
@@ -49,6 +49,8 @@ struct Disk {
     durable_names: BTreeMap<String, usize>,
     pending: Vec<DirectoryOperation>,
     operations: u64,
+    file_syncs: u64,
+    directory_syncs: u64,
     fault_at: Option<(u64, Fault)>,
     failed_with: Option<Fault>,
 }
@@ -107,6 +109,12 @@ impl FaultDisk {
         self.lock().operations
     }
 
+    /// `(file syncs, directory syncs)` so far.
+    pub(crate) fn syncs(&self) -> (u64, u64) {
+        let disk = self.lock();
+        (disk.file_syncs, disk.directory_syncs)
+    }
+
     /// Whether an armed fault went off.
     pub(crate) fn failed(&self) -> bool {
         self.lock().failed_with.is_some()
@@ -140,13 +148,15 @@ impl FaultDisk {
             for operation in &source.pending[..kept] {
                 apply(&mut content, operation);
             }
-            if let Some(FileOperation::Append(bytes)) = source.pending.get(kept) {
+            if let Some(FileOperation::Write { offset, bytes }) = source.pending.get(kept) {
                 if rng.gen_bool(0.5) {
-                    // The torn last write: a prefix landed; the rest is lost or reads as zeros.
+                    // The torn last write: a prefix landed; the rest is lost, or reads as zeros
+                    // where the write had made the file longer.
                     let cut = rng.gen_range(0..=bytes.len());
-                    content.extend_from_slice(&bytes[..cut]);
-                    if rng.gen_bool(0.3) {
-                        content.resize(content.len() + bytes.len() - cut, 0);
+                    write_at(&mut content, *offset, &bytes[..cut]);
+                    let end = (*offset as usize) + bytes.len();
+                    if rng.gen_bool(0.3) && content.len() < end {
+                        content.resize(end, 0);
                     }
                 }
             }
@@ -173,9 +183,17 @@ impl FaultDisk {
 
 fn apply(content: &mut Vec<u8>, operation: &FileOperation) {
     match operation {
-        FileOperation::Append(bytes) => content.extend_from_slice(bytes),
+        FileOperation::Write { offset, bytes } => write_at(content, *offset, bytes),
         FileOperation::SetLength(length) => content.resize(*length as usize, 0),
     }
+}
+
+fn write_at(content: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
+    let offset = offset as usize;
+    if content.len() < offset + bytes.len() {
+        content.resize(offset + bytes.len(), 0);
+    }
+    content[offset..offset + bytes.len()].copy_from_slice(bytes);
 }
 
 struct FaultDirectory {
@@ -197,7 +215,7 @@ impl Directory for FaultDirectory {
         Ok(disk.inodes[inode].current.clone())
     }
 
-    fn create(&self, name: &str) -> io::Result<Box<dyn AppendFile>> {
+    fn create(&self, name: &str) -> io::Result<Box<dyn WritableFile>> {
         let mut disk = self.disk.lock();
         disk.tick()?;
         if disk.names.contains_key(name) {
@@ -210,7 +228,7 @@ impl Directory for FaultDirectory {
         Ok(Box::new(FaultFile { disk: self.disk.clone(), inode }))
     }
 
-    fn open_append(&self, name: &str) -> io::Result<Box<dyn AppendFile>> {
+    fn open_write(&self, name: &str) -> io::Result<Box<dyn WritableFile>> {
         let disk = self.disk.lock();
         let inode = *disk.names.get(name).ok_or_else(|| not_found(name))?;
         Ok(Box::new(FaultFile { disk: self.disk.clone(), inode }))
@@ -236,6 +254,7 @@ impl Directory for FaultDirectory {
     fn sync(&self) -> io::Result<()> {
         let mut disk = self.disk.lock();
         disk.tick()?;
+        disk.directory_syncs += 1;
         disk.durable_names = disk.names.clone();
         disk.pending.clear();
         Ok(())
@@ -251,8 +270,8 @@ struct FaultFile {
     inode: usize,
 }
 
-impl AppendFile for FaultFile {
-    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+impl WritableFile for FaultFile {
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
         let mut disk = self.disk.lock();
         let failed_before = disk.failed_with.is_some();
         if let Err(error) = disk.tick() {
@@ -262,26 +281,27 @@ impl AppendFile for FaultFile {
             // The write that fails may still have written part of its bytes.
             let partial = bytes[..bytes.len() / 2].to_vec();
             let inode = &mut disk.inodes[self.inode];
-            inode.current.extend_from_slice(&partial);
-            inode.pending.push(FileOperation::Append(partial));
+            write_at(&mut inode.current, offset, &partial);
+            inode.pending.push(FileOperation::Write { offset, bytes: partial });
             return Err(error);
         }
         let inode = &mut disk.inodes[self.inode];
-        inode.current.extend_from_slice(bytes);
-        inode.pending.push(FileOperation::Append(bytes.to_vec()));
+        write_at(&mut inode.current, offset, bytes);
+        inode.pending.push(FileOperation::Write { offset, bytes: bytes.to_vec() });
         Ok(())
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
         let mut disk = self.disk.lock();
         disk.tick()?;
+        disk.file_syncs += 1;
         let inode = &mut disk.inodes[self.inode];
         inode.durable.clone_from(&inode.current);
         inode.pending.clear();
         Ok(())
     }
 
-    fn truncate(&mut self, length: u64) -> io::Result<()> {
+    fn set_length(&mut self, length: u64) -> io::Result<()> {
         let mut disk = self.disk.lock();
         disk.tick()?;
         let inode = &mut disk.inodes[self.inode];

@@ -2,7 +2,7 @@
 //! loses unsynced writes and tears the last one (`fault.rs`).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
 /// One data directory. Names are plain file names inside it.
@@ -11,11 +11,11 @@ pub(crate) trait Directory: Send {
     fn list(&self) -> io::Result<Vec<String>>;
     /// A whole file.
     fn read(&self, name: &str) -> io::Result<Vec<u8>>;
-    /// Creates a new file for appending; fails if it exists. Its name is durable only after
+    /// Creates a new, empty file for writing; fails if it exists. Its name is durable only after
     /// [`Directory::sync`].
-    fn create(&self, name: &str) -> io::Result<Box<dyn AppendFile>>;
-    /// Opens an existing file for appending at its end.
-    fn open_append(&self, name: &str) -> io::Result<Box<dyn AppendFile>>;
+    fn create(&self, name: &str) -> io::Result<Box<dyn WritableFile>>;
+    /// Opens an existing file for writing.
+    fn open_write(&self, name: &str) -> io::Result<Box<dyn WritableFile>>;
     /// Atomically renames `from` to `to`, replacing `to`. Durable only after [`Directory::sync`].
     fn rename(&self, from: &str, to: &str) -> io::Result<()>;
     /// Removes a file. Durable only after [`Directory::sync`].
@@ -26,14 +26,14 @@ pub(crate) trait Directory: Send {
     fn describe(&self, name: &str) -> String;
 }
 
-/// A file written only at its end.
-pub(crate) trait AppendFile: Send {
-    /// Appends all of `bytes`.
-    fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
+/// A file written at chosen offsets (the log writes into space it preallocated with zeros).
+pub(crate) trait WritableFile: Send {
+    /// Writes all of `bytes` at `offset`, extending the file if needed.
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()>;
     /// Makes the data and the length durable (fdatasync).
     fn sync_data(&mut self) -> io::Result<()>;
-    /// Cuts the file to `length` bytes; later appends go after it.
-    fn truncate(&mut self, length: u64) -> io::Result<()>;
+    /// Cuts (or extends with zeros) the file to `length` bytes.
+    fn set_length(&mut self, length: u64) -> io::Result<()>;
 }
 
 /// The real file system.
@@ -65,13 +65,13 @@ impl Directory for OsDirectory {
         fs::read(self.path.join(name))
     }
 
-    fn create(&self, name: &str) -> io::Result<Box<dyn AppendFile>> {
+    fn create(&self, name: &str) -> io::Result<Box<dyn WritableFile>> {
         let file = OpenOptions::new().write(true).create_new(true).open(self.path.join(name))?;
         Ok(Box::new(OsFile { file }))
     }
 
-    fn open_append(&self, name: &str) -> io::Result<Box<dyn AppendFile>> {
-        let file = OpenOptions::new().append(true).open(self.path.join(name))?;
+    fn open_write(&self, name: &str) -> io::Result<Box<dyn WritableFile>> {
+        let file = OpenOptions::new().write(true).open(self.path.join(name))?;
         Ok(Box::new(OsFile { file }))
     }
 
@@ -96,8 +96,9 @@ struct OsFile {
     file: File,
 }
 
-impl AppendFile for OsFile {
-    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+impl WritableFile for OsFile {
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        self.file.seek(SeekFrom::Start(offset))?;
         self.file.write_all(bytes)
     }
 
@@ -105,10 +106,7 @@ impl AppendFile for OsFile {
         self.file.sync_data()
     }
 
-    fn truncate(&mut self, length: u64) -> io::Result<()> {
-        // Files opened by `create` are not in append mode: move to the new end explicitly.
-        self.file.set_len(length)?;
-        io::Seek::seek(&mut self.file, io::SeekFrom::Start(length))?;
-        Ok(())
+    fn set_length(&mut self, length: u64) -> io::Result<()> {
+        self.file.set_len(length)
     }
 }

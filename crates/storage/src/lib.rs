@@ -1,7 +1,7 @@
 //! # concord-storage
 //!
 //! Crash-safe durable storage for concord: [`FileStorage`] implements the core's
-//! [`Storage`](concord_core::storage::Storage) trait on files in one directory, so a restarted
+//! [`Storage`] trait on files in one directory, so a restarted
 //! node resumes with its term, vote, log, snapshot and the majority mechanism's records.
 //!
 //! **What it is:** a segmented write-ahead log plus snapshot files.
@@ -15,14 +15,24 @@
 //!   `persist` (the commit index is part of the hard state), and a side file written atomically
 //!   would cost two more fsyncs (file and directory) per call. Each new segment starts with a
 //!   checkpoint (current hard state, records, snapshot), so old segments can be deleted.
-//! - Segments rotate at [`FileStorageOptions::segment_bytes_max`]; the directory is fsynced when
-//!   segments are created or removed. Suffix truncation is a record; prefix compaction after a
-//!   snapshot deletes whole segments that no live entry needs.
+//! - Segments rotate at [`FileStorageOptions::segment_bytes_max`]. A new segment is written
+//!   complete (header, checkpoint, first group) under a temporary name, synced, renamed and the
+//!   directory synced; segments are removed oldest first, then the directory is synced. Suffix
+//!   truncation is a record; prefix compaction after a snapshot deletes whole segments that no
+//!   live entry needs.
+//! - The current segment is extended with zeros ahead of the log
+//!   ([`FileStorageOptions::preallocation_bytes`]), so most fdatasyncs cover data written over
+//!   existing blocks and need no file-system journal commit (about 1.45× more syncs per second on
+//!   ext4 here). A sealed segment is cut back to its log's end.
 //! - Snapshots are separate files written atomically (temporary file, fsync, rename, directory
 //!   fsync) before the log record that makes them current.
 //! - Recovery cuts off a torn or uncommitted tail of the last segment (an interrupted write, never
-//!   acknowledged); a bad checksum anywhere else is [`StorageError::Corrupt`] naming the file and
-//!   offset. Garbage, truncated and zero-filled files give typed errors, never a panic.
+//!   acknowledged): records after the last intact commit record, where the damage, if any, runs
+//!   into zeros or the end of the file. A bad checksum anywhere else (or one followed by more
+//!   data) is [`StorageError::Corrupt`] naming the file and offset; so are missing segments or
+//!   snapshot files that the log still needs. Garbage, truncated and zero-filled files give typed
+//!   errors, never a panic. A last segment damaged exactly at its end cannot be told from a torn
+//!   write, and loses that end.
 //! - After an I/O error (a full disk is [`StorageError::Full`]) every later write is refused with
 //!   [`StorageError::Failed`]; reopen to continue.
 //! - Open keeps an index (term, segment and offset of each live entry) so `persist` never reads;

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use concord_core::message::{Entry, Snapshot};
 use concord_core::storage::{Persist, Recovered, Storage, StorageError};
 
-use crate::file::{AppendFile, Directory, OsDirectory};
+use crate::file::{Directory, OsDirectory, WritableFile};
 use crate::record::{
     decode_segment_header, decode_snapshot_file, encode_record, encode_record_bytes, encode_segment_header,
     encode_snapshot_file, parse_record, Parsed, RecordKind, RecordView, COMMIT_TRAILER, RECORD_HEADER_BYTES,
@@ -33,6 +33,10 @@ pub struct FileStorageOptions {
     pub records_bytes_max: u64,
     /// Largest encoded snapshot. Default 1 GiB.
     pub snapshot_bytes_max: u64,
+    /// The current segment is extended with this many zero bytes at a time, written ahead of the
+    /// log: an fdatasync of data written over existing blocks needs no file-system journal
+    /// commit, while one of data that grows the file does. 0 turns it off. Default 1 MiB.
+    pub preallocation_bytes: u64,
 }
 
 impl Default for FileStorageOptions {
@@ -42,6 +46,7 @@ impl Default for FileStorageOptions {
             record_bytes_max: 16 << 20,
             records_bytes_max: 4 << 20,
             snapshot_bytes_max: 1 << 30,
+            preallocation_bytes: 1 << 20,
         }
     }
 }
@@ -52,6 +57,13 @@ impl FileStorageOptions {
     pub const SEGMENT_BYTES_MIN: u64 = 4096;
     /// Smallest `record_bytes_max` accepted: the checkpoint and hard state records must fit.
     pub const RECORD_BYTES_MIN: u32 = 1024;
+
+    /// Where the file should end after writing `length` bytes at `offset`: `preallocation_bytes`
+    /// further, but not past the segment size unless the write itself is.
+    fn preallocated_end(&self, offset: u64, length: u64) -> u64 {
+        let end = offset + length;
+        (end + self.preallocation_bytes).min(self.segment_bytes_max.max(end))
+    }
 
     fn validate(&self) -> Result<(), StorageError> {
         let problem = if self.segment_bytes_max < Self::SEGMENT_BYTES_MIN {
@@ -78,8 +90,11 @@ pub struct FileStorage {
     state: LogState,
     /// Sequences of the segments on disk, oldest first; the last one is `current`.
     segments: Vec<u64>,
-    current: Box<dyn AppendFile>,
+    current: Box<dyn WritableFile>,
+    /// Where the current segment's log ends (the next group goes here).
     current_length: u64,
+    /// The current segment's file length: beyond `current_length` it is preallocated zeros.
+    allocated_length: u64,
     /// Where the current segment's checkpoint group ends: a segment that holds nothing more is
     /// not worth rotating away from.
     current_checkpoint_end: u64,
@@ -149,6 +164,8 @@ struct SegmentScan {
     groups: u64,
     /// End of the checkpoint group.
     checkpoint_end: u64,
+    /// Whether every byte after `committed_end` is zero (preallocated space).
+    tail_is_zero: bool,
 }
 
 /// What a `persist` will write, built before any I/O so a refused write changes nothing.
@@ -273,15 +290,19 @@ impl FileStorage {
         };
         let current_name = segment_name(current_sequence);
         let mut current = directory
-            .open_append(&current_name)
+            .open_write(&current_name)
             .map_err(io_failure(format_args!("opening {}", directory.describe(&current_name))))?;
-        if scan.committed_end < scan.length {
+        let allocated_length = if scan.tail_is_zero {
+            // Preallocated space (or nothing) after the last commit: the next group goes there.
+            scan.length
+        } else {
             // The torn or uncommitted tail of an interrupted write: it was never acknowledged.
             current
-                .truncate(scan.committed_end)
+                .set_length(scan.committed_end)
                 .and_then(|()| current.sync_data())
                 .map_err(io_failure(format_args!("truncating {}", directory.describe(&current_name))))?;
-        }
+            scan.committed_end
+        };
         remove_all(directory.as_ref(), &removals)?;
         let next_group = last_group.map_or(0, |group| group + 1);
         Ok(FileStorage {
@@ -291,6 +312,7 @@ impl FileStorage {
             segments,
             current,
             current_length: scan.committed_end,
+            allocated_length,
             current_checkpoint_end: scan.checkpoint_end,
             next_group,
             next_snapshot_sequence,
@@ -308,6 +330,9 @@ impl FileStorage {
         let mut buffer = Vec::new();
         encode_segment_header(&mut buffer, sequence);
         encode_checkpoint_group(&mut buffer, &state, 0);
+        let log_end = buffer.len() as u64;
+        let allocated_length = options.preallocated_end(0, log_end);
+        buffer.resize(allocated_length as usize, 0);
         let current = create_segment(directory.as_ref(), sequence, &buffer)?;
         Ok(FileStorage {
             directory,
@@ -315,8 +340,9 @@ impl FileStorage {
             state,
             segments: vec![sequence],
             current,
-            current_length: buffer.len() as u64,
-            current_checkpoint_end: buffer.len() as u64,
+            current_length: log_end,
+            allocated_length,
+            current_checkpoint_end: log_end,
             next_group: 1,
             next_snapshot_sequence: 1,
             failure: None,
@@ -507,7 +533,7 @@ impl FileStorage {
                 .create(&temporary)
                 .map_err(io_failure(format_args!("creating {file}{TEMPORARY_SUFFIX}")))?;
             handle
-                .append(bytes)
+                .write_at(0, bytes)
                 .and_then(|()| handle.sync_data())
                 .map_err(io_failure(format_args!("writing {file}{TEMPORARY_SUFFIX}")))?;
             drop(handle);
@@ -549,21 +575,42 @@ impl FileStorage {
         );
         let name = segment_name(segment);
         let file = self.directory.describe(&name);
+        let group_end = output.len();
         let base_offset = if rotate {
+            if self.allocated_length > self.current_length {
+                // Seal the old segment at its log end: sealed segments keep no preallocated
+                // space, so any byte after their last commit is damage.
+                let sealed = self.directory.describe(&segment_name(*self.segments.last().unwrap_or(&0)));
+                self.current
+                    .set_length(self.current_length)
+                    .and_then(|()| self.current.sync_data())
+                    .map_err(io_failure(format_args!("sealing {sealed}")))?;
+            }
+            let allocated = self.options.preallocated_end(0, output.len() as u64);
+            output.resize(allocated as usize, 0);
             self.current = create_segment(self.directory.as_ref(), segment, &output)?;
             self.segments.push(segment);
             self.current_checkpoint_end = group_start as u64;
+            self.allocated_length = allocated;
             0
         } else {
+            let base = self.current_length;
+            if base + output.len() as u64 > self.allocated_length {
+                // Extend the preallocation in the same write, covered by the same fdatasync.
+                let allocated = self.options.preallocated_end(base, output.len() as u64);
+                output.resize((allocated - base) as usize, 0);
+                self.allocated_length = allocated;
+            }
             // Group commit: one write and one fdatasync for everything this persist holds.
             self.current
-                .append(&output)
+                .write_at(base, &output)
                 .and_then(|()| self.current.sync_data())
                 .map_err(io_failure(format_args!("appending to {file}")))?;
-            self.current_length
+            base
         };
+        output.truncate(group_end);
         self.next_group += 1;
-        self.current_length = base_offset + output.len() as u64;
+        self.current_length = base_offset + group_end as u64;
 
         // Durable now: apply exactly what was written.
         for view in &mut views {
@@ -606,7 +653,7 @@ fn create_segment(
     directory: &dyn Directory,
     sequence: u64,
     bytes: &[u8],
-) -> Result<Box<dyn AppendFile>, StorageError> {
+) -> Result<Box<dyn WritableFile>, StorageError> {
     let name = segment_name(sequence);
     let temporary = format!("{name}{TEMPORARY_SUFFIX}");
     let file = directory.describe(&name);
@@ -614,7 +661,7 @@ fn create_segment(
         .create(&temporary)
         .map_err(io_failure(format_args!("creating {file}{TEMPORARY_SUFFIX}")))?;
     handle
-        .append(bytes)
+        .write_at(0, bytes)
         .and_then(|()| handle.sync_data())
         .and_then(|()| directory.rename(&temporary, &name))
         .and_then(|()| directory.sync())
@@ -756,7 +803,8 @@ fn replay_segment(
             "records after the last commit of a sealed segment",
         ));
     }
-    Ok(SegmentScan { committed_end: committed_end as u64, length, groups, checkpoint_end })
+    let tail_is_zero = bytes[committed_end..].iter().all(|byte| *byte == 0);
+    Ok(SegmentScan { committed_end: committed_end as u64, length, groups, checkpoint_end, tail_is_zero })
 }
 
 impl FileStorage {

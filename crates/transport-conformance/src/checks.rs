@@ -29,7 +29,10 @@ pub async fn delivery(factory: &dyn TransportFactory) {
             Err(TransportError::UnknownPeer(_))
         ));
         close_all(&[&a, &b]).await;
-        assert!(matches!(a.transport.send(&b.info.id, vec![codec_frame(0, 16)]).await, Err(TransportError::Closed)));
+        assert!(matches!(
+            a.transport.send(&b.info.id, vec![codec_frame(0, 16)]).await,
+            Err(TransportError::Closed)
+        ));
     })
     .await;
 }
@@ -95,7 +98,10 @@ pub async fn frame_size_limit(factory: &dyn TransportFactory) {
 
         let at_limit = codec_frame(1, limit);
         send_patiently(&same, &to, vec![at_limit.clone()]).await;
-        assert_eq!(next_frame(&receiver, Duration::from_secs(10)).await, Some((same.info.id.clone(), at_limit)));
+        assert_eq!(
+            next_frame(&receiver, Duration::from_secs(10)).await,
+            Some((same.info.id.clone(), at_limit))
+        );
         assert_eq!(
             same.transport.send(&to, vec![codec_frame(2, limit + 1)]).await,
             Err(TransportError::FrameTooLarge { size: limit + 1, limit }),
@@ -165,7 +171,10 @@ pub async fn unauthenticated_peers_refused(factory: &dyn TransportFactory) {
         let friend = factory.create(NodeSpec::new("friend", limits)).await;
         connect(&friend, &target);
         let wrong_secret = factory
-            .create(NodeSpec { secret: b"not the cluster secret at all!!".to_vec(), ..NodeSpec::new("mallory", limits) })
+            .create(NodeSpec {
+                secret: b"not the cluster secret at all!!".to_vec(),
+                ..NodeSpec::new("mallory", limits)
+            })
             .await;
         let stranger = factory.create(NodeSpec::new("stranger", limits)).await;
         let other_cluster =
@@ -204,10 +213,15 @@ pub async fn unauthenticated_peers_refused(factory: &dyn TransportFactory) {
             if refused_enough && received_from_friend > 0 {
                 break;
             }
-            assert!(tokio::time::Instant::now() < deadline, "intruders were not refused often enough in 30 s");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "intruders were not refused often enough in 30 s"
+            );
         }
         for intruder in intruders {
-            while let Ok(Ok(event)) = tokio::time::timeout(Duration::from_millis(10), intruder.transport.recv()).await {
+            while let Ok(Ok(event)) =
+                tokio::time::timeout(Duration::from_millis(10), intruder.transport.recv()).await
+            {
                 assert!(
                     !matches!(&event, Incoming::PeerConnected(id) if *id == target.info.id),
                     "{} was let in",
@@ -250,9 +264,11 @@ pub async fn peer_restart(factory: &dyn TransportFactory) {
                 _ = probe => unreachable!("the probe loops forever"),
             }
         }
-        let restarted = factory.create(NodeSpec { listen_address: Some(address), ..NodeSpec::new("b", limits) }).await;
+        let restarted =
+            factory.create(NodeSpec { listen_address: Some(address), ..NodeSpec::new("b", limits) }).await;
         restarted.transport.add_peer(&a.info).expect("add peer");
-        let took = deliver_marker(&a, &restarted, codec_frame(3, 32), Duration::from_secs(30), |_, _| {}).await;
+        let took =
+            deliver_marker(&a, &restarted, codec_frame(3, 32), Duration::from_secs(30), |_, _| {}).await;
         tracing::info!(?took, "delivery resumed after the restart");
         deliver_marker(&restarted, &a, codec_frame(4, 32), Duration::from_secs(30), |_, _| {}).await;
         close_all(&[&a, &restarted]).await;
@@ -300,7 +316,10 @@ pub async fn slow_receiver(factory: &dyn TransportFactory) {
             if sequence == u64::MAX {
                 continue;
             }
-            assert!(sequence >= expected && sequence < accepted, "frame {sequence} out of order or never accepted");
+            assert!(
+                sequence >= expected && sequence < accepted,
+                "frame {sequence} out of order or never accepted"
+            );
             expected = sequence + 1;
             received += 1;
             if expected == accepted {

@@ -20,12 +20,18 @@ fn config() -> Config {
     let mut config = Config::for_mechanism(MechanismKind::Raft);
     // Real time on a loaded two-core machine: generous timeouts keep elections rare.
     config.heartbeat_interval = Duration::from_millis(100);
-    config.election_timeout = ElectionTimeout { min: Duration::from_millis(600), max: Duration::from_millis(1200) };
+    config.election_timeout =
+        ElectionTimeout { min: Duration::from_millis(600), max: Duration::from_millis(1200) };
     config.timeout = Duration::from_secs(10);
     config
 }
 
-async fn start(index: usize, node: &TestNode, members: &[NodeInfo], storage: &SharedMemoryStorage) -> Consensus {
+async fn start(
+    index: usize,
+    node: &TestNode,
+    members: &[NodeInfo],
+    storage: &SharedMemoryStorage,
+) -> Consensus {
     Consensus::builder(node.info.id.as_str())
         .config(config())
         .cluster_id(ClusterId(1))
@@ -50,7 +56,9 @@ async fn wait_for_leader(nodes: &[Consensus]) -> usize {
     poll_until(Duration::from_secs(30), "one leader that every node knows", || {
         let leaders: Vec<_> = nodes.iter().filter(|node| node.is_leader()).collect();
         leaders.len() == 1
-            && nodes.iter().all(|node| node.leader().map(|info| info.id) == Some(leaders[0].node_id().clone()))
+            && nodes
+                .iter()
+                .all(|node| node.leader().map(|info| info.id) == Some(leaders[0].node_id().clone()))
     })
     .await;
     nodes.iter().position(|node| node.is_leader()).expect("a leader")
@@ -125,7 +133,10 @@ pub async fn raft_cluster(factory: &dyn TransportFactory) {
         let address = test_nodes[follower].info.address.clone();
         let id = test_nodes[follower].info.id.clone();
         test_nodes[follower] = factory
-            .create(NodeSpec { listen_address: Some(address), ..NodeSpec::new(id.as_str(), Limits::for_cluster()) })
+            .create(NodeSpec {
+                listen_address: Some(address),
+                ..NodeSpec::new(id.as_str(), Limits::for_cluster())
+            })
             .await;
         nodes[follower] = start(follower, &test_nodes[follower], &members, &storages[follower]).await;
 

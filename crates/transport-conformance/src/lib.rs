@@ -32,6 +32,7 @@
 
 mod checks;
 mod cluster;
+pub mod measure;
 mod support;
 
 pub use checks::{
@@ -39,4 +40,6 @@ pub use checks::{
     unauthenticated_peers_refused,
 };
 pub use cluster::raft_cluster;
-pub use support::{codec_frame, frame_sequence, Capabilities, Limits, NodeSpec, TestNode, TransportFactory, SECRET};
+pub use support::{
+    codec_frame, frame_sequence, Capabilities, Limits, NodeSpec, TestNode, TransportFactory, SECRET,
+};

@@ -33,7 +33,11 @@ impl Default for Limits {
 impl Limits {
     /// Limits for running a Raft cluster (the runtime's defaults).
     pub fn for_cluster() -> Self {
-        Limits { frame_bytes_max: 16 * 1024 * 1024, send_queue_frames_max: 4096, receive_queue_frames_max: 4096 }
+        Limits {
+            frame_bytes_max: 16 * 1024 * 1024,
+            send_queue_frames_max: 4096,
+            receive_queue_frames_max: 4096,
+        }
     }
 }
 
@@ -57,7 +61,13 @@ pub struct NodeSpec {
 impl NodeSpec {
     /// A legitimate node of cluster 1 with an OS-chosen port.
     pub fn new(id: &str, limits: Limits) -> Self {
-        NodeSpec { id: NodeId::new(id), cluster_id: ClusterId(1), secret: SECRET.to_vec(), limits, listen_address: None }
+        NodeSpec {
+            id: NodeId::new(id),
+            cluster_id: ClusterId(1),
+            secret: SECRET.to_vec(),
+            limits,
+            listen_address: None,
+        }
     }
 }
 

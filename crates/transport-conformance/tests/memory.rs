@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use concord_core::id::NodeInfo;
 use concord_runtime::MemoryNetwork;
-use concord_transport_conformance::{self as conformance, Capabilities, NodeSpec, TestNode, TransportFactory};
+use concord_transport_conformance::{
+    self as conformance, Capabilities, NodeSpec, TestNode, TransportFactory,
+};
 use parking_lot::Mutex;
 
 /// Nodes on one in-memory network, made when the first node is (its inbox limit comes from that
@@ -36,7 +38,11 @@ impl TransportFactory for MemoryFactory {
             .get_or_insert_with(|| MemoryNetwork::with_inbox_limit(spec.limits.receive_queue_frames_max))
             .clone();
         let transport = network.transport(spec.id.clone());
-        TestNode { transport, info: NodeInfo::new(spec.id.clone(), format!("mem://{}", spec.id)), refused_handshakes: None }
+        TestNode {
+            transport,
+            info: NodeInfo::new(spec.id.clone(), format!("mem://{}", spec.id)),
+            refused_handshakes: None,
+        }
     }
 
     async fn send_without_handshake(&self, _target: &NodeInfo, _frames: Vec<Bytes>) {

@@ -67,7 +67,7 @@ mod transport;
 pub use auth::{HandshakeError, SECRET_BYTES_MIN};
 pub use error::{LinkError, WsError};
 pub use options::{
-    WsOptions, WsTls, FRAME_BYTES_MAX, HANDSHAKES_IN_PROGRESS_MAX, RECEIVE_QUEUE_FRAMES_MAX, SEND_QUEUE_FRAMES_MAX,
-    WRITE_BATCH_FRAMES_MAX,
+    WsOptions, WsTls, FRAME_BYTES_MAX, HANDSHAKES_IN_PROGRESS_MAX, RECEIVE_QUEUE_FRAMES_MAX,
+    SEND_QUEUE_FRAMES_MAX, WRITE_BATCH_FRAMES_MAX,
 };
 pub use transport::{WsStats, WsTransport};

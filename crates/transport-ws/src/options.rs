@@ -116,7 +116,9 @@ impl WsOptions {
             ));
         }
         if self.reconnect_backoff_min.is_zero() || self.reconnect_backoff_min > self.reconnect_backoff_max {
-            return invalid("reconnect_backoff_min must be above zero and at most reconnect_backoff_max".into());
+            return invalid(
+                "reconnect_backoff_min must be above zero and at most reconnect_backoff_max".into(),
+            );
         }
         if self.handshake_timeout.is_zero() || self.keepalive_interval.is_zero() {
             return invalid("handshake_timeout and keepalive_interval must be above zero".into());

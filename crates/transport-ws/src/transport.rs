@@ -97,13 +97,17 @@ impl WsTransport {
         let listener = TcpListener::bind(options.listen_address)
             .await
             .map_err(|source| WsError::Bind { address: options.listen_address, source })?;
-        let local_addr =
-            listener.local_addr().map_err(|source| WsError::Bind { address: options.listen_address, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| WsError::Bind { address: options.listen_address, source })?;
         let websocket_config = WebSocketConfig::default()
             .max_message_size(Some(options.frame_bytes_max))
             .max_frame_size(Some(options.frame_bytes_max));
         let tls = options.tls.as_ref().map(|tls| {
-            (tokio_rustls::TlsAcceptor::from(tls.server.clone()), tokio_rustls::TlsConnector::from(tls.client.clone()))
+            (
+                tokio_rustls::TlsAcceptor::from(tls.server.clone()),
+                tokio_rustls::TlsConnector::from(tls.client.clone()),
+            )
         });
         let (inbox_sender, inbox) = mpsc::channel(options.receive_queue_frames_max);
         let shared = Arc::new(Shared {
@@ -223,7 +227,9 @@ impl Transport for WsTransport {
         }
         let queue_limit = self.shared.options.send_queue_frames_max;
         let permits = queue.try_reserve_many(frames.len()).map_err(|error| match error {
-            mpsc::error::TrySendError::Full(()) => TransportError::QueueFull { peer: to.clone(), limit: queue_limit },
+            mpsc::error::TrySendError::Full(()) => {
+                TransportError::QueueFull { peer: to.clone(), limit: queue_limit }
+            }
             mpsc::error::TrySendError::Closed(()) => TransportError::Closed,
         })?;
         for (permit, frame) in permits.zip(frames) {
@@ -278,7 +284,10 @@ impl Transport for WsTransport {
             peer.address.clone(),
             receiver,
         ));
-        peers.insert(peer.id.clone(), PeerLink { address: peer.address.clone(), queue, task: task.abort_handle() });
+        peers.insert(
+            peer.id.clone(),
+            PeerLink { address: peer.address.clone(), queue, task: task.abort_handle() },
+        );
         Ok(())
     }
 
@@ -299,7 +308,10 @@ impl Transport for WsTransport {
 /// alone (for TLS name checks).
 pub(crate) fn parse_address(address: &str) -> Result<(String, String), LinkError> {
     let bad = |reason: &str| LinkError::Address { address: address.to_owned(), reason: reason.to_owned() };
-    let rest = ["ws://", "wss://", "tcp://"].iter().find_map(|scheme| address.strip_prefix(scheme)).unwrap_or(address);
+    let rest = ["ws://", "wss://", "tcp://"]
+        .iter()
+        .find_map(|scheme| address.strip_prefix(scheme))
+        .unwrap_or(address);
     let authority = rest.split('/').next().unwrap_or_default();
     let Some((host, port)) = authority.rsplit_once(':') else {
         return Err(bad("expected host:port"));
@@ -348,8 +360,9 @@ async fn dial(shared: &Shared, peer: &NodeId, address: &str) -> Result<Socket, L
     tcp.set_nodelay(true)?;
     let stream: Box<dyn ByteStream> = match &shared.tls {
         Some((_, connector)) => {
-            let name = rustls::pki_types::ServerName::try_from(host.clone())
-                .map_err(|error| LinkError::Address { address: address.to_owned(), reason: error.to_string() })?;
+            let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|error| {
+                LinkError::Address { address: address.to_owned(), reason: error.to_string() }
+            })?;
             Box::new(connector.connect(name, tcp).await?)
         }
         None => Box::new(tcp),
@@ -361,7 +374,11 @@ async fn dial(shared: &Shared, peer: &NodeId, address: &str) -> Result<Socket, L
         Some(shared.websocket_config),
     )
     .await?;
-    let hello = Hello { cluster_id: options.cluster_id, node_id: options.node_id.clone(), nonce: auth::fresh_nonce()? };
+    let hello = Hello {
+        cluster_id: options.cluster_id,
+        node_id: options.node_id.clone(),
+        nonce: auth::fresh_nonce()?,
+    };
     socket.send(Message::Binary(auth::encode_hello(&hello).into())).await?;
     let challenge: Challenge = auth::decode_challenge(&next_binary(&mut socket).await?)?;
     if challenge.node_id != *peer {
@@ -451,7 +468,8 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 continue;
             }
         };
-        if shared.handshakes_in_progress.load(Ordering::Acquire) >= shared.options.handshakes_in_progress_max {
+        if shared.handshakes_in_progress.load(Ordering::Acquire) >= shared.options.handshakes_in_progress_max
+        {
             shared.handshakes_refused.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%remote, "too many handshakes in progress; closing the connection");
             continue;
@@ -536,10 +554,13 @@ async fn accept(shared: &Shared, tcp: TcpStream) -> Result<(NodeId, Socket), Lin
         Some((acceptor, _)) => Box::new(acceptor.accept(tcp).await?),
         None => Box::new(tcp),
     };
-    let mut socket = tokio_tungstenite::accept_async_with_config(stream, Some(shared.websocket_config)).await?;
+    let mut socket =
+        tokio_tungstenite::accept_async_with_config(stream, Some(shared.websocket_config)).await?;
     let hello = auth::decode_hello(&next_binary(&mut socket).await?)?;
     if hello.cluster_id != options.cluster_id {
-        return Err(HandshakeError::WrongCluster { expected: options.cluster_id, got: hello.cluster_id }.into());
+        return Err(
+            HandshakeError::WrongCluster { expected: options.cluster_id, got: hello.cluster_id }.into()
+        );
     }
     if !shared.peers.lock().contains_key(&hello.node_id) {
         return Err(HandshakeError::UnknownPeer(hello.node_id).into());

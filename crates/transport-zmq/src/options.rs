@@ -121,7 +121,9 @@ impl ZmqOptions {
             return invalid("in_flight_bytes_max must be at least frame_bytes_max".into());
         }
         if self.reconnect_backoff_min.is_zero() || self.reconnect_backoff_min > self.reconnect_backoff_max {
-            return invalid("reconnect_backoff_min must be above zero and at most reconnect_backoff_max".into());
+            return invalid(
+                "reconnect_backoff_min must be above zero and at most reconnect_backoff_max".into(),
+            );
         }
         if self.handshake_timeout.is_zero() || self.heartbeat_interval.is_zero() {
             return invalid("handshake_timeout and heartbeat_interval must be above zero".into());

@@ -170,6 +170,8 @@ pub enum MajorityMessage {
         applied: u64,
         /// The sender's membership epoch.
         membership_epoch: u64,
+        /// Digest of the sender's applied positions: equal digests mean nothing to fetch.
+        state_digest: u64,
     },
     /// Ask for the decisions the responder applied after its local position `after`.
     CatchUpRequest {
@@ -178,6 +180,8 @@ pub enum MajorityMessage {
     },
     /// Decisions the requester missed, in the responder's apply order, bounded in count and bytes.
     CatchUpResponse {
+        /// The responder's restart count (its log positions are read with it).
+        incarnation: u64,
         /// Responder's local position of the first decision.
         from: u64,
         /// Decisions.
@@ -187,6 +191,8 @@ pub enum MajorityMessage {
     },
     /// The responder no longer holds the requested decisions: its whole state instead.
     CatchUpSnapshot {
+        /// The responder's restart count.
+        incarnation: u64,
         /// The responder's local position the snapshot reflects.
         through: u64,
         /// The snapshot (`concord-majority`'s state format).

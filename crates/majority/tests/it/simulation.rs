@@ -23,6 +23,18 @@ fn at_most_one_value_per_slot_under_faults() {
 }
 
 #[test]
+fn five_nodes_two_down_at_once() {
+    let mut options = simulation::options();
+    options.nodes = 5;
+    options.clients = 5;
+    let seeds = seed_count() / 4;
+    let summary =
+        randomized::run_seeds(0..seeds, |seed| randomized::run(seed, simulation::factory, &options));
+    eprintln!("five nodes: {summary}");
+    assert!(summary.failures.is_empty(), "{summary}");
+}
+
+#[test]
 fn the_same_seed_gives_the_same_run() {
     let first = simulation::run_seed(11).expect("seed 11 passes");
     let second = simulation::run_seed(11).expect("seed 11 passes");
@@ -67,4 +79,32 @@ fn releasing_votes_on_timeout_is_caught() {
     let (seed, message) = caught.expect("no crash storm exposed Bug::ReleaseVoteOnTimeout");
     eprintln!("Bug::ReleaseVoteOnTimeout caught by seed {seed}: {message}");
     assert!(message.contains("applied") || message.contains("accepted"), "{message}");
+}
+
+#[test]
+fn membership_churn_keeps_the_guarantee() {
+    let mut totals = simulation::ChurnReport::default();
+    let seeds = std::env::var("CONCORD_MAJORITY_CHURN_SEEDS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(100u64);
+    for seed in 0..seeds {
+        match simulation::membership_churn(seed, Duration::from_secs(8)) {
+            Ok(report) => {
+                totals.changes_accepted += report.changes_accepted;
+                totals.changes_failed += report.changes_failed;
+                totals.writes_accepted += report.writes_accepted;
+            }
+            Err(violation) => panic!("{violation}"),
+        }
+    }
+    eprintln!("membership churn: {totals:?}");
+    assert!(totals.changes_accepted > 0, "no membership change was ever accepted: {totals:?}");
+    assert!(totals.writes_accepted > 0, "{totals:?}");
+}
+
+#[test]
+fn debug_seed() {
+    let seed: u64 = std::env::var("MAJ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(87);
+    let _ = simulation::run_seed(seed);
 }

@@ -47,6 +47,7 @@ fn stale_follower_reads_are_caught() {
         randomized::run(seed, || factory(|setup| Primary::with_follower_reads(setup, true)), &options)
     });
     let first = summary.failures.first().expect("stale reads should break linearizability on some seed");
+    println!("{first}");
     assert!(first.message.contains("not linearizable"), "{first}");
     // The failing seed reproduces the same failure.
     let again =

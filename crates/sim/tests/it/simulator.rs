@@ -325,27 +325,45 @@ fn a_livelocked_timer_is_reported_not_spun_forever() {
     assert!(violation.message.contains("livelock"), "{violation}");
 }
 
-#[test]
-fn a_retry_with_the_same_session_takes_effect_once() {
+fn slow_disk_primary(seed: u64) -> Simulation {
     let mut mechanism_config = Config::default();
     mechanism_config.timeout = Duration::from_millis(50);
-    let mut config = SimConfig::new(10, 3, mechanism_config);
+    let mut config = SimConfig::new(seed, 3, mechanism_config);
     config.persist_delay_min = Duration::from_millis(100);
     config.persist_delay_max = Duration::from_millis(100);
-    let mut simulation = Simulation::new(config, concord_sim::factory(crate::doubles::Primary::new));
+    Simulation::new(config, concord_sim::factory(crate::doubles::Primary::new))
+}
+
+#[test]
+fn a_retry_with_the_same_session_takes_effect_once() {
+    let mut simulation = slow_disk_primary(10);
     let op = simulation.submit(1, &n(1), ClientOp::Add { key: "c".into(), delta: 5 });
     simulation.run_for(Duration::from_millis(60)).unwrap();
     assert!(matches!(simulation.operation(op).unwrap().outcome, Outcome::Unknown { .. }), "timed out");
-    simulation.run_for(Duration::from_millis(60)).unwrap();
-    assert_eq!(counter(&simulation, &n(1), "c"), 5, "the first attempt took effect after all");
-    simulation.set_persist_delay(Duration::from_millis(1), Duration::from_millis(1));
+    // The retry goes out while the first attempt is still being written: both get applied, and
+    // the session makes the second a no-op that answers with the first result.
     assert!(simulation.retry(op, &n(1)));
+    assert_eq!(simulation.operation(op).unwrap().outcome, Outcome::Pending);
     simulation.run_for(Duration::from_millis(300)).unwrap();
-    // The retry carries the same session, so it gets the first attempt's result back.
-    assert_eq!(simulation.operation(op).unwrap().outcome, Outcome::Ok(Response::Added { value: 5 }));
+    let recorded = simulation.operation(op).unwrap();
+    assert_eq!(recorded.outcome, Outcome::Ok(Response::Added { value: 5 }));
+    assert_eq!(recorded.completed_at_nanos, Some(100_000_000), "answered by the first attempt");
     assert_eq!(counter(&simulation, &n(1), "c"), 5, "applied once");
     assert!(!simulation.retry(op, &n(1)), "only an operation with an unknown outcome is retried");
     assert_eq!(concord_sim::linearizability::check(simulation.history()), Ok(()));
+}
+
+#[test]
+fn a_late_answer_settles_an_unknown_outcome() {
+    let mut simulation = slow_disk_primary(14);
+    let op = simulation.submit(1, &n(1), ClientOp::Put { key: "a".into(), value: 7 });
+    simulation.run_for(Duration::from_millis(60)).unwrap();
+    assert!(matches!(simulation.operation(op).unwrap().outcome, Outcome::Unknown { .. }));
+    simulation.run_for(Duration::from_millis(60)).unwrap();
+    let recorded = simulation.operation(op).unwrap();
+    assert_eq!(recorded.outcome, Outcome::Ok(Response::Written));
+    assert_eq!(recorded.completed_at_nanos, Some(100_000_000));
+    assert!(simulation.trace().any(|line| line.contains("late answer")));
 }
 
 #[test]
@@ -375,7 +393,10 @@ fn results_and_events_are_handed_to_the_test() {
     assert!(simulation.trace().any(|line| line.contains("n1 -> n2 raft.forward_proposal")));
 }
 
-fn scripted(scripts: Vec<Vec<(u64, Role, u64)>>) -> Simulation {
+/// One node's script: (term, role, commit index) per 10 ms tick.
+type Script = Vec<(u64, Role, u64)>;
+
+fn scripted(scripts: Vec<Script>) -> Simulation {
     let nodes = scripts.len();
     let mut simulation = Simulation::new(
         SimConfig::new(13, nodes, Config::default()),
@@ -400,7 +421,7 @@ fn the_built_in_invariants_accept_a_sane_script() {
 #[test]
 fn the_built_in_invariants_catch_what_they_promise() {
     use Role::{Follower, Leader};
-    let cases: Vec<(&str, Vec<Vec<(u64, Role, u64)>>)> = vec![
+    let cases: Vec<(&str, Vec<Script>)> = vec![
         ("term went down from 2 to 1", vec![vec![(1, Follower, 0), (2, Follower, 0), (1, Follower, 0)]]),
         (
             "commit index went down from 3 to 2",
@@ -429,4 +450,41 @@ fn commit_may_restart_lower_after_a_crash() {
     simulation.restart(&n(1));
     // The new incarnation starts its script over at commit 0: volatile state, not a violation.
     simulation.run_for(Duration::from_millis(50)).unwrap();
+}
+
+#[test]
+fn a_paused_node_is_frozen_until_it_resumes() {
+    let (mut simulation, _) = gossip_simulation(15, NetworkConfig::default());
+    simulation.pause(&n(2));
+    assert!(simulation.is_paused(&n(2)) && simulation.is_up(&n(2)));
+    simulation.submit(1, &n(1), ClientOp::Add { key: "c".into(), delta: 1 });
+    let waiting = simulation.submit(2, &n(2), ClientOp::Put { key: "p".into(), value: 9 });
+    simulation.run_for(Duration::from_millis(500)).unwrap();
+    assert_eq!(counter(&simulation, &n(3), "c"), 1);
+    assert_eq!(counter(&simulation, &n(2), "c"), 0, "nothing reaches a paused node");
+    assert_eq!(simulation.operation(waiting).unwrap().outcome, Outcome::Pending, "its client waits");
+    simulation.resume(&n(2));
+    simulation.run_for(Duration::from_millis(100)).unwrap();
+    assert_eq!(counter(&simulation, &n(2), "c"), 1, "held messages arrive on resume");
+    assert_eq!(simulation.operation(waiting).unwrap().outcome, Outcome::Ok(Response::Written));
+}
+
+#[test]
+fn a_paused_nodes_timers_wait_and_its_clients_time_out() {
+    use Role::Follower;
+    let mut simulation =
+        scripted(vec![vec![(1, Follower, 0), (1, Follower, 1), (1, Follower, 2), (1, Follower, 3)]]);
+    simulation.run_for(Duration::from_millis(5)).unwrap();
+    simulation.pause(&n(1));
+    let op = simulation.submit(1, &n(1), ClientOp::Get { key: "a".into() });
+    simulation.run_for(Duration::from_secs(6)).unwrap();
+    let commit = simulation.mechanism(&n(1)).unwrap().debug_state().commit_index;
+    assert_eq!(commit, LogIndex(0), "no timer fired while paused");
+    assert!(
+        matches!(simulation.operation(op).unwrap().outcome, Outcome::Unknown { .. }),
+        "the client gave up"
+    );
+    simulation.resume(&n(1));
+    simulation.run_for(Duration::from_millis(100)).unwrap();
+    assert_eq!(simulation.mechanism(&n(1)).unwrap().debug_state().commit_index, LogIndex(3));
 }

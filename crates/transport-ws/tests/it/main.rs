@@ -2,5 +2,6 @@
 //! WebSocket-specific cases.
 
 mod conformance;
+mod forged;
 mod support;
 mod tls;

@@ -56,7 +56,8 @@ impl TransportFactory for WsFactory {
             match WsTransport::bind(options.clone()).await {
                 Ok(transport) => break transport,
                 Err(WsError::Bind { source, .. })
-                    if source.kind() == std::io::ErrorKind::AddrInUse && tokio::time::Instant::now() < deadline =>
+                    if source.kind() == std::io::ErrorKind::AddrInUse
+                        && tokio::time::Instant::now() < deadline =>
                 {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
@@ -78,9 +79,12 @@ impl TransportFactory for WsFactory {
         // A WebSocket client that skips the handshake and sends frames at once.
         if self.tls.is_none() {
             if let Ok(tcp) = tokio::net::TcpStream::connect(address).await {
-                if let Ok((mut socket, _)) = tokio_tungstenite::client_async(format!("ws://{address}/"), tcp).await {
+                if let Ok((mut socket, _)) =
+                    tokio_tungstenite::client_async(format!("ws://{address}/"), tcp).await
+                {
                     for frame in &frames {
-                        let _ = socket.feed(tokio_tungstenite::tungstenite::Message::Binary(frame.clone())).await;
+                        let _ =
+                            socket.feed(tokio_tungstenite::tungstenite::Message::Binary(frame.clone())).await;
                     }
                     let _ = socket.flush().await;
                 }

@@ -73,8 +73,13 @@ async fn a_node_that_does_not_trust_the_certificate_cannot_connect() {
         assert!(tokio::time::timeout(Duration::from_millis(200), server.transport.recv())
             .await
             .map_or(true, |event| !matches!(event, Ok(Incoming::Frame { .. }))));
-        while let Ok(Ok(event)) = tokio::time::timeout(Duration::from_millis(10), client.transport.recv()).await {
-            assert!(!matches!(event, Incoming::PeerConnected(_)), "client connected without trusting the server");
+        while let Ok(Ok(event)) =
+            tokio::time::timeout(Duration::from_millis(10), client.transport.recv()).await
+        {
+            assert!(
+                !matches!(event, Incoming::PeerConnected(_)),
+                "client connected without trusting the server"
+            );
         }
         server.transport.close().await;
         client.transport.close().await;
