@@ -1471,7 +1471,7 @@ impl Majority {
             return;
         }
         if std::env::var("MAJ_DEBUG").is_ok() && applied != self.applied {
-            eprintln!("{} hb from {from}: digests {} {} applied {} {} positions {:?}", self.node_id, state_digest, self.digest, applied, self.applied, self.positions);
+            eprintln!("{} hb from {from}: digests {} {} applied {} {} cursor {:?} inc {}", self.node_id, state_digest, self.digest, applied, self.applied, self.peers.get(&from).map(|p| (p.cursor, p.incarnation, p.request_blocked_until)), incarnation);
         }
         if state_digest == self.digest {
             // Same positions on every key: everything in the peer's log is applied here too, so

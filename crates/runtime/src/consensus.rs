@@ -40,6 +40,8 @@ pub struct ConsensusBuilder {
     cluster_id: ClusterId,
     seed: Option<u64>,
     clock_epoch_unix_ms: Option<u64>,
+    #[cfg(feature = "file-storage")]
+    data_dir: Option<std::path::PathBuf>,
 }
 
 impl ConsensusBuilder {
@@ -55,6 +57,8 @@ impl ConsensusBuilder {
             cluster_id: ClusterId::default(),
             seed: None,
             clock_epoch_unix_ms: None,
+            #[cfg(feature = "file-storage")]
+            data_dir: None,
         }
     }
 
@@ -103,6 +107,14 @@ impl ConsensusBuilder {
         self
     }
 
+    /// Durable storage in `directory` (created if missing): a restarted node resumes with its term,
+    /// vote, log and snapshot. Errors (unreadable or corrupt files) surface from `start`.
+    #[cfg(feature = "file-storage")]
+    pub fn data_dir(mut self, directory: impl AsRef<std::path::Path>) -> Self {
+        self.data_dir = Some(directory.as_ref().to_path_buf());
+        self
+    }
+
     /// Replicate your own state machine instead of the key-value one.
     pub fn state_machine(mut self, machine: Box<dyn StateMachine>) -> Self {
         self.state_machine = Some(machine);
@@ -134,7 +146,21 @@ impl ConsensusBuilder {
         let node_id = NodeId::parse(&self.node_id)?;
         let transport =
             self.transport.ok_or_else(|| StartError::Builder("a transport is required".into()))?;
-        let mut storage = self.storage.unwrap_or_else(|| Box::new(MemoryStorage::new()));
+        #[cfg(feature = "file-storage")]
+        let file_storage: Option<Box<dyn Storage>> = match &self.data_dir {
+            Some(directory) => Some(Box::new(concord_storage::FileStorage::open(
+                directory,
+                concord_storage::FileStorageOptions::default(),
+            )?)),
+            None => None,
+        };
+        #[cfg(not(feature = "file-storage"))]
+        let file_storage: Option<Box<dyn Storage>> = None;
+        if file_storage.is_some() && self.storage.is_some() {
+            return Err(StartError::Builder("give either storage(...) or data_dir(...), not both".into()));
+        }
+        let mut storage =
+            file_storage.or(self.storage).unwrap_or_else(|| Box::new(MemoryStorage::new()));
         let recovered = storage.recover()?;
         let mut members = self.members;
         if !members.iter().any(|m| m.id == node_id) {

@@ -297,3 +297,91 @@ async fn bad_config_and_bad_ids_are_refused_at_start() {
         Consensus::builder("has space").config(raft_config()).transport(network.transport("x")).start().await.unwrap_err();
     assert!(error.to_string().contains("invalid node id"), "{error}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn restarted_cluster_resumes_from_its_data_directories() {
+    let directories: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let members: Vec<NodeInfo> = ids(3).iter().map(|id| NodeInfo::new(id.as_str(), "")).collect();
+    let start = |network: MemoryNetwork| {
+        let members = members.clone();
+        let paths: Vec<std::path::PathBuf> = directories.iter().map(|d| d.path().to_path_buf()).collect();
+        async move {
+            let mut nodes = Vec::new();
+            for (index, id) in ids(3).into_iter().enumerate() {
+                nodes.push(
+                    Consensus::builder(id.as_str())
+                        .config(raft_config())
+                        .members(members.clone())
+                        .transport(network.transport(id.as_str()))
+                        .data_dir(&paths[index])
+                        .seed(index as u64)
+                        .start()
+                        .await
+                        .unwrap(),
+                );
+            }
+            nodes
+        }
+    };
+    let nodes = start(MemoryNetwork::new()).await;
+    let leader = wait_for_leader(&nodes).await;
+    for i in 0..20u32 {
+        assert!(nodes[leader].propose(&format!("k{i}"), &i).await);
+    }
+    let term_before = nodes[leader].debug_state().current_term;
+    stop_all(&nodes).await;
+    drop(nodes);
+
+    let nodes = start(MemoryNetwork::new()).await;
+    for node in &nodes {
+        assert!(node.debug_state().current_term >= term_before, "the term survives a restart");
+    }
+    let leader = wait_for_leader(&nodes).await;
+    for i in 0..20u32 {
+        assert_eq!(nodes[leader].read::<u32>(&format!("k{i}")).await.unwrap(), Some(i));
+    }
+    stop_all(&nodes).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn corrupt_data_directory_is_a_typed_start_error() {
+    let directory = tempfile::tempdir().unwrap();
+    {
+        let network = MemoryNetwork::new();
+        let node = Consensus::builder("n1")
+            .config(raft_config())
+            .transport(network.transport("n1"))
+            .data_dir(directory.path())
+            .start()
+            .await
+            .unwrap();
+        wait_until(Duration::from_secs(5), "leader", || node.is_leader()).await;
+        assert!(node.propose("k", &1u8).await);
+        node.stop().await;
+    }
+    // Flip bytes in the middle of every file the store wrote.
+    for entry in std::fs::read_dir(directory.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let mut bytes = std::fs::read(&path).unwrap();
+            if bytes.len() > 64 {
+                for byte in &mut bytes[20..40] {
+                    *byte ^= 0xA5;
+                }
+                std::fs::write(&path, bytes).unwrap();
+            }
+        }
+    }
+    let network = MemoryNetwork::new();
+    let result = Consensus::builder("n1")
+        .config(raft_config())
+        .transport(network.transport("n1"))
+        .data_dir(directory.path())
+        .start()
+        .await;
+    match result {
+        Err(concord_runtime::StartError::Storage(error)) => assert!(error.to_string().contains("corrupt"), "{error}"),
+        Err(other) => panic!("expected a storage error, got {other}"),
+        Ok(_) => panic!("a corrupt data directory must not start"),
+    }
+}
