@@ -58,6 +58,17 @@
 //! assert_eq!(raft.commit_index(), raft.last_log_index());
 //! ```
 
+//! **Limits.** Every queue has a named bound in [`Config`](concord_core::config::Config):
+//! `max_pending_proposals` (also bounds the leader's uncommitted tail), `max_pending_reads`,
+//! `max_batch_entries`, `max_entries_per_message`, `max_inflight_messages`, `max_inflight_bytes`,
+//! `max_message_bytes`, `snapshot_chunk_bytes`. Hitting one is a `ProposalError::Busy`.
+//!
+//! **Testing.** Unit tests drive small clusters in-process; `tests/conformance` ties scenarios to
+//! the paper's sections; `tests/simulation.rs` runs thousands of seeded fault schedules in
+//! `concord-sim` (`cargo xtask sim --mechanism raft --seeds N`). The `broken-variants` feature
+//! adds `Raft::set_bug` with deliberately broken behaviours, to prove the simulator catches them;
+//! it is for tests only.
+
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 

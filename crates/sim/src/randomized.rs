@@ -259,7 +259,7 @@ pub fn run(
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_5eed_5eed_5eed);
     let ids = simulation.node_ids();
     let keys: Vec<String> = (0..options.keys.max(1)).map(|k| format!("k{k}")).collect();
-    let mean_gap = options.duration_faults / (options.ops_per_client.max(1) as u32);
+    let mean_gap = mean_gap(options);
     let mut clients: Vec<Client> = (0..options.clients)
         .map(|index| Client {
             id: index as u64 + 1,
@@ -391,6 +391,11 @@ pub fn run(
     })
 }
 
+/// The mean pause between a client's operations: spreads them over the fault phase.
+fn mean_gap(options: &Options) -> Duration {
+    options.duration_faults / u32::try_from(options.ops_per_client.max(1)).unwrap_or(u32::MAX)
+}
+
 /// Faults planned for later (the steps of a flapping partition, the end of a pause), in time order.
 #[derive(Default)]
 struct Planned {
@@ -464,7 +469,7 @@ fn handle_completions(
     keys: &[String],
     may_retry: bool,
 ) {
-    let mean_gap = options.duration_faults / (options.ops_per_client.max(1) as u32);
+    let mean_gap = mean_gap(options);
     for operation in simulation.take_completed() {
         let Some(client) = clients.iter_mut().find(|client| client.current == Some(operation)) else {
             continue;

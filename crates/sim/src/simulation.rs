@@ -88,7 +88,8 @@ pub struct SimConfig {
     pub clock_offset_max: Duration,
     /// Trace lines kept (the oldest are dropped; the trace hash still covers all of them).
     pub trace_capacity: usize,
-    /// Events kept per node until [`Simulation::take_events`] drains them (the oldest are dropped).
+    /// Events kept per node until [`Simulation::take_events`] drains them, and proposal results
+    /// kept until [`Simulation::take_results`] does (the oldest are dropped).
     pub event_capacity: usize,
     /// Messages in flight at once; more are dropped (and traced) instead of growing without bound.
     pub in_flight_messages_max: usize,
@@ -1292,6 +1293,11 @@ impl Simulation {
     ) {
         for result in results {
             self.proposal_result(index, &result);
+            if self.results.len() >= self.config.event_capacity {
+                // Nobody is taking them: keep the newest, as with events.
+                let excess = self.results.len() + 1 - self.config.event_capacity.max(1);
+                self.results.drain(..excess);
+            }
             self.results.push((self.nodes[index].id.clone(), result));
         }
         for read in reads {

@@ -17,8 +17,10 @@ pub const RECEIVE_QUEUE_FRAMES_MAX: usize = 4096;
 pub const FRAME_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Default number of frames written between two flushes.
 pub const WRITE_BATCH_FRAMES_MAX: usize = 512;
-/// Default number of inbound connections allowed to be in their handshake at once.
-pub const HANDSHAKES_IN_PROGRESS_MAX: usize = 64;
+/// Default number of inbound connections allowed to be in their handshake at once. Small on
+/// purpose: before it authenticates, a connection may still send one WebSocket message of up to
+/// `frame_bytes_max`, so this times that bounds what strangers can make a node hold.
+pub const HANDSHAKES_IN_PROGRESS_MAX: usize = 16;
 
 /// TLS for every link: the server side for inbound connections, the client side for outbound ones.
 /// The peer's host in its address is the name its certificate is checked against.
@@ -51,7 +53,8 @@ pub struct WsOptions {
     pub frame_bytes_max: usize,
     /// Frames written before one flush.
     pub write_batch_frames_max: usize,
-    /// Inbound connections in their handshake at once; more are closed at once.
+    /// Inbound connections in their handshake at once; more are closed at once. Memory held by
+    /// connections not yet authenticated stays below this times `frame_bytes_max`.
     pub handshakes_in_progress_max: usize,
     /// A connection must finish its handshake (TCP, TLS, WebSocket, authentication) within this.
     pub handshake_timeout: Duration,

@@ -1,7 +1,7 @@
 //! The WebSocket transport: one outbound link per peer (this node dials, sends frames), and the
 //! inbound links peers dial (this node reads frames). Each link authenticates before any frame.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -61,13 +61,21 @@ struct Shared {
     status: Mutex<BTreeMap<NodeId, LinkStatus>>,
     status_changed: Notify,
     inbox_sender: mpsc::Sender<(NodeId, Bytes)>,
-    inbox: tokio::sync::Mutex<mpsc::Receiver<(NodeId, Bytes)>>,
+    inbox: tokio::sync::Mutex<Inbox>,
     closed: watch::Sender<bool>,
     accept_task: Mutex<Option<AbortHandle>>,
     handshakes_in_progress: AtomicUsize,
     next_connection: AtomicU64,
     handshakes_refused: AtomicU64,
     links_closed_for_bad_frames: AtomicU64,
+}
+
+/// Received frames: the bounded channel the readers fill, and a batch taken from it at once (one
+/// wake-up per batch instead of per frame).
+struct Inbox {
+    receiver: mpsc::Receiver<(NodeId, Bytes)>,
+    taken: VecDeque<(NodeId, Bytes)>,
+    scratch: Vec<(NodeId, Bytes)>,
 }
 
 struct PeerLink {
@@ -121,7 +129,7 @@ impl WsTransport {
             status: Mutex::new(BTreeMap::new()),
             status_changed: Notify::new(),
             inbox_sender,
-            inbox: tokio::sync::Mutex::new(inbox),
+            inbox: tokio::sync::Mutex::new(Inbox { receiver: inbox, taken: VecDeque::new(), scratch: Vec::new() }),
             closed: watch::Sender::new(false),
             accept_task: Mutex::new(None),
             handshakes_in_progress: AtomicUsize::new(0),
@@ -248,14 +256,20 @@ impl Transport for WsTransport {
                 return Ok(change);
             }
             let mut inbox = self.shared.inbox.lock().await;
+            if let Some((from, frame)) = inbox.taken.pop_front() {
+                return Ok(Incoming::Frame { from, frame });
+            }
+            let Inbox { receiver, taken, scratch } = &mut *inbox;
             tokio::select! {
                 biased;
                 _ = closed.changed() => return Err(TransportError::Closed),
                 _ = self.shared.status_changed.notified() => continue,
-                frame = inbox.recv() => match frame {
-                    Some((from, frame)) => return Ok(Incoming::Frame { from, frame }),
-                    None => return Err(TransportError::Closed),
-                },
+                count = receiver.recv_many(scratch, RECEIVE_BATCH_FRAMES_MAX) => {
+                    if count == 0 {
+                        return Err(TransportError::Closed);
+                    }
+                    taken.extend(scratch.drain(..));
+                }
             }
         }
     }

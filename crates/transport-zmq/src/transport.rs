@@ -13,7 +13,7 @@
 //! alive: a DEALER whose peer restarted keeps accepting sends and loses them, so a link that hears
 //! nothing for `liveness_timeout` (heartbeats are answered at once) is dropped and dialled again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -73,7 +73,7 @@ struct Shared {
     status: Mutex<BTreeMap<NodeId, LinkStatus>>,
     status_changed: Notify,
     inbox_sender: mpsc::Sender<(NodeId, Bytes)>,
-    inbox: tokio::sync::Mutex<mpsc::Receiver<(NodeId, Bytes)>>,
+    inbox: tokio::sync::Mutex<Inbox>,
     closed: watch::Sender<bool>,
     router_task: Mutex<Option<AbortHandle>>,
     /// Authenticated peers to cut off, sent by `remove_peer` to the ROUTER task.
@@ -81,6 +81,14 @@ struct Shared {
     handshakes_refused: AtomicU64,
     links_closed_for_bad_frames: AtomicU64,
     links_rebuilt_for_silence: AtomicU64,
+}
+
+/// Received frames: the bounded channel the readers fill, and a batch taken from it at once (one
+/// wake-up per batch instead of per frame).
+struct Inbox {
+    receiver: mpsc::Receiver<(NodeId, Bytes)>,
+    taken: VecDeque<(NodeId, Bytes)>,
+    scratch: Vec<(NodeId, Bytes)>,
 }
 
 struct PeerLink {
@@ -124,7 +132,7 @@ impl ZmqTransport {
             status: Mutex::new(BTreeMap::new()),
             status_changed: Notify::new(),
             inbox_sender,
-            inbox: tokio::sync::Mutex::new(inbox),
+            inbox: tokio::sync::Mutex::new(Inbox { receiver: inbox, taken: VecDeque::new(), scratch: Vec::new() }),
             closed: watch::Sender::new(false),
             router_task: Mutex::new(None),
             removals,
@@ -258,14 +266,20 @@ impl Transport for ZmqTransport {
                 return Ok(change);
             }
             let mut inbox = self.shared.inbox.lock().await;
+            if let Some((from, frame)) = inbox.taken.pop_front() {
+                return Ok(Incoming::Frame { from, frame });
+            }
+            let Inbox { receiver, taken, scratch } = &mut *inbox;
             tokio::select! {
                 biased;
                 _ = closed.changed() => return Err(TransportError::Closed),
                 _ = self.shared.status_changed.notified() => continue,
-                frame = inbox.recv() => match frame {
-                    Some((from, frame)) => return Ok(Incoming::Frame { from, frame }),
-                    None => return Err(TransportError::Closed),
-                },
+                count = receiver.recv_many(scratch, RECEIVE_BATCH_FRAMES_MAX) => {
+                    if count == 0 {
+                        return Err(TransportError::Closed);
+                    }
+                    taken.extend(scratch.drain(..));
+                }
             }
         }
     }

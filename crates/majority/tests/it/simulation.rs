@@ -102,9 +102,3 @@ fn membership_churn_keeps_the_guarantee() {
     assert!(totals.changes_accepted > 0, "no membership change was ever accepted: {totals:?}");
     assert!(totals.writes_accepted > 0, "{totals:?}");
 }
-
-#[test]
-fn debug_seed() {
-    let seed: u64 = std::env::var("MAJ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(87);
-    let _ = simulation::run_seed(seed);
-}
