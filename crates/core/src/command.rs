@@ -55,6 +55,141 @@ pub enum Command {
     /// Opaque bytes for a user-supplied [`StateMachine`](crate::state_machine::StateMachine); the key-value
     /// state machine refuses them.
     Custom(Bytes),
+    /// A lease operation on the lock stored at a `lock:<resource>` key (see [`LockCommand`]). Expiry is
+    /// decided from the entry's leader timestamp, never from a node's clock.
+    Lock(LockCommand),
+    /// Set `key` to `value` only if `token` is the fencing token of the lease currently valid at
+    /// `lock_key` (at the entry's timestamp). Reads a second key, so simple majority refuses it.
+    FencedPut {
+        /// The key written.
+        key: String,
+        /// The new value.
+        value: Bytes,
+        /// The lock guarding `key`: `lock:<resource>` (see [`lock_key`]).
+        lock_key: String,
+        /// The writer's fencing token.
+        token: u64,
+    },
+}
+
+/// Keys that start with this hold lock state ([`LockState`]); plain writes to them are refused, so
+/// fencing tokens can never be reset by a `Put` or `Delete`.
+pub const LOCK_KEY_PREFIX: &str = "lock:";
+
+/// The key where the lock on `resource` lives: `lock:<resource>`.
+pub fn lock_key(resource: &str) -> String {
+    format!("{LOCK_KEY_PREFIX}{resource}")
+}
+
+/// A lease operation, decided by the state machine at apply time from the entry's timestamp.
+///
+/// `key` is the lock's key, `lock:<resource>` (build commands with [`LockCommand::acquire`] etc.).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockCommand {
+    /// Grant the lock to `holder` for `ttl_ms` with a new fencing token, if no unexpired lease exists.
+    Acquire {
+        /// The lock's key.
+        key: String,
+        /// Who asks (unique per lease attempt, so a retry can recognise its own grant).
+        holder: String,
+        /// Lease length in milliseconds of log time (1..=[`LockCommand::TTL_MS_MAX`]).
+        ttl_ms: u64,
+    },
+    /// Extend the unexpired lease `token` of `holder` to `ttl_ms` from the entry's timestamp.
+    Renew {
+        /// The lock's key.
+        key: String,
+        /// The holder.
+        holder: String,
+        /// The lease's fencing token.
+        token: u64,
+        /// New lease length from now, in milliseconds of log time.
+        ttl_ms: u64,
+    },
+    /// End the lease `token` of `holder` (the token survives, so the next grant gets a larger one).
+    Release {
+        /// The lock's key.
+        key: String,
+        /// The holder.
+        holder: String,
+        /// The lease's fencing token.
+        token: u64,
+    },
+}
+
+impl LockCommand {
+    /// Longest lease one command may ask for (one day): a typo in a TTL must not lock a resource for years.
+    pub const TTL_MS_MAX: u64 = 24 * 60 * 60 * 1000;
+
+    /// Acquire the lock on `resource`.
+    pub fn acquire(resource: &str, holder: impl Into<String>, ttl_ms: u64) -> Self {
+        LockCommand::Acquire { key: lock_key(resource), holder: holder.into(), ttl_ms }
+    }
+
+    /// Renew lease `token` on `resource`.
+    pub fn renew(resource: &str, holder: impl Into<String>, token: u64, ttl_ms: u64) -> Self {
+        LockCommand::Renew { key: lock_key(resource), holder: holder.into(), token, ttl_ms }
+    }
+
+    /// Release lease `token` on `resource`.
+    pub fn release(resource: &str, holder: impl Into<String>, token: u64) -> Self {
+        LockCommand::Release { key: lock_key(resource), holder: holder.into(), token }
+    }
+
+    /// The lock's key.
+    pub fn key(&self) -> &str {
+        match self {
+            LockCommand::Acquire { key, .. }
+            | LockCommand::Renew { key, .. }
+            | LockCommand::Release { key, .. } => key,
+        }
+    }
+
+    /// The holder named in the command.
+    pub fn holder(&self) -> &str {
+        match self {
+            LockCommand::Acquire { holder, .. }
+            | LockCommand::Renew { holder, .. }
+            | LockCommand::Release { holder, .. } => holder,
+        }
+    }
+}
+
+/// The replicated state of one lock, stored (postcard-encoded) as the value of its `lock:` key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockState {
+    /// The holder of the latest lease (`None`: released, or never granted). The lease is valid only
+    /// while the log's time is before `expires_at_ms`.
+    pub holder: Option<String>,
+    /// The latest fencing token issued for this lock (0: never granted). Strictly increases per grant.
+    pub token: u64,
+    /// Log time (leader's timestamp, ms) when the latest lease was granted.
+    pub granted_at_ms: u64,
+    /// Log time when the latest lease ends (or ended: on release it is set to the release time).
+    pub expires_at_ms: u64,
+    /// Latest log time at which this lock changed; the lock's clock never runs backwards even if
+    /// stamps do (simple majority stamps with each proposer's clock).
+    pub observed_at_ms: u64,
+}
+
+impl LockState {
+    /// Decodes a `lock:` key's value.
+    pub fn decode(bytes: &[u8]) -> Option<LockState> {
+        match postcard::take_from_bytes::<LockState>(bytes) {
+            Ok((state, [])) => Some(state),
+            _ => None,
+        }
+    }
+
+    /// Encodes the state as stored.
+    pub fn encode(&self) -> Bytes {
+        Bytes::from(postcard::to_allocvec(self).unwrap_or_default())
+    }
+
+    /// The holder whose lease is valid at log time `now_ms`, if any.
+    pub fn holder_at(&self, now_ms: u64) -> Option<&str> {
+        self.holder.as_deref().filter(|_| now_ms < self.expires_at_ms)
+    }
 }
 
 impl Command {
@@ -69,13 +204,16 @@ impl Command {
             Command::Put { key, .. }
             | Command::Delete { key }
             | Command::CompareAndSwap { key, .. }
-            | Command::Add { key, .. } => key,
+            | Command::Add { key, .. }
+            | Command::FencedPut { key, .. } => key,
+            Command::Lock(lock) => lock.key(),
             Command::Batch(commands) => commands.first().map_or("", Command::key),
             Command::Custom(_) => "",
         }
     }
 
-    /// Every key the command touches, in order, with repeats.
+    /// Every key the command touches or reads, in order, with repeats (a fenced write: its key,
+    /// then its lock's key).
     pub fn keys(&self) -> Vec<&str> {
         let mut keys = Vec::new();
         self.collect_keys(&mut keys);
@@ -86,6 +224,10 @@ impl Command {
         match self {
             Command::Batch(commands) => commands.iter().for_each(|c| c.collect_keys(keys)),
             Command::Custom(_) => {}
+            Command::FencedPut { key, lock_key, .. } => {
+                keys.push(key);
+                keys.push(lock_key);
+            }
             other => keys.push(other.key()),
         }
     }
@@ -93,7 +235,7 @@ impl Command {
     /// The value the command writes, if it writes one (for events and results).
     pub fn written_value(&self) -> Option<&Bytes> {
         match self {
-            Command::Put { value, .. } => Some(value),
+            Command::Put { value, .. } | Command::FencedPut { value, .. } => Some(value),
             Command::CompareAndSwap { new, .. } => new.as_ref(),
             _ => None,
         }
@@ -114,6 +256,8 @@ impl Command {
             Command::Add { key, .. } => 12 + key.len(),
             Command::Batch(commands) => 4 + commands.iter().map(Command::size_bytes).sum::<usize>(),
             Command::Custom(bytes) => 4 + bytes.len(),
+            Command::Lock(lock) => 24 + lock.key().len() + lock.holder().len(),
+            Command::FencedPut { key, value, lock_key, .. } => 16 + key.len() + value.len() + lock_key.len(),
         }
     }
 }
@@ -173,6 +317,46 @@ pub enum CommandFailure {
     /// A retried command whose session was forgotten (more than `max_client_sessions` clients since).
     #[error("client session expired: the command's first outcome is no longer known")]
     SessionExpired,
+    /// An acquire found an unexpired lease of another attempt.
+    #[error("lock {key:?} is held by {holder:?} (token {token}) until {expires_at_ms} ms; decided at {decided_at_ms} ms")]
+    LockHeld {
+        /// The lock's key.
+        key: String,
+        /// The current holder.
+        holder: String,
+        /// Its fencing token.
+        token: u64,
+        /// When its lease ends, in log time.
+        expires_at_ms: u64,
+        /// The log time of the refused command (so a waiter knows how long the lease still runs).
+        decided_at_ms: u64,
+    },
+    /// A renew, release or fenced write whose lease is not the valid one (expired, released or
+    /// superseded by a later grant), or whose holder does not match.
+    #[error("lease {token} on {key:?} is no longer valid (current token {}, holder {:?})", current.token, current.holder)]
+    LeaseLost {
+        /// The lock's key.
+        key: String,
+        /// The token the command carried.
+        token: u64,
+        /// The lock's state at apply time.
+        current: LockState,
+    },
+    /// A plain write to a key reserved for lock state (`lock:…`).
+    #[error("key {key:?} is reserved for lock state; use lock commands")]
+    ReservedKey {
+        /// The key.
+        key: String,
+    },
+    /// A malformed lock command (TTL out of range, empty holder, key without the `lock:` prefix, or a
+    /// key that does not hold lock state).
+    #[error("invalid lock command on {key:?}: {reason}")]
+    InvalidLock {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl Serialize for Command {

@@ -12,7 +12,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{
-    Command, CommandFailure, CommandOutput, CommandResult, Expectation, KeyChange, KeyState,
+    Command, CommandFailure, CommandOutput, CommandResult, Expectation, KeyChange, KeyState, LockCommand,
+    LockState, LOCK_KEY_PREFIX,
 };
 use crate::id::{ClientSession, LogIndex, Term, Version};
 
@@ -118,12 +119,18 @@ impl KvStateMachine {
     // Computes the new value of one simple command without changing the state.
     fn plan(
         &self,
+        context: &ApplyContext,
         command: &Command,
         staged: &BTreeMap<&str, Slot>,
     ) -> Result<(Option<Bytes>, Option<i64>), CommandFailure> {
         let key = command.key();
         let current =
             staged.get(key).cloned().unwrap_or_else(|| self.slots.get(key).cloned().unwrap_or_default());
+        // Lock state may change only through lock commands: a plain `Delete` would reset the fencing
+        // token and let an old token win again.
+        if key.starts_with(LOCK_KEY_PREFIX) && !matches!(command, Command::Lock(_) | Command::Batch(_)) {
+            return Err(CommandFailure::ReservedKey { key: key.to_owned() });
+        }
         match command {
             Command::Put { value, .. } => Ok((Some(value.clone()), None)),
             Command::Delete { .. } => Ok((None, None)),
@@ -153,12 +160,127 @@ impl KvStateMachine {
             Command::Custom(_) => {
                 Err(CommandFailure::Unsupported("custom commands need a custom state machine".into()))
             }
+            Command::Lock(lock) => {
+                let state = Self::lock_state(lock.key(), current.value.as_ref())?;
+                let next = Self::plan_lock(context, lock, state)?;
+                Ok((Some(next.encode()), None))
+            }
+            Command::FencedPut { key, value, lock_key, token } => {
+                let lock_slot = staged
+                    .get(lock_key.as_str())
+                    .cloned()
+                    .unwrap_or_else(|| self.slots.get(lock_key).cloned().unwrap_or_default());
+                let state = Self::lock_state(lock_key, lock_slot.value.as_ref())?;
+                let now_ms = context.timestamp_ms.max(state.observed_at_ms);
+                if state.token != *token || state.holder_at(now_ms).is_none() {
+                    return Err(CommandFailure::LeaseLost {
+                        key: key.clone(),
+                        token: *token,
+                        current: state,
+                    });
+                }
+                Ok((Some(value.clone()), None))
+            }
+        }
+    }
+
+    // The lock state stored at `key` (absent: never granted).
+    fn lock_state(key: &str, value: Option<&Bytes>) -> Result<LockState, CommandFailure> {
+        if !key.starts_with(LOCK_KEY_PREFIX) {
+            return Err(CommandFailure::InvalidLock {
+                key: key.to_owned(),
+                reason: format!("lock keys start with {LOCK_KEY_PREFIX:?}"),
+            });
+        }
+        match value {
+            None => Ok(LockState::default()),
+            Some(bytes) => LockState::decode(bytes).ok_or_else(|| CommandFailure::InvalidLock {
+                key: key.to_owned(),
+                reason: "the key does not hold lock state".into(),
+            }),
+        }
+    }
+
+    // Decides a lease operation at the entry's time. The lock's own clock is the larger of the
+    // entry's stamp and the last stamp that changed the lock, so expiry never moves backwards even
+    // when stamps come from several proposers' clocks (simple majority).
+    fn plan_lock(
+        context: &ApplyContext,
+        lock: &LockCommand,
+        state: LockState,
+    ) -> Result<LockState, CommandFailure> {
+        let now_ms = context.timestamp_ms.max(state.observed_at_ms);
+        let invalid =
+            |reason: &str| CommandFailure::InvalidLock { key: lock.key().to_owned(), reason: reason.into() };
+        let check_ttl = |ttl_ms: u64| {
+            if ttl_ms == 0 || ttl_ms > LockCommand::TTL_MS_MAX {
+                Err(invalid(&format!("ttl_ms {ttl_ms} is outside 1..={}", LockCommand::TTL_MS_MAX)))
+            } else {
+                Ok(())
+            }
+        };
+        if lock.holder().is_empty() {
+            return Err(invalid("the holder is empty"));
+        }
+        match lock {
+            LockCommand::Acquire { key, holder, ttl_ms } => {
+                check_ttl(*ttl_ms)?;
+                if let Some(current) = state.holder_at(now_ms) {
+                    return Err(CommandFailure::LockHeld {
+                        key: key.clone(),
+                        holder: current.to_owned(),
+                        token: state.token,
+                        expires_at_ms: state.expires_at_ms,
+                        decided_at_ms: now_ms,
+                    });
+                }
+                let token = state.token.checked_add(1).ok_or_else(|| invalid("fencing tokens exhausted"))?;
+                Ok(LockState {
+                    holder: Some(holder.clone()),
+                    token,
+                    granted_at_ms: now_ms,
+                    expires_at_ms: now_ms.saturating_add(*ttl_ms),
+                    observed_at_ms: now_ms,
+                })
+            }
+            LockCommand::Renew { key, holder, token, ttl_ms } => {
+                check_ttl(*ttl_ms)?;
+                if state.token != *token || state.holder_at(now_ms) != Some(holder.as_str()) {
+                    return Err(CommandFailure::LeaseLost {
+                        key: key.clone(),
+                        token: *token,
+                        current: state,
+                    });
+                }
+                Ok(LockState {
+                    expires_at_ms: now_ms.saturating_add(*ttl_ms),
+                    observed_at_ms: now_ms,
+                    ..state
+                })
+            }
+            LockCommand::Release { key, holder, token } => {
+                // An expired lease that nobody replaced may still be released by its holder: the
+                // result (unlocked, same token) is the same either way.
+                if state.token != *token || state.holder.as_deref() != Some(holder.as_str()) {
+                    return Err(CommandFailure::LeaseLost {
+                        key: key.clone(),
+                        token: *token,
+                        current: state,
+                    });
+                }
+                Ok(LockState {
+                    holder: None,
+                    expires_at_ms: state.expires_at_ms.min(now_ms),
+                    observed_at_ms: now_ms,
+                    ..state
+                })
+            }
         }
     }
 }
 
 impl StateMachine for KvStateMachine {
-    fn apply(&mut self, _context: &ApplyContext, command: &Command) -> CommandResult {
+    fn apply(&mut self, context: &ApplyContext, command: &Command) -> CommandResult {
         // Plan every command against a staged view first and commit only if all succeed: that is
         // what makes a batch all-or-nothing.
         let is_batch = matches!(command, Command::Batch(_));
@@ -172,7 +294,7 @@ impl StateMachine for KvStateMachine {
             let key = command.key();
             let before =
                 staged.get(key).cloned().unwrap_or_else(|| self.slots.get(key).cloned().unwrap_or_default());
-            let (new_value, counter) = self.plan(command, &staged).map_err(|failure| {
+            let (new_value, counter) = self.plan(context, command, &staged).map_err(|failure| {
                 if is_batch {
                     CommandFailure::BatchAborted { position, reason: Box::new(failure) }
                 } else {

@@ -65,6 +65,13 @@ pub trait Transport: Send + Sync + 'static {
     async fn send(&self, to: &NodeId, frames: Vec<Bytes>) -> Result<(), TransportError>;
     /// Waits for the next frame or link event.
     async fn recv(&self) -> Result<Incoming, TransportError>;
+
+    /// Waits for the next item, then also takes up to `max - 1` more that are already waiting, so
+    /// the driver handles a burst under one lock. The default takes one.
+    async fn recv_batch(&self, max: usize) -> Result<Vec<Incoming>, TransportError> {
+        let _ = max;
+        Ok(vec![self.recv().await?])
+    }
     /// Adds or updates a peer (its address may have changed).
     fn add_peer(&self, peer: &NodeInfo) -> Result<(), TransportError>;
     /// Forgets a peer and closes its links.

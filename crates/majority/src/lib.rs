@@ -82,6 +82,10 @@
 //! changed at a time the quorums of consecutive memberships intersect, so no later membership can
 //! choose a second value for an old slot. Recovery judges fast-round votes with the quorum of the
 //! epoch they were cast in. Under load, a change may be rejected (voters have open votes): retry.
+//! The digest is 64 bits (a sum of mixed per-key hashes), so this one check is exact up to a
+//! hash collision (about 2⁻⁶⁴ per comparison). A removed member hears no more decisions; a member
+//! that joins starts from the membership it is given and catches up before its position matches.
+//! `DebugState::current_term` reports the membership epoch.
 //!
 //! ## Voting modes
 //!

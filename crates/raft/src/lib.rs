@@ -23,8 +23,9 @@
 //! *sent*, and lasts `election_timeout.min` shortened by `lease_clock_drift_max_per_mille`. It is
 //! safe if no node's clock runs slower than the leader's by more than that fraction (followers
 //! refuse to vote for `election_timeout.min` after hearing from the leader, measured by their own
-//! clocks). Clock *offsets* do not matter; only rates do. Off by default: ReadIndex needs no clock
-//! assumption at all.
+//! clocks, and for `election_timeout.min` after a restart, since a node may have acknowledged a
+//! lease just before crashing). Clock *offsets* do not matter; only rates do. Off by default:
+//! ReadIndex needs no clock assumption at all.
 //!
 //! ```
 //! use concord_core::prelude::*;

@@ -124,6 +124,7 @@ pub struct Raft {
     state: State,
     leader: Option<NodeId>,
     started: bool,
+    started_at: Option<Instant>,
     now: Instant,
     election_deadline: Instant,
     leader_contact: Option<Instant>,
@@ -332,6 +333,7 @@ impl Raft {
             state: State::Follower,
             leader: None,
             started: false,
+            started_at: None,
             now: Instant::ZERO,
             election_deadline: Instant::ZERO,
             leader_contact: None,
@@ -567,6 +569,7 @@ impl Raft {
             return;
         }
         self.started = true;
+        self.started_at = Some(now);
         self.reset_election_deadline(now);
         let peers: Vec<NodeId> =
             self.membership_now().members.keys().filter(|id| **id != self.id).cloned().collect();

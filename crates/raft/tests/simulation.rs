@@ -272,6 +272,20 @@ fn committing_an_old_term_entry_by_counting_is_caught() {
     });
 }
 
+/// Lease reads on every seed, with crashes and clocks at different rates (within the tolerated
+/// drift): the lease must never serve a stale read.
+#[test]
+fn randomized_lease_reads() {
+    let summary = randomized::run_seeds(seeds(500), |seed| {
+        let mut options = options_for(seed, 3);
+        options.config.lease_reads = true;
+        options.config.check_quorum = true;
+        randomized::run(seed, raft, &options)
+    });
+    println!("raft, lease reads: {summary}");
+    assert!(summary.failures.is_empty(), "{summary}");
+}
+
 /// The adversarial settings must not trouble the correct implementation.
 #[test]
 fn randomized_adversarial() {

@@ -925,41 +925,56 @@ async fn send_all(shared: &Shared, messages: Vec<Outbound>) {
     }
 }
 
-/// Receives frames from the transport and feeds them to the mechanism.
+/// Most transport items handled under one lock acquisition.
+const RECEIVE_BATCH_MAX: usize = 256;
+
+/// Receives frames from the transport and feeds them to the mechanism, a burst at a time: frames
+/// are decoded outside the lock, then handed over under one lock acquisition.
 async fn receive(shared: Arc<Shared>) {
+    let mut decoded: Vec<(NodeId, concord_core::message::Message)> = Vec::new();
+    let mut links: Vec<(NodeId, bool)> = Vec::new();
     loop {
-        let incoming = tokio::select! {
-            incoming = shared.transport.recv() => incoming,
+        let batch = tokio::select! {
+            batch = shared.transport.recv_batch(RECEIVE_BATCH_MAX) => batch,
             _ = shared.stopped.notified() => return,
         };
-        let now = shared.clock.now();
-        match incoming {
-            Ok(Incoming::Frame { from, frame }) => {
-                let envelope = match shared.codec.decode_for(shared.cluster_id, &frame) {
-                    Ok(envelope) => envelope,
-                    Err(error) => {
-                        tracing::warn!(%from, %error, "dropping undecodable frame");
-                        continue;
-                    }
-                };
-                if envelope.from != from || envelope.to != shared.node_id {
-                    tracing::warn!(%from, claimed = %envelope.from, to = %envelope.to, "dropping misrouted frame");
-                    continue;
-                }
-                let result = shared.state.lock().mechanism.handle_message(now, from, envelope.message);
-                if let Err(error) = result {
-                    tracing::warn!(%error, "dropping message");
-                }
-            }
-            Ok(Incoming::PeerConnected(peer)) => shared.state.lock().mechanism.handle_peer_status(now, &peer, true),
-            Ok(Incoming::PeerDisconnected(peer)) => {
-                shared.state.lock().mechanism.handle_peer_status(now, &peer, false)
-            }
+        let batch = match batch {
+            Ok(batch) => batch,
             Err(concord_core::transport::TransportError::Closed) => return,
             Err(error) => {
                 tracing::warn!(%error, "transport receive error");
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
+            }
+        };
+        for incoming in batch {
+            match incoming {
+                Incoming::Frame { from, frame } => match shared.codec.decode_for(shared.cluster_id, &frame) {
+                    Ok(envelope) if envelope.from == from && envelope.to == shared.node_id => {
+                        decoded.push((from, envelope.message))
+                    }
+                    Ok(envelope) => {
+                        tracing::warn!(%from, claimed = %envelope.from, to = %envelope.to, "dropping misrouted frame")
+                    }
+                    Err(error) => tracing::warn!(%from, %error, "dropping undecodable frame"),
+                },
+                Incoming::PeerConnected(peer) => links.push((peer, true)),
+                Incoming::PeerDisconnected(peer) => links.push((peer, false)),
+            }
+        }
+        if decoded.is_empty() && links.is_empty() {
+            continue;
+        }
+        {
+            let mut state = shared.state.lock();
+            let now = shared.clock.now();
+            for (peer, connected) in links.drain(..) {
+                state.mechanism.handle_peer_status(now, &peer, connected);
+            }
+            for (from, message) in decoded.drain(..) {
+                if let Err(error) = state.mechanism.handle_message(now, from, message) {
+                    tracing::warn!(%error, "dropping message");
+                }
             }
         }
         shared.wake.notify_one();

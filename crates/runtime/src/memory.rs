@@ -231,6 +231,20 @@ impl Transport for MemoryTransport {
         inbox.recv().await.ok_or(TransportError::Closed)
     }
 
+    async fn recv_batch(&self, max: usize) -> Result<Vec<Incoming>, TransportError> {
+        let mut inbox = self.inbox.lock().await;
+        let first = inbox.recv().await.ok_or(TransportError::Closed)?;
+        let mut batch = Vec::with_capacity(max.clamp(1, 64));
+        batch.push(first);
+        while batch.len() < max {
+            match inbox.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        Ok(batch)
+    }
+
     fn add_peer(&self, _peer: &NodeInfo) -> Result<(), TransportError> {
         Ok(())
     }

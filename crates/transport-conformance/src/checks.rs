@@ -332,3 +332,96 @@ pub async fn slow_receiver(factory: &dyn TransportFactory) {
     })
     .await;
 }
+
+/// Membership changes: a removed peer can no longer be sent to, and (where the transport
+/// authenticates) a peer removed on the receiving side is refused from then on; adding it back
+/// restores delivery both ways.
+pub async fn membership_changes(factory: &dyn TransportFactory) {
+    let capabilities = factory.capabilities();
+    if !capabilities.tracks_membership {
+        return; // Nothing to check: this transport reaches every node of its network regardless.
+    }
+    let authenticates = capabilities.authenticates;
+    bounded("membership_changes", Duration::from_secs(60), async {
+        let limits = Limits::default();
+        let a = factory.create(NodeSpec::new("a", limits)).await;
+        let b = factory.create(NodeSpec::new("b", limits)).await;
+        connect(&a, &b);
+        deliver_marker(&a, &b, codec_frame(1, 32), Duration::from_secs(10), |_, _| {}).await;
+
+        a.transport.remove_peer(&b.info.id);
+        assert!(matches!(
+            a.transport.send(&b.info.id, vec![codec_frame(2, 32)]).await,
+            Err(TransportError::UnknownPeer(_))
+        ));
+        a.transport.add_peer(&b.info).expect("add peer again");
+        deliver_marker(&a, &b, codec_frame(3, 32), Duration::from_secs(20), |_, _| {}).await;
+
+        if authenticates {
+            let refused = b.refused_handshakes.clone();
+            let refused_before = refused.as_ref().map(|count| count());
+            b.transport.remove_peer(&a.info.id);
+            // Frames queued before the removal may still be in b's receive queue: drain them.
+            while next_frame(&b, Duration::from_millis(100)).await.is_some() {}
+            // a keeps sending; its link to b breaks and every new handshake is refused.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            let rejected = codec_frame(4, 32);
+            loop {
+                let _ = a.transport.send(&b.info.id, vec![rejected.clone()]).await;
+                if let Some((from, frame)) = next_frame(&b, Duration::from_millis(20)).await {
+                    // Only what was already in flight when the peer was removed can still arrive.
+                    assert_eq!(from, a.info.id);
+                    assert_ne!(
+                        frame, rejected,
+                        "a removed peer's new frames were delivered after it was refused"
+                    );
+                }
+                let refused_now = refused.as_ref().map(|count| count());
+                if refused_now > refused_before {
+                    break;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "the removed peer was never refused");
+            }
+            b.transport.add_peer(&a.info).expect("add peer again");
+            deliver_marker(&a, &b, codec_frame(5, 32), Duration::from_secs(20), |_, _| {}).await;
+        }
+        close_all(&[&a, &b]).await;
+    })
+    .await;
+}
+
+/// A peer whose configured address reaches another node of the cluster: the dialer notices that
+/// the listener is not the node it meant to reach, and the other node receives nothing addressed
+/// to the first.
+pub async fn misaddressed_peer(factory: &dyn TransportFactory) {
+    if !factory.capabilities().authenticates {
+        return; // Nothing to check: without a handshake a transport cannot tell who answered.
+    }
+    bounded("misaddressed_peer", Duration::from_secs(60), async {
+        let limits = Limits::default();
+        let a = factory.create(NodeSpec::new("a", limits)).await;
+        let b = factory.create(NodeSpec::new("b", limits)).await;
+        let c = factory.create(NodeSpec::new("c", limits)).await;
+        // a believes b lives at c's address; c knows a (so only the identity check can catch it).
+        let wrong = concord_core::id::NodeInfo::new(b.info.id.clone(), c.info.address.clone());
+        a.transport.add_peer(&wrong).expect("add peer");
+        c.transport.add_peer(&a.info).expect("add peer");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while tokio::time::Instant::now() < deadline {
+            let _ = a.transport.send(&b.info.id, vec![codec_frame(9, 32)]).await;
+            assert_eq!(
+                next_frame(&c, Duration::from_millis(50)).await,
+                None,
+                "c received frames meant for b"
+            );
+        }
+        while let Ok(Ok(event)) = tokio::time::timeout(Duration::from_millis(10), a.transport.recv()).await {
+            assert!(
+                !matches!(event, Incoming::PeerConnected(_)),
+                "a's link to the wrong node came up: {event:?}"
+            );
+        }
+        close_all(&[&a, &b, &c]).await;
+    })
+    .await;
+}

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use concord_core::config::{Config, ElectionTimeout, MechanismKind};
+use concord_core::event::Event;
 use concord_core::id::{ClusterId, NodeInfo};
 use concord_runtime::{Consensus, SharedMemoryStorage};
 
@@ -129,6 +130,21 @@ pub async fn raft_cluster(factory: &dyn TransportFactory) {
         // Restart a follower: stop it (which closes its transport), bring it back at the same
         // address with the same storage.
         let follower = (leader + 1) % 3;
+        // The leader stays up and should see the follower go and come back (`node:unreachable`,
+        // then `node:reconnected`), fed by the transport's link reports.
+        let mut events = nodes[leader].events();
+        let watched = test_nodes[follower].info.id.clone();
+        let watcher = tokio::spawn(async move {
+            let mut unreachable = false;
+            while let Some(event) = events.next().await {
+                match event {
+                    Event::NodeUnreachable { node } if node == watched => unreachable = true,
+                    Event::NodeReconnected { node } if node == watched && unreachable => return true,
+                    _ => {}
+                }
+            }
+            false
+        });
         nodes[follower].stop().await;
         let address = test_nodes[follower].info.address.clone();
         let id = test_nodes[follower].info.id.clone();
@@ -145,6 +161,16 @@ pub async fn raft_cluster(factory: &dyn TransportFactory) {
             let key = format!("after-restart-{proposal:03}");
             let node = &nodes[(writer + proposal) % 3];
             propose_until_accepted(node, &key, value_of(&key)).await;
+        }
+
+        if factory.capabilities().reports_link_status {
+            let seen = tokio::time::timeout(Duration::from_secs(30), watcher)
+                .await
+                .expect("the leader reports the follower unreachable, then reconnected, within 30 s")
+                .expect("event watcher");
+            assert!(seen, "the leader's event stream ended before node:reconnected");
+        } else {
+            watcher.abort();
         }
 
         let mut keys: Vec<String> = (0..TASKS)

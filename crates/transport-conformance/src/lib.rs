@@ -13,6 +13,8 @@
 //! | [`unauthenticated_peers_refused`] | no secret, a wrong secret, a non-member id or another cluster: nothing gets through |
 //! | [`peer_restart`] | a peer restarted on the same address is reached again within a bounded time |
 //! | [`slow_receiver`] | a receiver that stops reading makes `send` fail with `QueueFull` instead of growing memory |
+//! | [`membership_changes`] | removed peers cannot be sent to and are refused; adding them back restores delivery |
+//! | [`misaddressed_peer`] | a dialer that reaches the wrong node notices, and that node gets nothing |
 //! | [`raft_cluster`] | three Raft nodes elect a leader, commit 10,000 proposals, survive a restart and converge |
 //!
 //! Everything runs on 127.0.0.1 with OS-chosen ports, and every wait is bounded: a check either
@@ -36,8 +38,8 @@ pub mod measure;
 mod support;
 
 pub use checks::{
-    delivery, frame_size_limit, garbage_frames, ordering, peer_restart, slow_receiver,
-    unauthenticated_peers_refused,
+    delivery, frame_size_limit, garbage_frames, membership_changes, misaddressed_peer, ordering,
+    peer_restart, slow_receiver, unauthenticated_peers_refused,
 };
 pub use cluster::raft_cluster;
 pub use support::{

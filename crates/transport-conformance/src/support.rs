@@ -92,6 +92,8 @@ pub struct Capabilities {
     pub validates_frames: bool,
     /// Link changes are reported as `PeerConnected` / `PeerDisconnected`.
     pub reports_link_status: bool,
+    /// `add_peer` / `remove_peer` decide whom it sends to (and, when it authenticates, accepts).
+    pub tracks_membership: bool,
 }
 
 /// Makes nodes of the transport under test.

@@ -28,6 +28,8 @@ impl TransportFactory for MemoryFactory {
             enforces_frame_limit: false,
             validates_frames: false,
             reports_link_status: false,
+            // MemoryTransport ignores add_peer/remove_peer: any node of the network is reachable.
+            tracks_membership: false,
         }
     }
 
@@ -95,4 +97,16 @@ async fn slow_receiver() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_cluster() {
     conformance::raft_cluster(&*factory()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_changes() {
+    // Not applicable: the memory transport ignores add_peer/remove_peer; the check returns at once.
+    conformance::membership_changes(&*factory()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misaddressed_peer() {
+    // Not applicable: memory addresses are node ids; the check returns at once.
+    conformance::misaddressed_peer(&*factory()).await;
 }

@@ -25,6 +25,8 @@ use crate::auth::{self, Challenge, HandshakeError, Hello, Transcript};
 use crate::backoff::{link_seed, Backoff};
 use crate::{LinkError, WsError, WsOptions};
 
+/// Frames `recv` takes from the receive queue at once (they are then held in [`Inbox::taken`]).
+const RECEIVE_BATCH_FRAMES_MAX: usize = 256;
 /// Keepalive intervals without any answer before an outbound link is declared down.
 const KEEPALIVE_MISSES_MAX: u32 = 3;
 
@@ -129,7 +131,11 @@ impl WsTransport {
             status: Mutex::new(BTreeMap::new()),
             status_changed: Notify::new(),
             inbox_sender,
-            inbox: tokio::sync::Mutex::new(Inbox { receiver: inbox, taken: VecDeque::new(), scratch: Vec::new() }),
+            inbox: tokio::sync::Mutex::new(Inbox {
+                receiver: inbox,
+                taken: VecDeque::new(),
+                scratch: Vec::new(),
+            }),
             closed: watch::Sender::new(false),
             accept_task: Mutex::new(None),
             handshakes_in_progress: AtomicUsize::new(0),
@@ -535,9 +541,13 @@ async fn run_inbound(shared: Arc<Shared>, tcp: TcpStream, remote: SocketAddr) {
                 }
                 // Bounded: when the application falls behind this waits, reading stops, TCP pushes
                 // back, and the sender's queue fills up instead of our memory.
-                tokio::select! {
-                    _ = &mut stop => return,
-                    sent = shared.inbox_sender.send((peer.clone(), frame)) => if sent.is_err() { return },
+                match shared.inbox_sender.try_send((peer.clone(), frame)) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                    Err(mpsc::error::TrySendError::Full(item)) => tokio::select! {
+                        _ = &mut stop => return,
+                        sent = shared.inbox_sender.send(item) => if sent.is_err() { return },
+                    },
                 }
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}

@@ -38,6 +38,8 @@ use crate::auth::{self, Challenge, HandshakeError, Hello, Nonce, Transcript};
 use crate::backoff::{link_seed, Backoff};
 use crate::{LinkError, ZmqError, ZmqOptions};
 
+/// Frames `recv` takes from the receive queue at once (they are then held in [`Inbox::taken`]).
+const RECEIVE_BATCH_FRAMES_MAX: usize = 256;
 const KIND_HELLO: &[u8] = b"H";
 const KIND_CHALLENGE: &[u8] = b"C";
 const KIND_PROOF: &[u8] = b"P";
@@ -132,7 +134,11 @@ impl ZmqTransport {
             status: Mutex::new(BTreeMap::new()),
             status_changed: Notify::new(),
             inbox_sender,
-            inbox: tokio::sync::Mutex::new(Inbox { receiver: inbox, taken: VecDeque::new(), scratch: Vec::new() }),
+            inbox: tokio::sync::Mutex::new(Inbox {
+                receiver: inbox,
+                taken: VecDeque::new(),
+                scratch: Vec::new(),
+            }),
             closed: watch::Sender::new(false),
             router_task: Mutex::new(None),
             removals,
@@ -739,7 +745,14 @@ impl Inbound {
         for frame in parts {
             // Bounded: when the application falls behind this waits, the ROUTER stops reading and
             // acknowledging, and the senders' windows and queues fill instead of our memory.
-            if self.shared.inbox_sender.send((peer.clone(), frame)).await.is_err() {
+            let sent = match self.shared.inbox_sender.try_send((peer.clone(), frame)) {
+                Ok(()) => Ok(()),
+                Err(mpsc::error::TrySendError::Full(item)) => {
+                    self.shared.inbox_sender.send(item).await.map_err(|_| ())
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+            };
+            if sent.is_err() {
                 return;
             }
         }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use concord_core::command::{Command, CommandFailure, Expectation, KeyState};
+use concord_core::command::{lock_key, Command, CommandFailure, Expectation, KeyState, LockCommand};
 use concord_core::error::ProposalError;
 use concord_core::id::{
     ClientSession, ClusterId, LogIndex, Member, MemberRole, Membership, NodeId, NodeInfo,
@@ -72,6 +72,8 @@ pub fn command_variant(command: &Command) -> usize {
         Command::Add { .. } => 4,
         Command::Batch(_) => 5,
         Command::Custom(_) => 6,
+        Command::Lock(_) => 7,
+        Command::FencedPut { .. } => 8,
     }
 }
 
@@ -179,12 +181,36 @@ pub fn command() -> impl Strategy<Value = Command> {
     leaf.prop_recursive(3, 24, 6, |inner| vec(inner, 0..6).prop_map(Command::Batch))
 }
 
-/// Commands for the state machine tests: few keys, counters, batches of simple commands.
+/// Lease commands and fenced writes on two resources, with tokens and TTLs small enough that
+/// grants, refusals, expiries and stale tokens all happen.
+pub fn lock_command() -> impl Strategy<Value = Command> {
+    let resource = prop_oneof![Just("r"), Just("s")];
+    let holder = prop_oneof![Just("h1".to_owned()), Just("h2".to_owned())];
+    prop_oneof![
+        (resource.clone(), holder.clone(), 1..20u64).prop_map(|(resource, holder, ttl_ms)| Command::Lock(
+            LockCommand::acquire(resource, holder, ttl_ms)
+        )),
+        (resource.clone(), holder.clone(), 0..4u64, 0..20u64).prop_map(
+            |(resource, holder, token, ttl_ms)| {
+                Command::Lock(LockCommand::renew(resource, holder, token, ttl_ms))
+            }
+        ),
+        (resource.clone(), holder, 0..4u64).prop_map(|(resource, holder, token)| Command::Lock(
+            LockCommand::release(resource, holder, token)
+        )),
+        (small_key(), bytes(4), resource, 0..4u64).prop_map(|(key, value, resource, token)| {
+            Command::FencedPut { key, value, lock_key: lock_key(resource), token }
+        }),
+    ]
+}
+
+/// Commands for the state machine tests: few keys, counters, locks, batches of simple commands.
 pub fn kv_command() -> impl Strategy<Value = Command> {
     let value = prop_oneof![bytes(4), (-3..3i64).prop_map(KvStateMachine::encode_counter)];
     let simple = simple_command(small_key(), value);
     prop_oneof![
         6 => simple.clone(),
+        2 => lock_command(),
         1 => vec(simple, 0..5).prop_map(Command::Batch),
     ]
 }
@@ -405,15 +431,26 @@ pub fn majority_message() -> impl Strategy<Value = MajorityMessage> {
             ballot,
             outcome
         }),
-        (any::<u64>(), any::<u64>(), epoch()).prop_map(|(incarnation, applied, membership_epoch)| {
-            MajorityMessage::Heartbeat { incarnation, applied, membership_epoch }
-        }),
-        any::<u64>().prop_map(|after| MajorityMessage::CatchUpRequest { after }),
-        (any::<u64>(), vec((slot(), decision()), 0..4), any::<u64>()).prop_map(
-            |(from, decisions, applied)| MajorityMessage::CatchUpResponse { from, decisions, applied }
+        (any::<u64>(), any::<u64>(), epoch(), any::<u64>()).prop_map(
+            |(incarnation, applied, membership_epoch, state_digest)| MajorityMessage::Heartbeat {
+                incarnation,
+                applied,
+                membership_epoch,
+                state_digest
+            }
         ),
-        (any::<u64>(), bytes(64))
-            .prop_map(|(through, data)| MajorityMessage::CatchUpSnapshot { through, data }),
+        any::<u64>().prop_map(|after| MajorityMessage::CatchUpRequest { after }),
+        (any::<u64>(), any::<u64>(), vec((slot(), decision()), 0..4), any::<u64>()).prop_map(
+            |(incarnation, from, decisions, applied)| MajorityMessage::CatchUpResponse {
+                incarnation,
+                from,
+                decisions,
+                applied
+            }
+        ),
+        (any::<u64>(), any::<u64>(), bytes(64)).prop_map(|(incarnation, through, data)| {
+            MajorityMessage::CatchUpSnapshot { incarnation, through, data }
+        }),
     ]
 }
 

@@ -153,10 +153,17 @@ impl Raft {
         match self.state {
             State::Leader => true,
             _ => {
-                self.leader.is_some()
+                let heard_leader = self.leader.is_some()
                     && self
                         .leader_contact
-                        .is_some_and(|contact| now < contact + self.config.election_timeout.min)
+                        .is_some_and(|contact| now < contact + self.config.election_timeout.min);
+                // With lease reads, a node that just restarted may have acknowledged a leader's
+                // lease right before crashing: it keeps that promise for an election timeout.
+                let restarted_recently = self.config.lease_reads
+                    && self
+                        .started_at
+                        .is_some_and(|started| now < started + self.config.election_timeout.min);
+                heard_leader || restarted_recently
             }
         }
     }

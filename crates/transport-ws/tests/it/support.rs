@@ -42,6 +42,7 @@ impl TransportFactory for WsFactory {
             enforces_frame_limit: true,
             validates_frames: true,
             reports_link_status: true,
+            tracks_membership: true,
         }
     }
 

@@ -43,3 +43,13 @@ async fn slow_receiver() {
 async fn raft_cluster() {
     conformance::raft_cluster(&ZmqFactory).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_changes() {
+    conformance::membership_changes(&ZmqFactory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misaddressed_peer() {
+    conformance::misaddressed_peer(&ZmqFactory).await;
+}

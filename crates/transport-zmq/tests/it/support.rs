@@ -54,6 +54,7 @@ impl TransportFactory for ZmqFactory {
             enforces_frame_limit: true,
             validates_frames: true,
             reports_link_status: true,
+            tracks_membership: true,
         }
     }
 

@@ -1,22 +1,41 @@
 //! The randomized simulation: the guarantee under loss, duplication, reordering, partitions,
 //! crash-restart and clock drift, and a proof that the simulator catches a broken variant.
+//!
+//! `cargo xtask sim --mechanism majority [--seeds N] [--seed S]` runs this binary in release mode
+//! with `CONCORD_SIM_SEEDS=N` (seed count of the main scenario; the five-node and churn scenarios
+//! run a quarter and a twentieth of it) or `CONCORD_SIM_SEED=S` (that one seed, to reproduce a
+//! failure).
 
-use concord_majority::simulation;
-use concord_majority::Bug;
+use concord_majority::{simulation, Bug};
 use std::time::Duration;
 
 use concord_sim::randomized;
 
-/// Seeds in the default test path (CI needs at least 2,000). `CONCORD_MAJORITY_SEEDS` overrides.
+/// Seeds in the default test path (CI needs at least 2,000). `CONCORD_SIM_SEEDS` overrides.
 const DEFAULT_SEEDS: u64 = 2000;
 
-fn seed_count() -> u64 {
-    std::env::var("CONCORD_MAJORITY_SEEDS").ok().and_then(|text| text.parse().ok()).unwrap_or(DEFAULT_SEEDS)
+fn env_number(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|text| text.parse().ok())
+}
+
+/// The main scenario's seeds: `CONCORD_SIM_SEED` alone, or `0..CONCORD_SIM_SEEDS`.
+fn seeds() -> std::ops::Range<u64> {
+    match env_number("CONCORD_SIM_SEED") {
+        Some(seed) => seed..seed + 1,
+        None => 0..env_number("CONCORD_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS),
+    }
+}
+
+fn scaled(range: std::ops::Range<u64>, divisor: u64) -> std::ops::Range<u64> {
+    if range.end - range.start == 1 {
+        return range; // One seed to reproduce: run it in every scenario.
+    }
+    range.start..range.start + ((range.end - range.start) / divisor).max(1)
 }
 
 #[test]
 fn at_most_one_value_per_slot_under_faults() {
-    let summary = simulation::run_seeds(0..seed_count());
+    let summary = simulation::run_seeds(seeds());
     eprintln!("simple majority simulation: {summary}");
     assert!(summary.failures.is_empty(), "{summary}");
     assert!(summary.totals.ops_ok > 0, "no operation ever succeeded: {summary}");
@@ -27,9 +46,9 @@ fn five_nodes_two_down_at_once() {
     let mut options = simulation::options();
     options.nodes = 5;
     options.clients = 5;
-    let seeds = seed_count() / 4;
-    let summary =
-        randomized::run_seeds(0..seeds, |seed| randomized::run(seed, simulation::factory, &options));
+    let summary = randomized::run_seeds(scaled(seeds(), 4), |seed| {
+        randomized::run(seed, simulation::factory, &options)
+    });
     eprintln!("five nodes: {summary}");
     assert!(summary.failures.is_empty(), "{summary}");
 }
@@ -84,11 +103,7 @@ fn releasing_votes_on_timeout_is_caught() {
 #[test]
 fn membership_churn_keeps_the_guarantee() {
     let mut totals = simulation::ChurnReport::default();
-    let seeds = std::env::var("CONCORD_MAJORITY_CHURN_SEEDS")
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(100u64);
-    for seed in 0..seeds {
+    for seed in scaled(seeds(), 20) {
         match simulation::membership_churn(seed, Duration::from_secs(8)) {
             Ok(report) => {
                 totals.changes_accepted += report.changes_accepted;
