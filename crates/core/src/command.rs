@@ -326,6 +326,8 @@ pub enum CommandFailure {
         holder: String,
         /// Its fencing token.
         token: u64,
+        /// When its lease was granted, in log time.
+        granted_at_ms: u64,
         /// When its lease ends, in log time.
         expires_at_ms: u64,
         /// The log time of the refused command (so a waiter knows how long the lease still runs).

@@ -9,9 +9,79 @@ use serde::{Deserialize, Serialize};
 /// The identity of a node, a readable string such as `"agent-001"`.
 ///
 /// Cloning is cheap (a reference count): node ids travel in every message and event.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Hash, Serialize)]
 #[serde(transparent)]
 pub struct NodeId(Arc<str>);
+
+/// Ids recently decoded on this thread, so that decoding the same few ids again and again (every
+/// frame names its sender, receiver and each entry's origin) shares one allocation instead of
+/// allocating per occurrence. Bounded: a handful of ids, replaced round-robin.
+const DECODED_IDS_CACHED_MAX: usize = 32;
+
+thread_local! {
+    static DECODED_IDS: std::cell::RefCell<(Vec<Arc<str>>, usize)> =
+        const { std::cell::RefCell::new((Vec::new(), 0)) };
+}
+
+fn intern_decoded(text: &str) -> Arc<str> {
+    DECODED_IDS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(found) = cache.0.iter().find(|id| &***id == text) {
+            return found.clone();
+        }
+        let id: Arc<str> = Arc::from(text);
+        if cache.0.len() < DECODED_IDS_CACHED_MAX {
+            cache.0.push(id.clone());
+        } else {
+            let slot = cache.1 % DECODED_IDS_CACHED_MAX;
+            cache.0[slot] = id.clone();
+            cache.1 = cache.1.wrapping_add(1);
+        }
+        id
+    })
+}
+
+impl<'de> Deserialize<'de> for NodeId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct IdVisitor;
+        impl serde::de::Visitor<'_> for IdVisitor {
+            type Value = NodeId;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a node id string")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<NodeId, E> {
+                Ok(NodeId(intern_decoded(text)))
+            }
+        }
+        deserializer.deserialize_str(IdVisitor)
+    }
+}
+
+// Ids are compared constantly (maps keyed by node or proposal). Most comparisons are between
+// clones of one allocation, so check the pointer before the bytes.
+impl PartialEq for NodeId {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+    }
+}
+
+impl Eq for NodeId {}
+
+impl PartialOrd for NodeId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for NodeId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            std::cmp::Ordering::Equal
+        } else {
+            self.0.cmp(&other.0)
+        }
+    }
+}
 
 impl NodeId {
     /// Longest node id accepted, in bytes. Ids travel in every frame, so they stay short.

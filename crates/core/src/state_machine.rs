@@ -6,7 +6,7 @@
 //! the same snapshot bytes on every replica (maps are ordered, nothing reads a clock or an RNG; time
 //! comes from the leader's stamp in [`ApplyContext`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -230,6 +230,7 @@ impl KvStateMachine {
                         key: key.clone(),
                         holder: current.to_owned(),
                         token: state.token,
+                        granted_at_ms: state.granted_at_ms,
                         expires_at_ms: state.expires_at_ms,
                         decided_at_ms: now_ms,
                     });
@@ -359,7 +360,7 @@ pub struct Replica {
     machine: Box<dyn StateMachine>,
     clients: HashMap<u64, ClientRecord>,
     // Apply order of retained results, oldest first, for deterministic eviction.
-    retention: BTreeMap<u64, ClientSession>,
+    retention: VecDeque<(u64, ClientSession)>,
     results_max: usize,
     applied: LogIndex,
     applied_term: Term,
@@ -369,7 +370,7 @@ pub struct Replica {
 #[derive(Serialize, Deserialize)]
 struct ReplicaSnapshot {
     clients: BTreeMap<u64, ClientRecord>,
-    retention: BTreeMap<u64, ClientSession>,
+    retention: VecDeque<(u64, ClientSession)>,
     applied: LogIndex,
     applied_term: Term,
     last_timestamp_ms: u64,
@@ -382,7 +383,7 @@ impl Replica {
         Replica {
             machine,
             clients: HashMap::new(),
-            retention: BTreeMap::new(),
+            retention: VecDeque::new(),
             results_max: results_max.max(1),
             applied: LogIndex::ZERO,
             applied_term: Term(0),
@@ -424,9 +425,10 @@ impl Replica {
         }
         let result = self.machine.apply(context, command);
         self.clients.entry(session.client).or_default().results.insert(session.sequence, result.clone());
-        self.retention.insert(context.index.0, session);
+        // Indexes only grow, so the queue stays in apply order without sorting.
+        self.retention.push_back((context.index.0, session));
         while self.retention.len() > self.results_max {
-            let Some((_, oldest)) = self.retention.pop_first() else { break };
+            let Some((_, oldest)) = self.retention.pop_front() else { break };
             if let Some(record) = self.clients.get_mut(&oldest.client) {
                 record.results.remove(&oldest.sequence);
                 record.forgotten_through = record.forgotten_through.max(oldest.sequence);

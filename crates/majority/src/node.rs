@@ -202,6 +202,8 @@ pub struct Majority {
     proposed_in: BTreeSet<Slot>,
     watched: BTreeMap<Slot, Instant>,
     recoveries: BTreeMap<Slot, Recovery>,
+    /// Recoveries waiting for the incarnation record to be durable.
+    deferred_recoveries: BTreeSet<Slot>,
     /// Lowest recovery round worth trying next, per open slot.
     round_floor: BTreeMap<Slot, u64>,
 
@@ -269,6 +271,7 @@ impl Majority {
             proposed_in: BTreeSet::new(),
             watched: BTreeMap::new(),
             recoveries: BTreeMap::new(),
+            deferred_recoveries: BTreeSet::new(),
             round_floor: BTreeMap::new(),
             pending: BTreeMap::new(),
             queues: BTreeMap::new(),
@@ -313,7 +316,7 @@ impl Majority {
                 )));
             };
             let slot = node.position(&key).slot(&key);
-            node.apply(Instant::ZERO, slot, decision);
+            node.apply(slot, decision);
         }
         node.replaying = false;
         node.out = Ready::default();
@@ -1054,6 +1057,12 @@ impl Majority {
         if self.is_past(slot) || self.recoveries.contains_key(slot) {
             return;
         }
+        if !self.incarnation_durable {
+            // Ballots carry the incarnation: one not yet durable could be reused after a crash
+            // with another value. Start once it is durable (bounded by the open slots).
+            self.deferred_recoveries.insert(slot.clone());
+            return;
+        }
         if !self.membership.is_voter(&self.node_id) {
             return;
         }
@@ -1251,12 +1260,12 @@ impl Majority {
             return;
         }
         let key = slot.key.clone();
-        self.apply(now, slot, decision);
+        self.apply(slot, decision);
         // Decisions that were waiting for this one.
         loop {
             let next = self.current_slot(&key);
             let Some(decision) = self.future.remove(&next) else { break };
-            self.apply(now, next, decision);
+            self.apply(next, decision);
         }
         self.future.retain(|waiting, _| {
             waiting.key != key
@@ -1267,7 +1276,7 @@ impl Majority {
         }
     }
 
-    fn apply(&mut self, now: Instant, slot: Slot, decision: Decision) {
+    fn apply(&mut self, slot: Slot, decision: Decision) {
         debug_assert!(self.is_current(&slot), "{slot:?} applied out of order");
         let index = self.applied + 1;
         let before = self.position(&slot.key);
@@ -1371,7 +1380,6 @@ impl Majority {
                 self.finish(&id, None, Some(ProposalError::Rejected { reason }));
             }
         }
-        let _ = now;
         self.maybe_snapshot();
     }
 
@@ -1942,6 +1950,9 @@ impl Mechanism for Majority {
     fn advance(&mut self, now: Instant, number: u64) {
         if self.incarnation_ready.is_some_and(|ready| ready <= number) && !self.incarnation_durable {
             self.incarnation_durable = true;
+            for slot in std::mem::take(&mut self.deferred_recoveries) {
+                self.start_recovery(now, &slot);
+            }
             let keys: Vec<String> = self.queues.keys().cloned().collect();
             for key in keys {
                 self.launch(now, &key);

@@ -54,6 +54,19 @@ fn five_nodes_two_down_at_once() {
 }
 
 #[test]
+fn slow_disks_and_slow_links() {
+    // Votes leave only once durable: slow persists widen every window a crash can hit.
+    let mut options = simulation::options();
+    options.persist_delay = (Duration::from_millis(1), Duration::from_millis(40));
+    options.delay = (Duration::from_millis(1), Duration::from_millis(60));
+    let summary = randomized::run_seeds(scaled(seeds(), 10), |seed| {
+        randomized::run(seed, simulation::factory, &options)
+    });
+    eprintln!("slow disks and links: {summary}");
+    assert!(summary.failures.is_empty(), "{summary}");
+}
+
+#[test]
 fn the_same_seed_gives_the_same_run() {
     let first = simulation::run_seed(11).expect("seed 11 passes");
     let second = simulation::run_seed(11).expect("seed 11 passes");

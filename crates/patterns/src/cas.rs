@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 use concord_core::command::Expectation;
+use concord_core::error::ProposalError;
 use concord_core::typed::{decode_value, encode_value};
 use concord_runtime::Consensus;
 use serde::de::DeserializeOwned;
@@ -81,13 +82,17 @@ where
     let bytes = consensus.get_bytes(key);
     let mut current: Swap<T> =
         Swap { swapped: false, value: bytes.as_deref().map(decode_value).transpose()?, version };
-    for _ in 0..attempts_max.max(1) {
+    for attempt in 0..attempts_max.max(1) {
         let new = change(current.value.as_ref());
-        let outcome = compare_and_swap_version(consensus, key, current.version, new.as_ref()).await?;
-        if outcome.swapped {
-            return Ok(outcome);
+        match compare_and_swap_version(consensus, key, current.version, new.as_ref()).await {
+            Ok(outcome) if outcome.swapped => return Ok(outcome),
+            Ok(outcome) => current = outcome,
+            // Simple majority refuses a slot in which proposers collided; nothing was applied.
+            Err(PatternError::Consensus(ProposalError::Rejected { .. })) => {
+                tokio::time::sleep(crate::contention_backoff(consensus, attempt as u32)).await;
+            }
+            Err(error) => return Err(error),
         }
-        current = outcome;
     }
     Ok(current)
 }

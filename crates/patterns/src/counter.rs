@@ -125,7 +125,19 @@ impl Counter {
                 });
             }
             let (key, delta) = deltas[0];
-            return Ok(vec![self.consensus.add(key, delta).await?]);
+            let deadline = Instant::now() + self.retry_for;
+            let mut attempt = 0;
+            loop {
+                match self.consensus.add(key, delta).await {
+                    Ok(value) => return Ok(vec![value]),
+                    // A refused slot (proposers collided) applied nothing: trying again is safe.
+                    Err(ProposalError::Rejected { .. }) if Instant::now() < deadline => {
+                        attempt += 1;
+                        tokio::time::sleep(crate::contention_backoff(&self.consensus, attempt)).await;
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
         }
         let mut session = self.session.lock().await;
         if !session.synchronized {

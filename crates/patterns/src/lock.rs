@@ -145,7 +145,9 @@ impl LockClient {
     ) -> Result<Attempt, PatternError> {
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         let command = Command::Lock(LockCommand::acquire(resource, holder, ttl_ms));
+        let mut attempt = 0;
         loop {
+            attempt += 1;
             let result = self.consensus.propose_command(command.clone()).await;
             let lease = |state: &LockState| Lease {
                 shared: Arc::new(LeaseShared {
@@ -170,15 +172,20 @@ impl LockClient {
                 Err(ProposalError::Command(CommandFailure::LockHeld {
                     holder: current,
                     token,
+                    granted_at_ms,
                     expires_at_ms,
                     decided_at_ms,
                     ..
                 })) => {
                     if current == holder {
                         // An earlier attempt of this call was granted (its answer was lost).
-                        let mut state = self.state(resource).unwrap_or_default();
-                        state.token = token;
-                        state.expires_at_ms = expires_at_ms;
+                        let state = LockState {
+                            holder: Some(current),
+                            token,
+                            granted_at_ms,
+                            expires_at_ms,
+                            observed_at_ms: decided_at_ms,
+                        };
                         return Ok(Attempt::Granted(lease(&state)));
                     }
                     return Ok(Attempt::Held { holder: current, token, expires_at_ms, decided_at_ms });
@@ -189,6 +196,10 @@ impl LockClient {
                     }
                     // Same holder name: if the lost attempt was granted, the retry finds it.
                     tokio::time::sleep(self.consensus.config().heartbeat_interval).await;
+                }
+                // Simple majority refuses a slot in which proposers collided; nothing was applied.
+                Err(ProposalError::Rejected { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(crate::contention_backoff(&self.consensus, attempt)).await;
                 }
                 Err(error) => return Err(error.into()),
             }
@@ -321,29 +332,34 @@ impl Lease {
                     }
                     tokio::time::sleep(shared.consensus.config().heartbeat_interval).await;
                 }
+                // Simple majority refuses a slot in which proposers collided; nothing was applied.
+                Err(ProposalError::Rejected { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(crate::contention_backoff(&shared.consensus, 1)).await;
+                }
                 Err(error) => return Err(error.into()),
             }
         }
     }
 
-    /// Ends the lease; only its holder can. Releasing a lease that already expired and was not
-    /// taken over succeeds; one that was superseded fails with `LeaseLost`.
-    pub async fn release(self) -> Result<(), PatternError> {
+    /// Ends the lease; only its holder can. Returns the log time at which it ended. Releasing a
+    /// lease that already expired and was not taken over succeeds; one that was superseded fails
+    /// with `LeaseLost`.
+    pub async fn release(self) -> Result<u64, PatternError> {
         let shared = &self.shared;
         let command = Command::Lock(LockCommand::release(&shared.resource, shared.holder.clone(), shared.token));
         let deadline = Instant::now() + shared.consensus.config().timeout * 2;
         loop {
             let result = shared.consensus.propose_command(command.clone()).await;
             match decode_lock_result(&result) {
-                Ok(_) => {
+                Ok(state) => {
                     shared.ended.store(true, Ordering::Release);
-                    return Ok(());
+                    return Ok(state.expires_at_ms);
                 }
                 Err(ProposalError::Command(CommandFailure::LeaseLost { current, .. })) => {
                     shared.ended.store(true, Ordering::Release);
                     // A retry of a release whose first answer was lost finds it already released.
                     if current.token == shared.token && current.holder.is_none() {
-                        return Ok(());
+                        return Ok(current.expires_at_ms);
                     }
                     return Err(self.lost(Some(current)));
                 }
@@ -352,6 +368,10 @@ impl Lease {
                         return Err(error.into());
                     }
                     tokio::time::sleep(shared.consensus.config().heartbeat_interval).await;
+                }
+                // Simple majority refuses a slot in which proposers collided; nothing was applied.
+                Err(ProposalError::Rejected { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(crate::contention_backoff(&shared.consensus, 1)).await;
                 }
                 Err(error) => return Err(error.into()),
             }

@@ -17,7 +17,7 @@ const PROPOSALS_AFTER_RESTART: usize = 100;
 /// Attempts per proposal: a proposal made during a leader change may fail and is retried.
 const ATTEMPTS_MAX: usize = 50;
 
-fn config() -> Config {
+pub(crate) fn config() -> Config {
     let mut config = Config::for_mechanism(MechanismKind::Raft);
     // Real time on a loaded two-core machine: generous timeouts keep elections rare.
     config.heartbeat_interval = Duration::from_millis(100);
@@ -53,7 +53,7 @@ async fn poll_until(limit: Duration, what: &str, mut condition: impl FnMut() -> 
     }
 }
 
-async fn wait_for_leader(nodes: &[Consensus]) -> usize {
+pub(crate) async fn wait_for_leader(nodes: &[Consensus]) -> usize {
     poll_until(Duration::from_secs(30), "one leader that every node knows", || {
         let leaders: Vec<_> = nodes.iter().filter(|node| node.is_leader()).collect();
         leaders.len() == 1

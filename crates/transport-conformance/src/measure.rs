@@ -78,3 +78,55 @@ pub async fn round_trips(sender: &Arc<dyn Transport>, to: &NodeId, round_trips: 
     }
     started.elapsed()
 }
+
+/// Starts a three-node (or any size) Raft cluster over `transports` (each with its node's info),
+/// in memory storage, and waits (up to 30 s) for a leader every node knows.
+pub async fn raft_cluster(
+    transports: Vec<(Arc<dyn Transport>, concord_core::id::NodeInfo)>,
+) -> Vec<concord_runtime::Consensus> {
+    let members: Vec<_> = transports.iter().map(|(_, info)| info.clone()).collect();
+    let mut nodes = Vec::new();
+    for (index, (transport, info)) in transports.into_iter().enumerate() {
+        let node = concord_runtime::Consensus::builder(info.id.as_str())
+            .config(crate::cluster::config())
+            .cluster_id(concord_core::id::ClusterId(1))
+            .members(members.clone())
+            .transport(transport)
+            .seed(9_000 + index as u64)
+            .start()
+            .await
+            .expect("node starts");
+        nodes.push(node);
+    }
+    crate::cluster::wait_for_leader(&nodes).await;
+    nodes
+}
+
+/// Commits `proposals` distinct keys through the cluster from `concurrency` tasks spread over all
+/// nodes, and returns the time it took. `round` keeps keys distinct across calls.
+pub async fn raft_proposals(
+    nodes: &[concord_runtime::Consensus],
+    round: u64,
+    proposals: u64,
+    concurrency: u64,
+) -> Duration {
+    let started = tokio::time::Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|task| {
+            let node = nodes[task as usize % nodes.len()].clone();
+            tokio::spawn(async move {
+                let mut proposal = task;
+                while proposal < proposals {
+                    let key = format!("bench-{round}-{proposal}");
+                    let result = node.propose_bytes(&key, Bytes::from_static(b"value")).await;
+                    assert!(result.accepted, "proposal {key} failed: {:?}", result.error);
+                    proposal += concurrency;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("proposal task");
+    }
+    started.elapsed()
+}

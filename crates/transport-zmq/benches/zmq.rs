@@ -7,17 +7,23 @@ use std::time::Duration;
 use concord_core::id::{ClusterId, NodeInfo};
 use concord_core::transport::Transport;
 use concord_transport_conformance::measure;
+use concord_transport_zmq::{ZmqOptions, ZmqTransport};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 const FRAMES_PER_ITERATION: u64 = 100_000;
+const RAFT_PROPOSALS_PER_ITERATION: u64 = 1_000;
+
+/// A node of this transport on 127.0.0.1 with an OS-chosen port.
+async fn node(id: &str) -> (Arc<dyn Transport>, NodeInfo) {
+    let secret = b"benchmark cluster secret, 32 by";
+    let transport = ZmqTransport::bind(ZmqOptions::new(id, ClusterId(1), secret)).await.unwrap();
+    let info = NodeInfo::new(id, format!("tcp://{}", transport.local_addr()));
+    (transport, info)
+}
 
 async fn pair() -> (Arc<dyn Transport>, Arc<dyn Transport>, NodeInfo, NodeInfo) {
-    use concord_transport_zmq::{ZmqOptions, ZmqTransport};
-    let secret = b"benchmark cluster secret, 32 by";
-    let a = ZmqTransport::bind(ZmqOptions::new("a", ClusterId(1), secret)).await.unwrap();
-    let b = ZmqTransport::bind(ZmqOptions::new("b", ClusterId(1), secret)).await.unwrap();
-    let a_info = NodeInfo::new("a", format!("tcp://{}", a.local_addr()));
-    let b_info = NodeInfo::new("b", format!("tcp://{}", b.local_addr()));
+    let (a, a_info) = node("a").await;
+    let (b, b_info) = node("b").await;
     a.add_peer(&b_info).unwrap();
     b.add_peer(&a_info).unwrap();
     (a, b, a_info, b_info)
@@ -49,8 +55,41 @@ fn benchmarks(criterion: &mut Criterion) {
     group.bench_function("round_trip", |bencher| {
         bencher.iter_custom(|iterations| runtime.block_on(measure::round_trips(&a, &b_info.id, iterations)))
     });
-    group.finish();
     echo.abort();
+    // Raft over three nodes of this transport: 1,000 proposals per iteration, 100 at a time.
+    let cluster = runtime.block_on(async {
+        let mut transports = Vec::new();
+        for id in ["r1", "r2", "r3"] {
+            transports.push(node(id).await);
+        }
+        for (transport, _) in &transports {
+            for (_, info) in &transports {
+                transport.add_peer(info).unwrap();
+            }
+        }
+        measure::raft_cluster(transports).await
+    });
+    group.throughput(Throughput::Elements(RAFT_PROPOSALS_PER_ITERATION));
+    let mut round = 0;
+    group.bench_function("raft_three_nodes_proposals", |bencher| {
+        bencher.iter_custom(|iterations| {
+            runtime.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iterations {
+                    round += 1;
+                    total +=
+                        measure::raft_proposals(&cluster, round, RAFT_PROPOSALS_PER_ITERATION, 100).await;
+                }
+                total
+            })
+        })
+    });
+    group.finish();
+    runtime.block_on(async {
+        for node in &cluster {
+            node.stop().await;
+        }
+    });
     runtime.block_on(async {
         a.close().await;
         b.close().await;

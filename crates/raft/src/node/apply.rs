@@ -109,8 +109,8 @@ impl Raft {
 
     /// Voters known to store `index` (this node counts once its copy is durable).
     pub(super) fn holders(&self, index: LogIndex) -> usize {
-        self.voters()
-            .iter()
+        self.membership_now()
+            .voters()
             .filter(|voter| {
                 if **voter == self.id {
                     self.persisted >= index

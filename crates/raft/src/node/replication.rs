@@ -191,8 +191,8 @@ impl Raft {
             return;
         }
         let mut matches: Vec<LogIndex> = self
+            .membership_now()
             .voters()
-            .iter()
             .map(|voter| {
                 if *voter == self.id {
                     self.persisted

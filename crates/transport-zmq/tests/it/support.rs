@@ -25,6 +25,8 @@ pub fn options_for(spec: &NodeSpec) -> ZmqOptions {
     options.reconnect_backoff_max = Duration::from_millis(500);
     options.heartbeat_interval = Duration::from_millis(200);
     options.liveness_timeout = Duration::from_secs(2);
+    // A refused dialer hears nothing (refusals are silent) and gives up after this.
+    options.handshake_timeout = Duration::from_secs(2);
     options
 }
 

@@ -1,0 +1,1 @@
+//! Leases in the deterministic simulator (filled in below).
