@@ -768,8 +768,12 @@ impl Raft {
             }
             RaftMessage::ForwardProposal { proposal, .. } => {
                 let id = proposal.id.clone();
-                let outcome = if self.is_known_proposal(&proposal) {
-                    // A duplicate of a forward already in the log: the first copy decides.
+                // A duplicate of a forward already in the log is dropped: the first copy decides.
+                // With a client session it is appended again instead: the session applies it at
+                // most once, and its second application hands the first result back to the
+                // origin, which may have missed the first one (it retries after losing track of
+                // it, e.g. after stepping down as leader).
+                let outcome = if proposal.session.is_none() && self.is_known_proposal(&proposal) {
                     Ok(())
                 } else if self.state != State::Leader {
                     Err(self.not_leader())

@@ -63,7 +63,9 @@ pub struct WsOptions {
     /// Longest delay between reconnect attempts.
     pub reconnect_backoff_max: Duration,
     /// How often an outbound link pings its peer; after three intervals without an answer the link
-    /// is declared down (this catches peers that vanish without closing TCP).
+    /// is declared down (this catches peers that vanish without closing TCP). A peer whose
+    /// application stops calling `recv` for that long stops answering too; its link is rebuilt and
+    /// the frames in flight are lost (bounded by the queues), as with any broken link.
     pub keepalive_interval: Duration,
     /// TLS for every link; `None` runs plain WebSocket (authentication still applies).
     pub tls: Option<WsTls>,

@@ -358,8 +358,11 @@ async fn run_outbound(shared: Arc<Shared>, peer: NodeId, address: String, mut qu
                 backoff.reset();
                 shared.set_link_up(&peer, true);
                 tracing::debug!(node = %options.node_id, %peer, "link up");
-                let error = pump(&shared, socket, &mut queue).await;
+                let outcome = pump(&shared, socket, &mut queue).await;
                 shared.set_link_up(&peer, false);
+                let Some(error) = outcome else {
+                    return; // The peer was removed: its queue is gone.
+                };
                 tracing::info!(node = %options.node_id, %peer, %error, "link down; reconnecting");
             }
             Ok(Err(error)) => tracing::debug!(node = %options.node_id, %peer, %error, "cannot reach peer"),
@@ -432,8 +435,8 @@ async fn next_binary(socket: &mut Socket) -> Result<Bytes, LinkError> {
 }
 
 /// Writes queued frames to an authenticated outbound link until it fails (the error says why) or
-/// the queue is dropped (the peer was removed). Feeds a batch, then flushes once.
-async fn pump(shared: &Shared, socket: Socket, queue: &mut mpsc::Receiver<Bytes>) -> LinkError {
+/// the queue is dropped (the peer was removed: `None`). Feeds a batch, then flushes once.
+async fn pump(shared: &Shared, socket: Socket, queue: &mut mpsc::Receiver<Bytes>) -> Option<LinkError> {
     let options = &shared.options;
     let (mut sink, mut stream) = socket.split();
     let mut keepalive = tokio::time::interval(options.keepalive_interval);
@@ -444,33 +447,33 @@ async fn pump(shared: &Shared, socket: Socket, queue: &mut mpsc::Receiver<Bytes>
             frame = queue.recv() => {
                 let Some(frame) = frame else {
                     let _ = sink.close().await;
-                    return LinkError::ClosedByPeer;
+                    return None;
                 };
                 if let Err(error) = sink.feed(Message::Binary(frame)).await {
-                    return error.into();
+                    return Some(error.into());
                 }
                 for _ in 1..options.write_batch_frames_max {
                     let Ok(frame) = queue.try_recv() else { break };
                     if let Err(error) = sink.feed(Message::Binary(frame)).await {
-                        return error.into();
+                        return Some(error.into());
                     }
                 }
                 if let Err(error) = sink.flush().await {
-                    return error.into();
+                    return Some(error.into());
                 }
             }
             message = stream.next() => match message {
                 Some(Ok(Message::Pong(_) | Message::Ping(_))) => last_heard = tokio::time::Instant::now(),
-                Some(Ok(Message::Close(_))) | None => return LinkError::ClosedByPeer,
-                Some(Ok(_)) => return LinkError::UnexpectedMessage("data on an outbound link"),
-                Some(Err(error)) => return error.into(),
+                Some(Ok(Message::Close(_))) | None => return Some(LinkError::ClosedByPeer),
+                Some(Ok(_)) => return Some(LinkError::UnexpectedMessage("data on an outbound link")),
+                Some(Err(error)) => return Some(error.into()),
             },
             _ = keepalive.tick() => {
                 if last_heard.elapsed() > options.keepalive_interval * KEEPALIVE_MISSES_MAX {
-                    return LinkError::KeepaliveTimeout;
+                    return Some(LinkError::KeepaliveTimeout);
                 }
                 if let Err(error) = sink.send(Message::Ping(Bytes::new())).await {
-                    return error.into();
+                    return Some(error.into());
                 }
             }
         }

@@ -385,3 +385,35 @@ async fn corrupt_data_directory_is_a_typed_start_error() {
         Ok(_) => panic!("a corrupt data directory must not start"),
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_retried_proposal_applies_once_across_a_leader_change() {
+    let network = MemoryNetwork::new();
+    let mut config = raft_config();
+    config.timeout = Duration::from_secs(5);
+    let nodes = cluster(&network, 3, config).await;
+    let leader = wait_for_leader(&nodes).await;
+    assert_eq!(nodes[leader].add("counter", 10).await.unwrap(), 10);
+    let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let before: Vec<LogIndex> = others.iter().map(|i| nodes[*i].debug_state().last_log_index).collect();
+    // The leader can still send (followers store its entry) but never hears back, so it cannot
+    // commit; check-quorum makes it step down and its proposal ends with an unknown outcome.
+    for other in &others {
+        network.cut(nodes[*other].node_id().as_str(), nodes[leader].node_id().as_str());
+    }
+    let adding = {
+        let node = nodes[leader].clone();
+        tokio::spawn(async move { node.add("counter", 1).await })
+    };
+    wait_until(Duration::from_secs(5), "followers store the entry", || {
+        others.iter().zip(&before).all(|(i, before)| nodes[*i].debug_state().last_log_index > *before)
+    })
+    .await;
+    wait_until(Duration::from_secs(10), "the old leader steps down", || !nodes[leader].is_leader()).await;
+    network.heal();
+    let result = tokio::time::timeout(Duration::from_secs(10), adding).await.expect("answered").unwrap();
+    assert_eq!(result, Ok(11), "the retry returns the first application's result");
+    let read_on = others[0];
+    assert_eq!(nodes[read_on].read::<i64>("counter").await.unwrap(), Some(11), "applied exactly once");
+    stop_all(&nodes).await;
+}
