@@ -190,16 +190,39 @@ async fn main() -> ExitCode {
     log("majority", format!("3 voters, quorum {:?} → {} votes needed", majority_config.quorum, majority_config.quorum.required(3)));
     let result = voters[0].propose_with_result("map", "desert").await;
     log("majority", format!("voter-1 proposes map = desert → accepted: {}", result.accepted));
-    // Two voters propose different values for the same version at once: at most one can win.
-    let (a, b) = tokio::join!(voters[1].propose_with_result("mode", "ctf"), voters[2].propose_with_result("mode", "deathmatch"));
+    // Two voters try to set `mode` from the same version (0: never set) at the same time: at most
+    // one value can be accepted for a key and version.
+    let version_zero = || Expectation::Version(0);
+    let encode = |text: &str| concord_core::typed::encode_value(text).ok();
+    let (a, b) = tokio::join!(
+        voters[1].compare_and_swap_bytes("mode", version_zero(), encode("ctf")),
+        voters[2].compare_and_swap_bytes("mode", version_zero(), encode("deathmatch"))
+    );
+    let swapped = |outcome: &Result<concord_runtime::CasOutcome, ProposalError>| outcome.as_ref().is_ok_and(|o| o.swapped);
     log(
         "majority",
         format!(
-            "concurrent proposals for mode: ctf accepted={}, deathmatch accepted={} (never both)",
-            a.accepted, b.accepted
+            "voter-2 and voter-3 race to set mode at version 0: ctf won={}, deathmatch won={} (never both)",
+            swapped(&a),
+            swapped(&b)
         ),
     );
-    let majority_ok = !(a.accepted && b.accepted) && result.accepted && converged(&voters, &["map", "mode"]).await;
+    let majority_ok =
+        !(swapped(&a) && swapped(&b)) && result.accepted && converged(&voters, &["map", "mode"]).await;
+    if !majority_ok {
+        for voter in &voters {
+            log(
+                "majority",
+                format!(
+                    "{}: map={:?} mode={:?} applied={}",
+                    voter.node_id(),
+                    voter.get::<String>("map").ok().flatten(),
+                    voter.get::<String>("mode").ok().flatten(),
+                    voter.debug_state().last_applied
+                ),
+            );
+        }
+    }
     log("majority", format!("check: 3 voters hold the same state → {}", if majority_ok { "OK" } else { "MISMATCH" }));
 
     for narrator in narrators {
