@@ -9,9 +9,16 @@ use serde::{Deserialize, Serialize};
 /// The identity of a node, a readable string such as `"agent-001"`.
 ///
 /// Cloning is cheap (a reference count): node ids travel in every message and event.
-#[derive(Clone, Hash, Serialize)]
+#[derive(Clone, Serialize)]
 #[serde(transparent)]
 pub struct NodeId(Arc<str>);
+
+// Hash by content, consistent with the equality below (pointer equality implies equal content).
+impl std::hash::Hash for NodeId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
 
 /// Ids recently decoded on this thread, so that decoding the same few ids again and again (every
 /// frame names its sender, receiver and each entry's origin) shares one allocation instead of

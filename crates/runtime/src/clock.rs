@@ -28,7 +28,7 @@ impl Clock {
         Instant::from_nanos(self.base_unix_nanos.saturating_add(elapsed))
     }
 
-    pub(crate) fn to_tokio(&self, at: Instant) -> tokio::time::Instant {
+    pub(crate) fn tokio_instant(&self, at: Instant) -> tokio::time::Instant {
         let offset = at.as_nanos().saturating_sub(self.base_unix_nanos);
         // Cap far-future deadlines: tokio panics on instants that overflow.
         let offset = Duration::from_nanos(offset.min(86_400 * 1_000_000_000 * 365));

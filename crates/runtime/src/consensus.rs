@@ -1,6 +1,6 @@
 //! The `Consensus` handle, its builder, and the node task that drives a mechanism.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -798,7 +798,37 @@ fn quorum_required(config: &Config, voters: usize) -> usize {
 
 /// The node task: waits for inputs or the next deadline, then drains every Ready in the order the
 /// core documents (send, persist, send persisted, advance, deliver).
+/// Tells the transport about members added or removed (or whose address changed) since the last
+/// call, so authenticating transports accept new members and drop removed ones.
+fn sync_transport_peers(shared: &Shared, known: &mut BTreeMap<NodeId, String>) {
+    let current: BTreeMap<NodeId, NodeInfo> = {
+        let state = shared.state.lock();
+        let membership = state.mechanism.membership();
+        if membership.members.len() == known.len()
+            && membership.members.values().all(|m| known.get(&m.info.id) == Some(&m.info.address))
+        {
+            return;
+        }
+        membership.members.values().map(|m| (m.info.id.clone(), m.info.clone())).collect()
+    };
+    for (id, info) in &current {
+        if *id != shared.node_id && known.get(id) != Some(&info.address) {
+            if let Err(error) = shared.transport.add_peer(info) {
+                tracing::warn!(peer = %id, %error, "transport refused a new member");
+            }
+        }
+    }
+    for id in known.keys() {
+        if !current.contains_key(id) && *id != shared.node_id {
+            shared.transport.remove_peer(id);
+        }
+    }
+    *known = current.into_iter().map(|(id, info)| (id, info.address)).collect();
+}
+
 async fn drive(shared: Arc<Shared>, storage: Box<dyn Storage>) {
+    let mut known_peers: BTreeMap<NodeId, String> = BTreeMap::new();
+    sync_transport_peers(&shared, &mut known_peers);
     let blocking = storage.is_blocking();
     let storage = Arc::new(std::sync::Mutex::new(storage));
     let partition_check = shared.config.heartbeat_interval;
@@ -813,7 +843,7 @@ async fn drive(shared: Arc<Shared>, storage: Box<dyn Storage>) {
         };
         tokio::select! {
             _ = shared.wake.notified() => {}
-            _ = tokio::time::sleep_until(shared.clock.to_tokio(deadline)) => {}
+            _ = tokio::time::sleep_until(shared.clock.tokio_instant(deadline)) => {}
             _ = shared.stopped.notified() => {}
         }
         // Let the tasks that are ready run first (clients proposing, the receive task handing
@@ -837,6 +867,7 @@ async fn drive(shared: Arc<Shared>, storage: Box<dyn Storage>) {
         if !process_ready(&shared, &storage, blocking).await {
             break;
         }
+        sync_transport_peers(&shared, &mut known_peers);
         if shared.stopping.load(Ordering::Acquire) && pending_is_empty(&shared) {
             break;
         }

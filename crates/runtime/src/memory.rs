@@ -210,10 +210,16 @@ impl Transport for MemoryTransport {
             .map(|(_, frame)| Incoming::Frame { from: self.id.clone(), frame })
             .collect();
         if delay.is_zero() {
-            for item in incoming {
-                if inbox.try_send(item).is_err() {
-                    return Err(TransportError::QueueFull { peer: to.clone(), limit });
-                }
+            // All or nothing: reserve room for the whole batch first, so a refused send queued
+            // nothing and a retry cannot duplicate frames.
+            if incoming.is_empty() {
+                return Ok(());
+            }
+            let Ok(permits) = inbox.try_reserve_many(incoming.len()) else {
+                return Err(TransportError::QueueFull { peer: to.clone(), limit });
+            };
+            for (permit, item) in permits.zip(incoming) {
+                permit.send(item);
             }
         } else {
             tokio::spawn(async move {

@@ -417,3 +417,76 @@ async fn a_retried_proposal_applies_once_across_a_leader_change() {
     assert_eq!(nodes[read_on].read::<i64>("counter").await.unwrap(), Some(11), "applied exactly once");
     stop_all(&nodes).await;
 }
+
+/// Records the peers a node's transport is told about, delivering through a memory transport.
+struct RecordingTransport {
+    inner: std::sync::Arc<concord_runtime::MemoryTransport>,
+    peers: std::sync::Mutex<std::collections::BTreeSet<String>>,
+}
+
+#[async_trait::async_trait]
+impl Transport for RecordingTransport {
+    async fn send(&self, to: &NodeId, frames: Vec<bytes::Bytes>) -> Result<(), TransportError> {
+        self.inner.send(to, frames).await
+    }
+    async fn recv(&self) -> Result<Incoming, TransportError> {
+        self.inner.recv().await
+    }
+    fn add_peer(&self, peer: &NodeInfo) -> Result<(), TransportError> {
+        self.peers.lock().unwrap().insert(peer.id.to_string());
+        Ok(())
+    }
+    fn remove_peer(&self, peer: &NodeId) {
+        self.peers.lock().unwrap().remove(peer.as_str());
+    }
+    async fn close(&self) {
+        self.inner.close().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_member_tells_its_transport_about_membership_changes() {
+    let network = MemoryNetwork::new();
+    let mut members: Vec<NodeInfo> = ids(3).iter().map(|id| NodeInfo::new(id.as_str(), format!("mem://{id}"))).collect();
+    let mut transports = Vec::new();
+    let mut nodes = Vec::new();
+    for (index, id) in ids(3).into_iter().enumerate() {
+        let transport = std::sync::Arc::new(RecordingTransport {
+            inner: network.transport(id.as_str()),
+            peers: Default::default(),
+        });
+        transports.push(transport.clone());
+        nodes.push(
+            Consensus::builder(id.as_str())
+                .config(raft_config())
+                .members(members.clone())
+                .transport(transport)
+                .seed(index as u64)
+                .start()
+                .await
+                .unwrap(),
+        );
+    }
+    let leader = wait_for_leader(&nodes).await;
+    let newcomer = NodeInfo::new("n4", "mem://n4");
+    members.push(newcomer.clone());
+    let fourth = Consensus::builder("n4")
+        .config(raft_config())
+        .members(members)
+        .transport(network.transport("n4"))
+        .start()
+        .await
+        .unwrap();
+    nodes[leader].add_node(newcomer).await.unwrap();
+    wait_until(Duration::from_secs(5), "every transport knows n4", || {
+        transports.iter().all(|t| t.peers.lock().unwrap().contains("n4"))
+    })
+    .await;
+    nodes[leader].remove_node("n4").await.unwrap();
+    wait_until(Duration::from_secs(5), "every transport forgets n4", || {
+        transports.iter().all(|t| !t.peers.lock().unwrap().contains("n4"))
+    })
+    .await;
+    fourth.stop().await;
+    stop_all(&nodes).await;
+}
