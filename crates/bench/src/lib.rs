@@ -6,6 +6,9 @@
 //! The cluster benchmark mirrors openraft's `benchmarks/minimal`: three nodes in one process,
 //! in-memory log, a no-op state machine, empty requests, `C` clients writing sequentially.
 //!
+//! [`failover`] measures the time to elect a new leader after a leader crash, in the simulator,
+//! after Figure 16 of the Raft paper (the `failover` binary).
+//!
 //! ```
 //! let machine = concord_bench::NoopStateMachine;
 //! # let _ = machine;
@@ -13,6 +16,8 @@
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
+
+pub mod failover;
 
 use bytes::Bytes;
 use concord_core::command::{Command, CommandOutput, CommandResult};

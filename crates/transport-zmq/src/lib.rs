@@ -63,8 +63,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
-mod auth;
-mod backoff;
+// The handshake and backoff are shared with the other transports (concord-transport-auth).
+use concord_transport_auth::{backoff, handshake as auth};
 mod error;
 mod options;
 mod transport;

@@ -21,13 +21,13 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 /// Bytes of each side's nonce.
-pub(crate) const NONCE_BYTES: usize = 32;
+pub const NONCE_BYTES: usize = 32;
 /// Bytes of an HMAC-SHA256 tag.
-pub(crate) const MAC_BYTES: usize = 32;
+pub const MAC_BYTES: usize = 32;
 /// The shortest cluster secret accepted, in bytes: shorter ones are guessable.
 pub const SECRET_BYTES_MIN: usize = 16;
 /// The largest handshake message, in bytes (a Challenge with the longest node id).
-pub(crate) const HANDSHAKE_MESSAGE_BYTES_MAX: usize =
+pub const HANDSHAKE_MESSAGE_BYTES_MAX: usize =
     6 + NONCE_BYTES + MAC_BYTES + 1 + NodeId::LENGTH_MAX + 8;
 
 const MAGIC: &[u8; 4] = b"CCH1";
@@ -39,7 +39,7 @@ const ROLE_LISTENER: &[u8] = b"concord listener";
 const ROLE_DIALER: &[u8] = b"concord dialer";
 
 /// A fresh nonce.
-pub(crate) type Nonce = [u8; NONCE_BYTES];
+pub type Nonce = [u8; NONCE_BYTES];
 type Tag = [u8; MAC_BYTES];
 
 /// Why a handshake failed, and whose fault it is.
@@ -84,36 +84,48 @@ pub enum HandshakeError {
 
 /// The dialer's opening message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Hello {
-    pub(crate) cluster_id: ClusterId,
-    pub(crate) node_id: NodeId,
-    pub(crate) nonce: Nonce,
+pub struct Hello {
+    /// The cluster the connection is for.
+    pub cluster_id: ClusterId,
+    /// The sender's node id.
+    pub node_id: NodeId,
+    /// The sender's fresh nonce.
+    pub nonce: Nonce,
 }
 
 /// The listener's answer: its identity, its nonce and its proof.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Challenge {
-    pub(crate) node_id: NodeId,
-    pub(crate) nonce: Nonce,
-    pub(crate) proof: Tag,
+pub struct Challenge {
+    /// The sender's node id.
+    pub node_id: NodeId,
+    /// The sender's fresh nonce.
+    pub nonce: Nonce,
+    /// The listener's proof that it holds the secret.
+    pub proof: Tag,
 }
 
 /// A fresh nonce from the operating system. Unpredictability is the point here, so this is the one
 /// place the transport does not use a seeded RNG.
-pub(crate) fn fresh_nonce() -> Result<Nonce, HandshakeError> {
+pub fn fresh_nonce() -> Result<Nonce, HandshakeError> {
     let mut nonce = [0; NONCE_BYTES];
     getrandom::getrandom(&mut nonce).map_err(|error| HandshakeError::Randomness(error.to_string()))?;
     Ok(nonce)
 }
 
 /// Everything both proofs cover.
-pub(crate) struct Transcript<'a> {
-    pub(crate) secret: &'a [u8],
-    pub(crate) cluster_id: ClusterId,
-    pub(crate) dialer: &'a NodeId,
-    pub(crate) listener: &'a NodeId,
-    pub(crate) dialer_nonce: &'a Nonce,
-    pub(crate) listener_nonce: &'a Nonce,
+pub struct Transcript<'a> {
+    /// The shared cluster secret.
+    pub secret: &'a [u8],
+    /// The cluster the connection is for.
+    pub cluster_id: ClusterId,
+    /// The node that opened the connection.
+    pub dialer: &'a NodeId,
+    /// The node that accepted it.
+    pub listener: &'a NodeId,
+    /// The dialer's nonce.
+    pub dialer_nonce: &'a Nonce,
+    /// The listener's nonce.
+    pub listener_nonce: &'a Nonce,
 }
 
 impl Transcript<'_> {
@@ -133,22 +145,22 @@ impl Transcript<'_> {
     }
 
     /// The listener's proof.
-    pub(crate) fn listener_proof(&self) -> Tag {
+    pub fn listener_proof(&self) -> Tag {
         self.mac(ROLE_LISTENER).finalize().into_bytes().into()
     }
 
     /// The dialer's proof.
-    pub(crate) fn dialer_proof(&self) -> Tag {
+    pub fn dialer_proof(&self) -> Tag {
         self.mac(ROLE_DIALER).finalize().into_bytes().into()
     }
 
     /// Checks the listener's proof in constant time.
-    pub(crate) fn verify_listener(&self, proof: &Tag) -> Result<(), HandshakeError> {
+    pub fn verify_listener(&self, proof: &Tag) -> Result<(), HandshakeError> {
         self.mac(ROLE_LISTENER).verify_slice(proof).map_err(|_| HandshakeError::BadProof)
     }
 
     /// Checks the dialer's proof in constant time.
-    pub(crate) fn verify_dialer(&self, proof: &Tag) -> Result<(), HandshakeError> {
+    pub fn verify_dialer(&self, proof: &Tag) -> Result<(), HandshakeError> {
         self.mac(ROLE_DIALER).verify_slice(proof).map_err(|_| HandshakeError::BadProof)
     }
 }
@@ -167,7 +179,8 @@ fn push_id(message: &mut Vec<u8>, id: &NodeId) {
     message.extend_from_slice(id.as_str().as_bytes());
 }
 
-pub(crate) fn encode_hello(hello: &Hello) -> Vec<u8> {
+/// Encodes the Hello message.
+pub fn encode_hello(hello: &Hello) -> Vec<u8> {
     let mut message = header(KIND_HELLO, 8 + NONCE_BYTES + 1 + hello.node_id.as_str().len());
     message.extend_from_slice(&hello.cluster_id.0.to_be_bytes());
     message.extend_from_slice(&hello.nonce);
@@ -175,7 +188,8 @@ pub(crate) fn encode_hello(hello: &Hello) -> Vec<u8> {
     message
 }
 
-pub(crate) fn encode_challenge(challenge: &Challenge) -> Vec<u8> {
+/// Encodes the Challenge message.
+pub fn encode_challenge(challenge: &Challenge) -> Vec<u8> {
     let mut message = header(KIND_CHALLENGE, NONCE_BYTES + MAC_BYTES + 1 + challenge.node_id.as_str().len());
     message.extend_from_slice(&challenge.nonce);
     message.extend_from_slice(&challenge.proof);
@@ -183,13 +197,15 @@ pub(crate) fn encode_challenge(challenge: &Challenge) -> Vec<u8> {
     message
 }
 
-pub(crate) fn encode_proof(proof: &Tag) -> Vec<u8> {
+/// Encodes the Proof message.
+pub fn encode_proof(proof: &Tag) -> Vec<u8> {
     let mut message = header(KIND_PROOF, MAC_BYTES);
     message.extend_from_slice(proof);
     message
 }
 
-pub(crate) fn encode_welcome() -> Vec<u8> {
+/// Encodes the Welcome message.
+pub fn encode_welcome() -> Vec<u8> {
     header(KIND_WELCOME, 0)
 }
 
@@ -245,7 +261,8 @@ impl<'a> Reader<'a> {
     }
 }
 
-pub(crate) fn decode_hello(message: &[u8]) -> Result<Hello, HandshakeError> {
+/// Decodes a Hello message; anything else (wrong tag, length or content) is a typed error.
+pub fn decode_hello(message: &[u8]) -> Result<Hello, HandshakeError> {
     let mut reader = Reader::open(message, KIND_HELLO)?;
     let cluster_id = ClusterId(u64::from_be_bytes(reader.array()?));
     let nonce = reader.array()?;
@@ -254,7 +271,8 @@ pub(crate) fn decode_hello(message: &[u8]) -> Result<Hello, HandshakeError> {
     Ok(Hello { cluster_id, node_id, nonce })
 }
 
-pub(crate) fn decode_challenge(message: &[u8]) -> Result<Challenge, HandshakeError> {
+/// Decodes a Challenge message; anything else (wrong tag, length or content) is a typed error.
+pub fn decode_challenge(message: &[u8]) -> Result<Challenge, HandshakeError> {
     let mut reader = Reader::open(message, KIND_CHALLENGE)?;
     let nonce = reader.array()?;
     let proof = reader.array()?;
@@ -263,14 +281,16 @@ pub(crate) fn decode_challenge(message: &[u8]) -> Result<Challenge, HandshakeErr
     Ok(Challenge { node_id, nonce, proof })
 }
 
-pub(crate) fn decode_proof(message: &[u8]) -> Result<Tag, HandshakeError> {
+/// Decodes a Proof message; anything else (wrong tag, length or content) is a typed error.
+pub fn decode_proof(message: &[u8]) -> Result<Tag, HandshakeError> {
     let mut reader = Reader::open(message, KIND_PROOF)?;
     let proof = reader.array()?;
     reader.finish()?;
     Ok(proof)
 }
 
-pub(crate) fn decode_welcome(message: &[u8]) -> Result<(), HandshakeError> {
+/// Decodes a Welcome message; anything else (wrong tag, length or content) is a typed error.
+pub fn decode_welcome(message: &[u8]) -> Result<(), HandshakeError> {
     Reader::open(message, KIND_WELCOME)?.finish()
 }
 

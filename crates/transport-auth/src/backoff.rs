@@ -6,7 +6,7 @@ use std::time::Duration;
 /// the upper half of the current step ("equal jitter"), so links that broke together do not all
 /// come back in the same instant, yet no delay is ever below half the step.
 #[derive(Clone, Debug)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     min: Duration,
     max: Duration,
     step: Duration,
@@ -16,18 +16,18 @@ pub(crate) struct Backoff {
 impl Backoff {
     /// A backoff whose jitter comes from `seed` (derived from the link's two node ids, so runs are
     /// reproducible while different links still spread out).
-    pub(crate) fn new(min: Duration, max: Duration, seed: u64) -> Self {
+    pub fn new(min: Duration, max: Duration, seed: u64) -> Self {
         assert!(min <= max, "backoff min {min:?} above max {max:?}");
         Backoff { min, max, step: min, random_state: seed | 1 }
     }
 
     /// Back to the shortest delay (after a link came up).
-    pub(crate) fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.step = self.min;
     }
 
     /// The delay before the next attempt; the step after it doubles.
-    pub(crate) fn next_delay(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let step = self.step;
         self.step = (self.step * 2).min(self.max);
         let half = step / 2;
@@ -49,7 +49,7 @@ impl Backoff {
 }
 
 /// A stable seed for the link `from → to` (FNV-1a over both ids).
-pub(crate) fn link_seed(from: &str, to: &str) -> u64 {
+pub fn link_seed(from: &str, to: &str) -> u64 {
     from.bytes()
         .chain([0])
         .chain(to.bytes())

@@ -1,0 +1,499 @@
+//! The client API: HTTP + JSON over axum. See `API.md` for the contract.
+//!
+//! Values are JSON. They are stored as compact JSON text (objects with sorted keys), so any
+//! language reading the replicated state sees JSON, and compare-and-swap compares JSON values
+//! byte for byte. Counters are the runtime's i64 counters and are read through `/v1/counter`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use concord_core::command::{Command, CommandFailure, Expectation};
+use concord_core::error::ProposalError;
+use concord_core::event::{ProposalResult, Role};
+use concord_core::id::NodeInfo;
+use concord_core::state_machine::KvStateMachine;
+use concord_runtime::Consensus;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// Default largest request body, in bytes (`--max-request-bytes`).
+pub const REQUEST_BYTES_MAX: usize = 1024 * 1024;
+
+/// Counters exported on `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: AtomicU64,
+    proposals_accepted: AtomicU64,
+    proposals_failed: AtomicU64,
+    reads: AtomicU64,
+}
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct ApiState {
+    consensus: Consensus,
+    peer_address: String,
+    metrics: Metrics,
+}
+
+impl ApiState {
+    /// State for the API of `consensus`, whose peer transport listens on `peer_address`.
+    pub fn new(consensus: Consensus, peer_address: String) -> Arc<ApiState> {
+        Arc::new(ApiState { consensus, peer_address, metrics: Metrics::default() })
+    }
+}
+
+/// An error answered as `{ "code": …, "message": … }` with a matching status.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    extra: Option<Value>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into(), extra: None }
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    fn from_body_rejection(rejection: BytesRejection) -> ApiError {
+        let status = rejection.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "payload_too_large" } else { "bad_request" };
+        ApiError::new(status, code, rejection.body_text())
+    }
+}
+
+impl From<ProposalError> for ApiError {
+    fn from(error: ProposalError) -> ApiError {
+        let status = match &error {
+            ProposalError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ProposalError::Command(_) | ProposalError::Rejected { .. } => StatusCode::CONFLICT,
+            ProposalError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProposalError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ProposalError::Unsupported { .. } => StatusCode::NOT_IMPLEMENTED,
+            ProposalError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            // not_leader, no_quorum, leadership_lost, stopped: try again (or elsewhere) later.
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        let extra = match &error {
+            ProposalError::NotLeader { leader } => Some(json!({ "leader": leader })),
+            _ => None,
+        };
+        ApiError { status, code: error.code(), message: error.to_string(), extra }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "code": self.code, "message": self.message });
+        if let (Some(Value::Object(extra)), Value::Object(map)) = (self.extra, &mut body) {
+            map.extend(extra);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+/// The API's routes, with request bodies limited to `request_bytes_max`.
+pub fn router(state: Arc<ApiState>, request_bytes_max: usize) -> Router {
+    Router::new()
+        .route("/v1/kv/{key}", get(kv_get).put(kv_put).delete(kv_delete))
+        .route("/v1/kv/{key}/cas", post(kv_cas))
+        .route("/v1/counter/{key}", get(counter_get))
+        .route("/v1/counter/{key}/add", post(counter_add))
+        .route("/v1/batch", post(batch))
+        .route("/v1/status", get(status))
+        .route("/v1/members", get(members_list).post(members_add))
+        .route("/v1/members/{id}", axum::routing::delete(members_remove))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(request_bytes_max))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see API.md")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let body = body.map_err(ApiError::from_body_rejection)?;
+    serde_json::from_slice(&body).map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))
+}
+
+fn wants_consistent(query: &Option<String>) -> Result<bool, ApiError> {
+    let Some(query) = query else { return Ok(false) };
+    let mut consistent = false;
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        match pair.split_once('=').unwrap_or((pair, "true")) {
+            ("consistent", "true" | "1") => consistent = true,
+            ("consistent", "false" | "0") => consistent = false,
+            (name, value) => return Err(ApiError::bad_request(format!("unknown query parameter {name}={value}"))),
+        }
+    }
+    Ok(consistent)
+}
+
+/// Encodes a JSON value the way the API stores it: compact, object keys sorted.
+pub fn encode_json(value: &Value) -> Bytes {
+    // serde_json's Map is a BTreeMap without the preserve_order feature, so keys come out sorted.
+    Bytes::from(value.to_string())
+}
+
+fn decode_json(key: &str, bytes: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(bytes).map_err(|_| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not_json",
+            format!("key {key:?} holds bytes that are not JSON (a counter? read it at /v1/counter/{key})"),
+        )
+    })
+}
+
+impl ApiState {
+    async fn read(&self, key: &str, consistent: bool) -> Result<Option<Bytes>, ApiError> {
+        self.metrics.reads.fetch_add(1, Ordering::Relaxed);
+        if consistent {
+            Ok(self.consensus.read_bytes(key).await?)
+        } else {
+            Ok(self.consensus.get_bytes(key))
+        }
+    }
+
+    /// Runs `command`; an accepted result, or its error.
+    async fn propose(&self, command: Command) -> Result<ProposalResult, ApiError> {
+        let result = self.consensus.propose_command(command).await;
+        if result.accepted {
+            self.metrics.proposals_accepted.fetch_add(1, Ordering::Relaxed);
+            return Ok(result);
+        }
+        self.metrics.proposals_failed.fetch_add(1, Ordering::Relaxed);
+        let error = result.error.unwrap_or(ProposalError::Rejected { reason: "not accepted".into() });
+        Err(error.into())
+    }
+}
+
+fn first_version(result: &ProposalResult) -> u64 {
+    result.output.as_ref().and_then(|output| output.changes.first()).map_or(0, |change| change.version)
+}
+
+async fn kv_get(State(state): State<Arc<ApiState>>, Path(key): Path<String>, RawQuery(query): RawQuery) -> ApiResult {
+    state.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let consistent = wants_consistent(&query)?;
+    match state.read(&key, consistent).await? {
+        Some(bytes) => {
+            let value = decode_json(&key, &bytes)?;
+            Ok(Json(json!({ "key": key, "value": value, "version": state.consensus.version(&key) })))
+        }
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("key {key:?} does not exist"))),
+    }
+}
+
+async fn kv_put(
+    State(state): State<Arc<ApiState>>,
+    Path(key): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    state.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let value: Value = parse_json(body)?;
+    let result = state.propose(Command::Put { key: key.clone(), value: encode_json(&value) }).await?;
+    Ok(Json(json!({ "key": key, "version": first_version(&result), "index": result.index })))
+}
+
+async fn kv_delete(State(state): State<Arc<ApiState>>, Path(key): Path<String>) -> ApiResult {
+    state.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let result = state.propose(Command::Delete { key: key.clone() }).await?;
+    Ok(Json(json!({ "key": key, "version": first_version(&result), "index": result.index })))
+}
+
+/// `POST /v1/kv/{key}/cas` body. `expected: null` (or absent) means "the key is absent";
+/// `value: null` (or absent) deletes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CasRequest {
+    #[serde(default)]
+    expected: Option<Value>,
+    #[serde(default)]
+    expected_version: Option<u64>,
+    #[serde(default)]
+    value: Option<Value>,
+}
+
+impl CasRequest {
+    fn expectation(&self) -> Expectation {
+        match self.expected_version {
+            Some(version) => Expectation::Version(version),
+            None => Expectation::Value(self.expected.as_ref().map(encode_json)),
+        }
+    }
+}
+
+async fn kv_cas(
+    State(state): State<Arc<ApiState>>,
+    Path(key): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    state.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let request: CasRequest = parse_json(body)?;
+    let new = request.value.as_ref().map(encode_json);
+    let outcome = state.consensus.compare_and_swap_bytes(&key, request.expectation(), new).await;
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            state.metrics.proposals_failed.fetch_add(1, Ordering::Relaxed);
+            return Err(error.into());
+        }
+    };
+    let value = match &outcome.value {
+        Some(bytes) => serde_json::from_slice::<Value>(bytes).unwrap_or(Value::Null),
+        None => Value::Null,
+    };
+    if outcome.swapped {
+        state.metrics.proposals_accepted.fetch_add(1, Ordering::Relaxed);
+        return Ok(Json(json!({ "key": key, "swapped": true, "value": value, "version": outcome.version })));
+    }
+    let mut error = ApiError::new(
+        StatusCode::CONFLICT,
+        "conflict",
+        format!("compare-and-swap on {key:?} failed: the current value or version differs"),
+    );
+    error.extra = Some(json!({ "swapped": false, "current": { "value": value, "version": outcome.version } }));
+    Err(error)
+}
+
+async fn counter_get(
+    State(state): State<Arc<ApiState>>,
+    Path(key): Path<String>,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
+    state.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let consistent = wants_consistent(&query)?;
+    let bytes = state.read(&key, consistent).await?;
+    let value = KvStateMachine::decode_counter(bytes.as_ref()).ok_or_else(|| {
+        ApiError::new(StatusCode::CONFLICT, "conflict", format!("key {key:?} does not hold a counter"))
+    })?;
+    Ok(Json(json!({ "key": key, "value": value })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddRequest {
+    delta: i64,
+}
+
+async fn counter_add(
+    State(state): State<Arc<ApiState>>,
+    Path(key): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    state.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let request: AddRequest = parse_json(body)?;
+    let result = state.propose(Command::Add { key: key.clone(), delta: request.delta }).await?;
+    let value = result.output.as_ref().and_then(|output| output.counter);
+    Ok(Json(json!({ "key": key, "value": value, "index": result.index })))
+}
+
+/// One operation of `POST /v1/batch`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+enum BatchItem {
+    Put {
+        key: String,
+        value: Value,
+    },
+    Delete {
+        key: String,
+    },
+    Add {
+        key: String,
+        delta: i64,
+    },
+    Cas {
+        key: String,
+        #[serde(default)]
+        expected: Option<Value>,
+        #[serde(default)]
+        expected_version: Option<u64>,
+        #[serde(default)]
+        value: Option<Value>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest {
+    operations: Vec<BatchItem>,
+}
+
+async fn batch(State(state): State<Arc<ApiState>>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    state.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let request: BatchRequest = parse_json(body)?;
+    if request.operations.is_empty() {
+        return Err(ApiError::bad_request("a batch needs at least one operation"));
+    }
+    let commands = request
+        .operations
+        .into_iter()
+        .map(|item| match item {
+            BatchItem::Put { key, value } => Command::Put { key, value: encode_json(&value) },
+            BatchItem::Delete { key } => Command::Delete { key },
+            BatchItem::Add { key, delta } => Command::Add { key, delta },
+            BatchItem::Cas { key, expected, expected_version, value } => Command::CompareAndSwap {
+                key,
+                expected: CasRequest { expected, expected_version, value: None }.expectation(),
+                new: value.as_ref().map(encode_json),
+            },
+        })
+        .collect();
+    let result = state.propose(Command::Batch(commands)).await.map_err(|error| {
+        if error.code == "conflict" {
+            ApiError { message: format!("batch not applied (no operation took effect): {}", error.message), ..error }
+        } else {
+            error
+        }
+    })?;
+    let changes: Vec<Value> = result
+        .output
+        .as_ref()
+        .map(|output| {
+            output.changes.iter().map(|change| json!({ "key": change.key, "version": change.version })).collect()
+        })
+        .unwrap_or_default();
+    Ok(Json(json!({ "applied": true, "index": result.index, "changes": changes })))
+}
+
+async fn status(State(state): State<Arc<ApiState>>) -> ApiResult {
+    state.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let debug = state.consensus.debug_state();
+    let mut body = serde_json::to_value(&debug)
+        .map_err(|error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", error.to_string()))?;
+    if let Value::Object(map) = &mut body {
+        map.insert("peer_address".into(), json!(state.peer_address));
+        map.insert("leader".into(), json!(state.consensus.leader()));
+        map.insert("read_only".into(), json!(state.consensus.is_read_only()));
+    }
+    Ok(Json(body))
+}
+
+async fn members_list(State(state): State<Arc<ApiState>>) -> ApiResult {
+    state.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let leader = state.consensus.leader().map(|leader| leader.id);
+    let members: Vec<Value> = state
+        .consensus
+        .nodes()
+        .into_iter()
+        .map(|node| {
+            let is_leader = leader.as_ref() == Some(&node.id);
+            json!({ "id": node.id, "address": node.address, "metadata": node.metadata,
+                    "connected": node.connected, "leader": is_leader })
+        })
+        .collect();
+    Ok(Json(json!({ "members": members })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddMemberRequest {
+    id: String,
+    address: String,
+}
+
+async fn members_add(State(state): State<Arc<ApiState>>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    state.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let request: AddMemberRequest = parse_json(body)?;
+    let id = concord_core::id::NodeId::parse(&request.id).map_err(|error| ApiError::bad_request(error.to_string()))?;
+    state.consensus.add_node(NodeInfo::new(id, request.address.clone())).await?;
+    Ok(Json(json!({ "added": request.id, "address": request.address })))
+}
+
+async fn members_remove(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> ApiResult {
+    state.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    state.consensus.remove_node(&id).await?;
+    Ok(Json(json!({ "removed": id })))
+}
+
+fn role_number(role: Role) -> u8 {
+    match role {
+        Role::Follower => 0,
+        Role::Leader => 2,
+        _ => 1,
+    }
+}
+
+async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
+    let debug = state.consensus.debug_state();
+    let metrics = &state.metrics;
+    let node = debug.node_id.as_str();
+    let mut text = String::new();
+    let mut gauge = |name: &str, help: &str, kind: &str, value: u64| {
+        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{node=\"{node}\"}} {value}\n"));
+    };
+    gauge("concord_term", "Current term.", "gauge", debug.current_term.0);
+    gauge("concord_role", "Role: 0 follower, 1 candidate or other, 2 leader.", "gauge", role_number(debug.role).into());
+    gauge("concord_commit_index", "Commit index.", "gauge", debug.commit_index.0);
+    gauge("concord_last_applied", "Last applied index.", "gauge", debug.last_applied.0);
+    gauge("concord_log_length", "Entries in the log after the snapshot.", "gauge", debug.log_length);
+    gauge("concord_pending_proposals", "Proposals waiting for a decision.", "gauge", debug.pending_proposals as u64);
+    gauge("concord_api_requests_total", "Client API requests.", "counter", metrics.requests.load(Ordering::Relaxed));
+    gauge("concord_reads_total", "Reads served.", "counter", metrics.reads.load(Ordering::Relaxed));
+    gauge(
+        "concord_proposals_accepted_total",
+        "Proposals accepted.",
+        "counter",
+        metrics.proposals_accepted.load(Ordering::Relaxed),
+    );
+    gauge(
+        "concord_proposals_failed_total",
+        "Proposals that failed.",
+        "counter",
+        metrics.proposals_failed.load(Ordering::Relaxed),
+    );
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_values_are_stored_compact_with_sorted_keys() {
+        let value: Value = serde_json::from_str(r#"{ "b": 1, "a": [true, null] }"#).unwrap();
+        assert_eq!(&encode_json(&value)[..], br#"{"a":[true,null],"b":1}"#);
+    }
+
+    #[test]
+    fn consistent_query_is_parsed_strictly() {
+        assert!(!wants_consistent(&None).unwrap());
+        assert!(wants_consistent(&Some("consistent=true".into())).unwrap());
+        assert!(wants_consistent(&Some("consistent".into())).unwrap());
+        assert!(wants_consistent(&Some("other=1".into())).is_err());
+    }
+
+    #[test]
+    fn proposal_errors_map_to_codes_and_statuses() {
+        let error = ApiError::from(ProposalError::Timeout);
+        assert_eq!((error.status, error.code), (StatusCode::GATEWAY_TIMEOUT, "timeout"));
+        let error = ApiError::from(ProposalError::Command(CommandFailure::NestedBatch));
+        assert_eq!((error.status, error.code), (StatusCode::CONFLICT, "conflict"));
+        let error = ApiError::from(ProposalError::NoQuorum { reachable: 1, members: 3, required: 2 });
+        assert_eq!((error.status, error.code), (StatusCode::SERVICE_UNAVAILABLE, "no_quorum"));
+        assert!(error.message.contains("1 of 3"));
+    }
+}
