@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use concord_core::command::{Command, CommandFailure, Expectation};
+use concord_core::command::{Command, Expectation};
 use concord_core::error::ProposalError;
 use concord_core::event::{ProposalResult, Role};
 use concord_core::id::NodeInfo;
@@ -471,6 +471,7 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use concord_core::command::CommandFailure;
 
     #[test]
     fn json_values_are_stored_compact_with_sorted_keys() {

@@ -19,7 +19,6 @@ pub mod plot;
 use std::time::Duration;
 
 use concord_core::config::{Config, ConfigError, ElectionTimeout};
-use concord_core::event::Role;
 use concord_core::id::{NodeId, Term};
 use concord_core::time::Instant;
 use concord_sim::{NetworkConfig, SimConfig, Simulation, Violation};

@@ -22,13 +22,15 @@ async fn leases_never_overlap_and_tokens_increase_across_a_leader_crash() {
     let leader = cluster.leader().await;
     let observer_node = cluster.nodes[(leader + 1) % 3].clone();
     let mut changes = observer_node.subscribe(&lock_key("db"));
-    let observer = tokio::spawn(async move {
-        let mut history = Vec::new();
-        while let Some(update) = changes.next().await {
-            let state = update.new_value.as_deref().and_then(LockState::decode).expect("lock state");
-            history.push(state);
+    let history: Arc<Mutex<Vec<LockState>>> = Arc::default();
+    let observer = tokio::spawn({
+        let history = history.clone();
+        async move {
+            while let Some(update) = changes.next().await {
+                let state = update.new_value.as_deref().and_then(LockState::decode).expect("lock state");
+                history.lock().push(state);
+            }
         }
-        history
     });
     cluster.network.set_drop_probability(0.02);
     // Grants as clients saw them: (token, holder, granted_at_ms).
@@ -61,12 +63,15 @@ async fn leases_never_overlap_and_tokens_increase_across_a_leader_crash() {
         task.await.expect("worker");
     }
     cluster.network.set_drop_probability(0.0);
-    // Let the observer apply everything, then end its stream.
+    // Let the observer see everything.
     let final_state = cluster.nodes[(leader + 2) % 3].read_bytes(&lock_key("db")).await.expect("read");
     crate::support::wait_converged(&cluster.nodes, &lock_key("db")).await;
-    cluster.stop().await;
-    let history = observer.await.expect("observer");
-    assert_eq!(history.last().map(LockState::encode), final_state, "the observer saw every change");
+    crate::support::wait_until(Duration::from_secs(5), "the observer", || {
+        history.lock().last().map(LockState::encode) == final_state
+    })
+    .await;
+    observer.abort();
+    let history = history.lock().clone();
 
     // token → (holder, granted_at_ms, last expires_at_ms)
     let mut windows: BTreeMap<u64, (String, u64, u64)> = BTreeMap::new();
@@ -97,6 +102,7 @@ async fn leases_never_overlap_and_tokens_increase_across_a_leader_crash() {
     // The last fenced write carries a token that was granted.
     let owner: u64 = cluster.nodes[(leader + 1) % 3].get("db/owner").expect("decodes").expect("written");
     assert!(windows.contains_key(&owner));
+    cluster.stop().await;
 }
 
 /// A holder that stops renewing loses its lease by log time; its later writes, renewals and its
