@@ -9,12 +9,13 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use concord_core::command::{Command, Expectation};
+use concord_core::command::{Command, CommandFailure, Expectation, LockCommand, LockState};
 use concord_core::error::ProposalError;
 use concord_core::event::{ProposalResult, Role};
 use concord_core::id::NodeInfo;
@@ -41,12 +42,25 @@ pub struct ApiState {
     consensus: Consensus,
     peer_address: String,
     metrics: Metrics,
+    /// Makes generated lock holder names unique across restarts of this node.
+    holder_nonce: u64,
+    next_holder: AtomicU64,
 }
 
 impl ApiState {
     /// State for the API of `consensus`, whose peer transport listens on `peer_address`.
     pub fn new(consensus: Consensus, peer_address: String) -> Arc<ApiState> {
-        Arc::new(ApiState { consensus, peer_address, metrics: Metrics::default() })
+        // Not protocol state: only keeps holder names of two runs of this node apart.
+        let holder_nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos() as u64);
+        Arc::new(ApiState {
+            consensus,
+            peer_address,
+            metrics: Metrics::default(),
+            holder_nonce,
+            next_holder: AtomicU64::new(1),
+        })
     }
 }
 
@@ -118,6 +132,11 @@ pub fn router(state: Arc<ApiState>, request_bytes_max: usize) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/members", get(members_list).post(members_add))
         .route("/v1/members/{id}", axum::routing::delete(members_remove))
+        .route("/v1/lock/{name}/acquire", post(lock_acquire))
+        .route("/v1/lock/{name}/renew", post(lock_renew))
+        .route("/v1/lock/{name}/release", post(lock_release))
+        .route("/v1/watch/{key}", get(watch_key))
+        .route("/v1/events", get(watch_events))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -135,7 +154,8 @@ async fn method_not_allowed() -> ApiError {
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let body = body.map_err(ApiError::from_body_rejection)?;
-    serde_json::from_slice(&body).map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))
+    serde_json::from_slice(&body)
+        .map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))
 }
 
 fn wants_consistent(query: &Option<String>) -> Result<bool, ApiError> {
@@ -145,7 +165,9 @@ fn wants_consistent(query: &Option<String>) -> Result<bool, ApiError> {
         match pair.split_once('=').unwrap_or((pair, "true")) {
             ("consistent", "true" | "1") => consistent = true,
             ("consistent", "false" | "0") => consistent = false,
-            (name, value) => return Err(ApiError::bad_request(format!("unknown query parameter {name}={value}"))),
+            (name, value) => {
+                return Err(ApiError::bad_request(format!("unknown query parameter {name}={value}")))
+            }
         }
     }
     Ok(consistent)
@@ -177,6 +199,57 @@ impl ApiState {
         }
     }
 
+    /// Runs `command` once per `Idempotency-Key`: the record and the command commit atomically in
+    /// one batch, so a retry (to any node) finds the record and applies nothing.
+    async fn propose_once(
+        &self,
+        idempotency: Option<Idempotency>,
+        command: Command,
+    ) -> Result<Applied, ApiError> {
+        let Some(idempotency) = idempotency else { return self.propose(command).await.map(Applied::Fresh) };
+        let was_batch = matches!(command, Command::Batch(_));
+        let mut commands = vec![Command::CompareAndSwap {
+            key: idempotency.record_key.clone(),
+            expected: Expectation::Value(None),
+            new: Some(idempotency.fingerprint.clone()),
+        }];
+        match command {
+            Command::Batch(inner) => commands.extend(inner),
+            other => commands.push(other),
+        }
+        let result = self.consensus.propose_command(Command::Batch(commands)).await;
+        if result.accepted {
+            self.metrics.proposals_accepted.fetch_add(1, Ordering::Relaxed);
+            let mut result = result;
+            if let Some(output) = result.output.as_mut() {
+                if !output.changes.is_empty() {
+                    output.changes.remove(0);
+                }
+            }
+            return Ok(Applied::Fresh(result));
+        }
+        self.metrics.proposals_failed.fetch_add(1, Ordering::Relaxed);
+        let error = result.error.unwrap_or(ProposalError::Rejected { reason: "not accepted".into() });
+        let ProposalError::Command(CommandFailure::BatchAborted { position, reason }) = error else {
+            return Err(error.into());
+        };
+        if position == 0 {
+            if let CommandFailure::CompareFailed { current, .. } = &*reason {
+                if current.value.as_ref() == Some(&idempotency.fingerprint) {
+                    return Ok(Applied::Replayed);
+                }
+            }
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used for a different request",
+            ));
+        }
+        let failure =
+            if was_batch { CommandFailure::BatchAborted { position: position - 1, reason } } else { *reason };
+        Err(ProposalError::Command(failure).into())
+    }
+
     /// Runs `command`; an accepted result, or its error.
     async fn propose(&self, command: Command) -> Result<ProposalResult, ApiError> {
         let result = self.consensus.propose_command(command).await;
@@ -190,11 +263,66 @@ impl ApiState {
     }
 }
 
+/// Prefix of the replicated records that make `Idempotency-Key` writes apply once.
+pub const IDEMPOTENCY_KEY_PREFIX: &str = "idempotency:";
+/// Longest `Idempotency-Key` header accepted, in bytes.
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
+
+/// A write's `Idempotency-Key` and the fingerprint of the request it belongs to.
+#[derive(Debug, Clone)]
+struct Idempotency {
+    record_key: String,
+    fingerprint: Bytes,
+}
+
+impl Idempotency {
+    fn from_headers(
+        headers: &HeaderMap,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<Option<Self>, ApiError> {
+        let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+        let key = value
+            .to_str()
+            .ok()
+            .filter(|key| !key.is_empty() && key.len() <= IDEMPOTENCY_KEY_BYTES_MAX)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} visible ASCII characters"
+                ))
+            })?;
+        // FNV-1a: stable across nodes and versions, unlike std's hasher.
+        let hash = body.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(*byte)).wrapping_mul(0x100_0000_01b3)
+        });
+        let fingerprint =
+            json!({ "request": format!("{method} {path}"), "body_fnv1a": format!("{hash:016x}") });
+        Ok(Some(Idempotency {
+            record_key: format!("{IDEMPOTENCY_KEY_PREFIX}{key}"),
+            fingerprint: encode_json(&fingerprint),
+        }))
+    }
+}
+
+/// What an idempotent write did.
+#[derive(Debug)]
+enum Applied {
+    /// Applied now (with the idempotency record's change removed from the output).
+    Fresh(ProposalResult),
+    /// An earlier request with the same key and body was applied; nothing was done now.
+    Replayed,
+}
+
 fn first_version(result: &ProposalResult) -> u64 {
     result.output.as_ref().and_then(|output| output.changes.first()).map_or(0, |change| change.version)
 }
 
-async fn kv_get(State(state): State<Arc<ApiState>>, Path(key): Path<String>, RawQuery(query): RawQuery) -> ApiResult {
+async fn kv_get(
+    State(state): State<Arc<ApiState>>,
+    Path(key): Path<String>,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
     state.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let consistent = wants_consistent(&query)?;
     match state.read(&key, consistent).await? {
@@ -206,21 +334,42 @@ async fn kv_get(State(state): State<Arc<ApiState>>, Path(key): Path<String>, Raw
     }
 }
 
+fn write_response(state: &ApiState, key: &str, applied: Applied) -> Json<Value> {
+    match applied {
+        Applied::Fresh(result) => {
+            Json(json!({ "key": key, "version": first_version(&result), "index": result.index }))
+        }
+        Applied::Replayed => {
+            Json(json!({ "key": key, "version": state.consensus.version(key), "replayed": true }))
+        }
+    }
+}
+
 async fn kv_put(
     State(state): State<Arc<ApiState>>,
     Path(key): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     state.metrics.requests.fetch_add(1, Ordering::Relaxed);
-    let value: Value = parse_json(body)?;
-    let result = state.propose(Command::Put { key: key.clone(), value: encode_json(&value) }).await?;
-    Ok(Json(json!({ "key": key, "version": first_version(&result), "index": result.index })))
+    let body = body.map_err(ApiError::from_body_rejection)?;
+    let idempotency = Idempotency::from_headers(&headers, "PUT", &key, &body)?;
+    let value: Value = parse_json(Ok(body))?;
+    let applied = state
+        .propose_once(idempotency, Command::Put { key: key.clone(), value: encode_json(&value) })
+        .await?;
+    Ok(write_response(&state, &key, applied))
 }
 
-async fn kv_delete(State(state): State<Arc<ApiState>>, Path(key): Path<String>) -> ApiResult {
+async fn kv_delete(
+    State(state): State<Arc<ApiState>>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
     state.metrics.requests.fetch_add(1, Ordering::Relaxed);
-    let result = state.propose(Command::Delete { key: key.clone() }).await?;
-    Ok(Json(json!({ "key": key, "version": first_version(&result), "index": result.index })))
+    let idempotency = Idempotency::from_headers(&headers, "DELETE", &key, &[])?;
+    let applied = state.propose_once(idempotency, Command::Delete { key: key.clone() }).await?;
+    Ok(write_response(&state, &key, applied))
 }
 
 /// `POST /v1/kv/{key}/cas` body. `expected: null` (or absent) means "the key is absent";
@@ -274,7 +423,8 @@ async fn kv_cas(
         "conflict",
         format!("compare-and-swap on {key:?} failed: the current value or version differs"),
     );
-    error.extra = Some(json!({ "swapped": false, "current": { "value": value, "version": outcome.version } }));
+    error.extra =
+        Some(json!({ "swapped": false, "current": { "value": value, "version": outcome.version } }));
     Err(error)
 }
 
@@ -301,13 +451,23 @@ struct AddRequest {
 async fn counter_add(
     State(state): State<Arc<ApiState>>,
     Path(key): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     state.metrics.requests.fetch_add(1, Ordering::Relaxed);
-    let request: AddRequest = parse_json(body)?;
-    let result = state.propose(Command::Add { key: key.clone(), delta: request.delta }).await?;
-    let value = result.output.as_ref().and_then(|output| output.counter);
-    Ok(Json(json!({ "key": key, "value": value, "index": result.index })))
+    let body = body.map_err(ApiError::from_body_rejection)?;
+    let idempotency = Idempotency::from_headers(&headers, "POST add", &key, &body)?;
+    let request: AddRequest = parse_json(Ok(body))?;
+    match state.propose_once(idempotency, Command::Add { key: key.clone(), delta: request.delta }).await? {
+        Applied::Fresh(result) => {
+            let value = result.output.as_ref().and_then(|output| output.counter);
+            Ok(Json(json!({ "key": key, "value": value, "index": result.index })))
+        }
+        Applied::Replayed => {
+            let value = KvStateMachine::decode_counter(state.consensus.get_bytes(&key).as_ref());
+            Ok(Json(json!({ "key": key, "value": value, "replayed": true })))
+        }
+    }
 }
 
 /// One operation of `POST /v1/batch`.
@@ -342,9 +502,15 @@ struct BatchRequest {
     operations: Vec<BatchItem>,
 }
 
-async fn batch(State(state): State<Arc<ApiState>>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+async fn batch(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
     state.metrics.requests.fetch_add(1, Ordering::Relaxed);
-    let request: BatchRequest = parse_json(body)?;
+    let body = body.map_err(ApiError::from_body_rejection)?;
+    let idempotency = Idempotency::from_headers(&headers, "POST", "batch", &body)?;
+    let request: BatchRequest = parse_json(Ok(body))?;
     if request.operations.is_empty() {
         return Err(ApiError::bad_request("a batch needs at least one operation"));
     }
@@ -362,18 +528,28 @@ async fn batch(State(state): State<Arc<ApiState>>, body: Result<Bytes, BytesReje
             },
         })
         .collect();
-    let result = state.propose(Command::Batch(commands)).await.map_err(|error| {
+    let applied = state.propose_once(idempotency, Command::Batch(commands)).await.map_err(|error| {
         if error.code == "conflict" {
-            ApiError { message: format!("batch not applied (no operation took effect): {}", error.message), ..error }
+            ApiError {
+                message: format!("batch not applied (no operation took effect): {}", error.message),
+                ..error
+            }
         } else {
             error
         }
     })?;
+    let Applied::Fresh(result) = applied else {
+        return Ok(Json(json!({ "applied": true, "replayed": true })));
+    };
     let changes: Vec<Value> = result
         .output
         .as_ref()
         .map(|output| {
-            output.changes.iter().map(|change| json!({ "key": change.key, "version": change.version })).collect()
+            output
+                .changes
+                .iter()
+                .map(|change| json!({ "key": change.key, "version": change.version }))
+                .collect()
         })
         .unwrap_or_default();
     Ok(Json(json!({ "applied": true, "index": result.index, "changes": changes })))
@@ -418,7 +594,8 @@ struct AddMemberRequest {
 async fn members_add(State(state): State<Arc<ApiState>>, body: Result<Bytes, BytesRejection>) -> ApiResult {
     state.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let request: AddMemberRequest = parse_json(body)?;
-    let id = concord_core::id::NodeId::parse(&request.id).map_err(|error| ApiError::bad_request(error.to_string()))?;
+    let id = concord_core::id::NodeId::parse(&request.id)
+        .map_err(|error| ApiError::bad_request(error.to_string()))?;
     state.consensus.add_node(NodeInfo::new(id, request.address.clone())).await?;
     Ok(Json(json!({ "added": request.id, "address": request.address })))
 }
@@ -427,6 +604,203 @@ async fn members_remove(State(state): State<Arc<ApiState>>, Path(id): Path<Strin
     state.metrics.requests.fetch_add(1, Ordering::Relaxed);
     state.consensus.remove_node(&id).await?;
     Ok(Json(json!({ "removed": id })))
+}
+
+/// `POST /v1/lock/{name}/acquire` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AcquireRequest {
+    ttl_ms: u64,
+    /// Who asks; a retry with the same holder recognises its own grant. Generated if absent.
+    #[serde(default)]
+    holder: Option<String>,
+}
+
+/// `renew` / `release` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeaseRequest {
+    holder: String,
+    token: u64,
+    #[serde(default)]
+    ttl_ms: Option<u64>,
+}
+
+fn lease_json(name: &str, state: &LockState) -> Value {
+    json!({
+        "lock": name,
+        "holder": state.holder,
+        "token": state.token,
+        "granted_at_ms": state.granted_at_ms,
+        "expires_at_ms": state.expires_at_ms,
+    })
+}
+
+fn lock_state_of(result: &ProposalResult) -> Option<LockState> {
+    let change = result.output.as_ref()?.changes.first()?;
+    LockState::decode(change.new_value.as_ref()?)
+}
+
+fn lock_error(error: ProposalError) -> ApiError {
+    let extra = match &error {
+        ProposalError::Command(CommandFailure::LockHeld { holder, token, expires_at_ms, .. }) => {
+            Some(json!({ "holder": holder, "token": token, "expires_at_ms": expires_at_ms }))
+        }
+        _ => None,
+    };
+    let mut api_error = ApiError::from(error);
+    api_error.extra = extra;
+    api_error
+}
+
+async fn lock_acquire(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    state.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let request: AcquireRequest = parse_json(body)?;
+    let holder = request.holder.unwrap_or_else(|| {
+        let sequence = state.next_holder.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{:x}-{sequence}", state.consensus.node_id(), state.holder_nonce)
+    });
+    let command = Command::Lock(LockCommand::acquire(&name, holder.clone(), request.ttl_ms));
+    let result = state.consensus.propose_command(command).await;
+    if result.accepted {
+        state.metrics.proposals_accepted.fetch_add(1, Ordering::Relaxed);
+        let lease = lock_state_of(&result).ok_or_else(|| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "granted lock state does not decode")
+        })?;
+        return Ok(Json(lease_json(&name, &lease)));
+    }
+    state.metrics.proposals_failed.fetch_add(1, Ordering::Relaxed);
+    match result.error.unwrap_or(ProposalError::Rejected { reason: "not accepted".into() }) {
+        // An earlier attempt with this holder was granted (its answer was lost): it is ours.
+        ProposalError::Command(CommandFailure::LockHeld {
+            holder: current,
+            token,
+            granted_at_ms,
+            expires_at_ms,
+            ..
+        }) if current == holder => Ok(Json(json!({
+            "lock": name, "holder": current, "token": token,
+            "granted_at_ms": granted_at_ms, "expires_at_ms": expires_at_ms,
+        }))),
+        error => Err(lock_error(error)),
+    }
+}
+
+async fn lock_renew(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    state.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let request: LeaseRequest = parse_json(body)?;
+    let ttl_ms = request.ttl_ms.ok_or_else(|| ApiError::bad_request("renew needs ttl_ms"))?;
+    let command = Command::Lock(LockCommand::renew(&name, request.holder, request.token, ttl_ms));
+    let result = state.propose(command).await?;
+    let lease = lock_state_of(&result).ok_or_else(|| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "renewed lock state does not decode")
+    })?;
+    Ok(Json(lease_json(&name, &lease)))
+}
+
+async fn lock_release(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    state.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let request: LeaseRequest = parse_json(body)?;
+    let command = Command::Lock(LockCommand::release(&name, request.holder, request.token));
+    state.propose(command).await?;
+    Ok(Json(json!({ "lock": name, "released": true, "token": request.token })))
+}
+
+/// A stored value as JSON for watchers: JSON if it is JSON, else `null` with `"json": false`.
+fn watched_value(bytes: Option<&Bytes>) -> (Value, bool) {
+    match bytes {
+        None => (Value::Null, true),
+        Some(bytes) => match serde_json::from_slice::<Value>(bytes) {
+            Ok(value) => (value, true),
+            Err(_) => (Value::Null, false),
+        },
+    }
+}
+
+async fn watch_key(
+    State(state): State<Arc<ApiState>>,
+    Path(key): Path<String>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    state.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    upgrade
+        .max_message_size(WATCH_CLIENT_MESSAGE_BYTES_MAX)
+        .on_upgrade(move |socket| watch_key_stream(state, key, socket))
+}
+
+/// Largest message a watcher may send (only close and ping frames are expected).
+const WATCH_CLIENT_MESSAGE_BYTES_MAX: usize = 4096;
+
+async fn watch_key_stream(state: Arc<ApiState>, key: String, mut socket: WebSocket) {
+    // Subscribe first, then announce: an update made after the client reads the first message is
+    // never missed.
+    let mut updates = state.consensus.subscribe(&key);
+    let (value, is_json) = watched_value(state.consensus.get_bytes(&key).as_ref());
+    let first = json!({ "type": "subscribed", "key": key, "value": value, "json": is_json,
+                        "version": state.consensus.version(&key) });
+    if socket.send(Message::Text(first.to_string().into())).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            update = updates.next() => {
+                let Some(update) = update else { break };
+                let (value, is_json) = watched_value(update.new_value.as_ref());
+                let message = json!({ "type": "update", "key": update.key, "value": value, "json": is_json,
+                                      "deleted": update.new_value.is_none(), "version": update.version });
+                if socket.send(Message::Text(message.to_string().into())).await.is_err() {
+                    break;
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+async fn watch_events(State(state): State<Arc<ApiState>>, upgrade: WebSocketUpgrade) -> Response {
+    state.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    upgrade
+        .max_message_size(WATCH_CLIENT_MESSAGE_BYTES_MAX)
+        .on_upgrade(move |socket| events_stream(state, socket))
+}
+
+async fn events_stream(state: Arc<ApiState>, mut socket: WebSocket) {
+    let mut events = state.consensus.events();
+    let first = json!({ "type": "subscribed", "node": state.consensus.node_id() });
+    if socket.send(Message::Text(first.to_string().into())).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            event = events.next() => {
+                let Some(event) = event else { break };
+                let message = json!({ "type": "event", "name": event.name(), "missed": events.missed(),
+                                      "event": serde_json::to_value(&event).unwrap_or(Value::Null) });
+                if socket.send(Message::Text(message.to_string().into())).await.is_err() {
+                    break;
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
 }
 
 fn role_number(role: Role) -> u8 {
@@ -443,15 +817,32 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
     let node = debug.node_id.as_str();
     let mut text = String::new();
     let mut gauge = |name: &str, help: &str, kind: &str, value: u64| {
-        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{node=\"{node}\"}} {value}\n"));
+        text.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{node=\"{node}\"}} {value}\n"
+        ));
     };
     gauge("concord_term", "Current term.", "gauge", debug.current_term.0);
-    gauge("concord_role", "Role: 0 follower, 1 candidate or other, 2 leader.", "gauge", role_number(debug.role).into());
+    gauge(
+        "concord_role",
+        "Role: 0 follower, 1 candidate or other, 2 leader.",
+        "gauge",
+        role_number(debug.role).into(),
+    );
     gauge("concord_commit_index", "Commit index.", "gauge", debug.commit_index.0);
     gauge("concord_last_applied", "Last applied index.", "gauge", debug.last_applied.0);
     gauge("concord_log_length", "Entries in the log after the snapshot.", "gauge", debug.log_length);
-    gauge("concord_pending_proposals", "Proposals waiting for a decision.", "gauge", debug.pending_proposals as u64);
-    gauge("concord_api_requests_total", "Client API requests.", "counter", metrics.requests.load(Ordering::Relaxed));
+    gauge(
+        "concord_pending_proposals",
+        "Proposals waiting for a decision.",
+        "gauge",
+        debug.pending_proposals as u64,
+    );
+    gauge(
+        "concord_api_requests_total",
+        "Client API requests.",
+        "counter",
+        metrics.requests.load(Ordering::Relaxed),
+    );
     gauge("concord_reads_total", "Reads served.", "counter", metrics.reads.load(Ordering::Relaxed));
     gauge(
         "concord_proposals_accepted_total",
@@ -471,7 +862,6 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use concord_core::command::CommandFailure;
 
     #[test]
     fn json_values_are_stored_compact_with_sorted_keys() {

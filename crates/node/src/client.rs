@@ -108,13 +108,28 @@ impl HttpClient {
 
     /// Sends `method path` with an optional JSON body and reads the whole response.
     pub fn request(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Response, ClientError> {
+        self.request_with_headers(method, path, &[], body)
+    }
+
+    /// Like [`HttpClient::request`], with extra headers (e.g. `Idempotency-Key`).
+    pub fn request_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Response, ClientError> {
         let io = |source| ClientError::Io { address: self.host_port.clone(), source };
         let mut stream = TcpStream::connect_timeout(&self.address, self.timeout)
             .map_err(|source| ClientError::Connect { address: self.host_port.clone(), source })?;
         stream.set_read_timeout(Some(self.timeout)).map_err(io)?;
         stream.set_write_timeout(Some(self.timeout)).map_err(io)?;
         stream.set_nodelay(true).map_err(io)?;
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", self.host_port);
+        let mut head =
+            format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", self.host_port);
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
         if let Some(body) = body {
             head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
         }
@@ -145,7 +160,8 @@ impl HttpClient {
             .windows(4)
             .position(|window| window == b"\r\n\r\n")
             .ok_or_else(|| self.malformed("no end of headers".into()))?;
-        let head = std::str::from_utf8(&received[..split]).map_err(|_| self.malformed("headers not UTF-8".into()))?;
+        let head = std::str::from_utf8(&received[..split])
+            .map_err(|_| self.malformed("headers not UTF-8".into()))?;
         let body = &received[split + 4..];
         let mut lines = head.split("\r\n");
         let status_line = lines.next().unwrap_or_default();
@@ -219,8 +235,14 @@ mod tests {
 
     #[test]
     fn refuses_bad_addresses_and_responses() {
-        assert!(matches!(HttpClient::new("https://x:1", Duration::from_secs(1)), Err(ClientError::Address { .. })));
-        assert!(matches!(HttpClient::new("localhost", Duration::from_secs(1)), Err(ClientError::Address { .. })));
+        assert!(matches!(
+            HttpClient::new("https://x:1", Duration::from_secs(1)),
+            Err(ClientError::Address { .. })
+        ));
+        assert!(matches!(
+            HttpClient::new("localhost", Duration::from_secs(1)),
+            Err(ClientError::Address { .. })
+        ));
         assert!(matches!(client().parse(b"garbage"), Err(ClientError::Malformed { .. })));
     }
 }

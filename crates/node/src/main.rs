@@ -3,16 +3,21 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use concord_node::cli::{run_client, Cli, Command};
+use concord_node::cli::{run_client, run_stream, Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(*args),
         command => {
-            let outcome = run_client(command);
+            let outcome = match command {
+                Command::Watch { .. } | Command::Events { .. } => run_stream(command),
+                command => run_client(command),
+            };
             if outcome.exit_code == 0 {
-                println!("{}", outcome.text);
+                if !outcome.text.is_empty() {
+                    println!("{}", outcome.text);
+                }
             } else {
                 eprintln!("{}", outcome.text);
             }
@@ -24,7 +29,8 @@ fn main() -> ExitCode {
 fn serve(args: concord_node::serve::ServeArgs) -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -110,8 +110,9 @@ pub enum ServeError {
 pub fn load_config(args: &ServeArgs) -> Result<Config, ServeError> {
     let mut config = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|error| ServeError::Usage(format!("cannot read config {}: {error}", path.display())))?;
+            let text = std::fs::read_to_string(path).map_err(|error| {
+                ServeError::Usage(format!("cannot read config {}: {error}", path.display()))
+            })?;
             toml::from_str::<Config>(&text)
                 .map_err(|error| ServeError::Usage(format!("config {}: {error}", path.display())))?
         }
@@ -121,7 +122,11 @@ pub fn load_config(args: &ServeArgs) -> Result<Config, ServeError> {
         config.mechanism = match mechanism.as_str() {
             "raft" => MechanismKind::Raft,
             "simple_majority" | "majority" => MechanismKind::SimpleMajority,
-            other => return Err(ServeError::Usage(format!("--mechanism {other:?}: expected raft or simple_majority"))),
+            other => {
+                return Err(ServeError::Usage(format!(
+                    "--mechanism {other:?}: expected raft or simple_majority"
+                )))
+            }
         };
     }
     if let Some(timeout) = args.timeout_ms {
@@ -131,10 +136,14 @@ pub fn load_config(args: &ServeArgs) -> Result<Config, ServeError> {
         config.heartbeat_interval = Duration::from_millis(interval);
     }
     if let Some(range) = &args.election_timeout_ms {
-        let parsed = range.split_once(',').and_then(|(min, max)| Some((min.trim().parse().ok()?, max.trim().parse().ok()?)));
-        let (min, max): (u64, u64) = parsed
-            .ok_or_else(|| ServeError::Usage(format!("--election-timeout-ms {range:?}: expected MIN,MAX in ms")))?;
-        config.election_timeout = ElectionTimeout { min: Duration::from_millis(min), max: Duration::from_millis(max) };
+        let parsed = range
+            .split_once(',')
+            .and_then(|(min, max)| Some((min.trim().parse().ok()?, max.trim().parse().ok()?)));
+        let (min, max): (u64, u64) = parsed.ok_or_else(|| {
+            ServeError::Usage(format!("--election-timeout-ms {range:?}: expected MIN,MAX in ms"))
+        })?;
+        config.election_timeout =
+            ElectionTimeout { min: Duration::from_millis(min), max: Duration::from_millis(max) };
     }
     if let Some(quorum) = &args.quorum {
         config.quorum = if quorum.contains('.') {
@@ -142,7 +151,9 @@ pub fn load_config(args: &ServeArgs) -> Result<Config, ServeError> {
         } else {
             quorum.parse().map(Quorum::Count).ok()
         }
-        .ok_or_else(|| ServeError::Usage(format!("--quorum {quorum:?}: expected a fraction like 0.51 or a count")))?;
+        .ok_or_else(|| {
+            ServeError::Usage(format!("--quorum {quorum:?}: expected a fraction like 0.51 or a count"))
+        })?;
     }
     if let Some(interval) = args.snapshot_interval {
         config.snapshot_interval = interval;
@@ -166,7 +177,10 @@ pub fn load_secret(args: &ServeArgs) -> Result<Vec<u8>, ServeError> {
                 .read_to_end(&mut bytes)
                 .map_err(|error| ServeError::Secret(format!("cannot read {}: {error}", path.display())))?;
             if bytes.len() as u64 > SECRET_FILE_BYTES_MAX {
-                return Err(ServeError::Secret(format!("{} exceeds {SECRET_FILE_BYTES_MAX} bytes", path.display())));
+                return Err(ServeError::Secret(format!(
+                    "{} exceeds {SECRET_FILE_BYTES_MAX} bytes",
+                    path.display()
+                )));
             }
             while matches!(bytes.last(), Some(b'\n' | b'\r')) {
                 bytes.pop();
@@ -221,8 +235,9 @@ pub fn parse_listen(address: &str) -> Result<(Scheme, SocketAddr), ServeError> {
 
 /// Parses `--peer ID=ADDRESS`.
 pub fn parse_peer(peer: &str, scheme: Scheme) -> Result<NodeInfo, ServeError> {
-    let (id, address) =
-        peer.split_once('=').ok_or_else(|| ServeError::Usage(format!("--peer {peer:?}: expected ID=ADDRESS")))?;
+    let (id, address) = peer
+        .split_once('=')
+        .ok_or_else(|| ServeError::Usage(format!("--peer {peer:?}: expected ID=ADDRESS")))?;
     let id = NodeId::parse(id).map_err(|error| ServeError::Usage(format!("--peer {peer:?}: {error}")))?;
     if !address.starts_with(scheme.prefix()) {
         return Err(ServeError::Usage(format!(
@@ -260,7 +275,8 @@ pub async fn start(args: &ServeArgs) -> Result<RunningNode, ServeError> {
             let mut options = WsOptions::new(node_id.clone(), cluster_id, &secret);
             options.listen_address = listen;
             options.frame_bytes_max = config.max_message_bytes as usize;
-            let transport = WsTransport::bind(options).await.map_err(|error| ServeError::Transport(error.to_string()))?;
+            let transport =
+                WsTransport::bind(options).await.map_err(|error| ServeError::Transport(error.to_string()))?;
             let bound = transport.local_addr();
             (transport, bound)
         }
@@ -268,8 +284,9 @@ pub async fn start(args: &ServeArgs) -> Result<RunningNode, ServeError> {
             let mut options = ZmqOptions::new(node_id.clone(), cluster_id, &secret);
             options.listen_address = listen;
             options.frame_bytes_max = config.max_message_bytes as usize;
-            let transport =
-                ZmqTransport::bind(options).await.map_err(|error| ServeError::Transport(error.to_string()))?;
+            let transport = ZmqTransport::bind(options)
+                .await
+                .map_err(|error| ServeError::Transport(error.to_string()))?;
             let bound = transport.local_addr();
             (transport, bound)
         }
@@ -311,7 +328,11 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         .local_addr()
         .map_err(|source| ServeError::Io { context: "API listener address".into(), source })?;
     // The line tests and scripts read to learn the bound addresses.
-    println!("concord: node {} peer={} api=http://{api_address}", node.consensus.node_id(), node.peer_address);
+    println!(
+        "concord: node {} peer={} api=http://{api_address}",
+        node.consensus.node_id(),
+        node.peer_address
+    );
     {
         use std::io::Write;
         let _ = std::io::stdout().flush();
@@ -373,8 +394,13 @@ mod tests {
     fn flags_override_the_toml_config() {
         let directory = tempfile::tempdir().unwrap();
         let path = directory.path().join("concord.toml");
-        std::fs::write(&path, "heartbeatInterval = 100\nelectionTimeout = [400, 800]\nmechanism = \"raft\"\n").unwrap();
-        let config = load_config(&args(&["--config", path.to_str().unwrap(), "--timeout-ms", "1234"])).unwrap();
+        std::fs::write(
+            &path,
+            "heartbeatInterval = 100\nelectionTimeout = [400, 800]\nmechanism = \"raft\"\n",
+        )
+        .unwrap();
+        let config =
+            load_config(&args(&["--config", path.to_str().unwrap(), "--timeout-ms", "1234"])).unwrap();
         assert_eq!(config.heartbeat_interval, Duration::from_millis(100));
         assert_eq!(config.election_timeout.min, Duration::from_millis(400));
         assert_eq!(config.timeout, Duration::from_millis(1234));

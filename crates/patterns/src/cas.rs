@@ -10,6 +10,10 @@ use serde::Serialize;
 
 use crate::error::PatternError;
 
+/// Times one compare-and-swap is proposed again after a slot refused for contention (simple
+/// majority) before the refusal is returned.
+pub const CONTENTION_RETRIES_MAX: u32 = 8;
+
 /// The outcome of a typed compare-and-swap.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Swap<T> {
@@ -32,7 +36,18 @@ async fn swap<T: DeserializeOwned>(
     expected: Expectation,
     new: Option<Bytes>,
 ) -> Result<Swap<T>, PatternError> {
-    let outcome = consensus.compare_and_swap_bytes(key, expected, new).await?;
+    let mut attempt = 0;
+    let outcome = loop {
+        match consensus.compare_and_swap_bytes(key, expected.clone(), new.clone()).await {
+            // Simple majority refuses a slot in which proposers collided: nothing was applied, and
+            // proposing again compares against whatever won.
+            Err(ProposalError::Rejected { .. }) if attempt < CONTENTION_RETRIES_MAX => {
+                attempt += 1;
+                tokio::time::sleep(crate::contention_backoff(consensus, attempt)).await;
+            }
+            result => break result?,
+        }
+    };
     let value = outcome.value.as_deref().map(decode_value).transpose()?;
     Ok(Swap { swapped: outcome.swapped, value, version: outcome.version })
 }

@@ -68,7 +68,11 @@ impl Counter {
             session_key: format!("{SESSION_KEY_PREFIX}{client}"),
             consensus,
             client,
-            session: tokio::sync::Mutex::new(Session { last_applied: 0, next_sequence: 1, synchronized: false }),
+            session: tokio::sync::Mutex::new(Session {
+                last_applied: 0,
+                next_sequence: 1,
+                synchronized: false,
+            }),
             retry_for,
         }
     }
@@ -155,10 +159,16 @@ impl Counter {
             let mut commands = Vec::with_capacity(deltas.len() + 1);
             commands.push(Command::CompareAndSwap {
                 key: self.session_key.clone(),
-                expected: Expectation::Value((session.last_applied > 0).then(|| self.encode_sequence(session.last_applied)).transpose()?),
+                expected: Expectation::Value(
+                    (session.last_applied > 0)
+                        .then(|| self.encode_sequence(session.last_applied))
+                        .transpose()?,
+                ),
                 new: Some(self.encode_sequence(sequence)?),
             });
-            commands.extend(deltas.iter().map(|(key, delta)| Command::Add { key: (*key).to_owned(), delta: *delta }));
+            commands.extend(
+                deltas.iter().map(|(key, delta)| Command::Add { key: (*key).to_owned(), delta: *delta }),
+            );
             let result = self.consensus.batch(commands).await;
             if result.accepted {
                 session.last_applied = sequence;
@@ -168,14 +178,18 @@ impl Counter {
                     .iter()
                     .skip(1)
                     .map(|change| {
-                        KvStateMachine::decode_counter(change.new_value.as_ref()).ok_or_else(|| PatternError::Corrupt {
-                            key: change.key.clone(),
-                            reason: "not an i64 counter".into(),
+                        KvStateMachine::decode_counter(change.new_value.as_ref()).ok_or_else(|| {
+                            PatternError::Corrupt {
+                                key: change.key.clone(),
+                                reason: "not an i64 counter".into(),
+                            }
                         })
                     })
                     .collect();
             }
-            let error = result.error.unwrap_or(ProposalError::Rejected { reason: "counter batch not applied".into() });
+            let error = result
+                .error
+                .unwrap_or(ProposalError::Rejected { reason: "counter batch not applied".into() });
             match error {
                 ProposalError::Command(CommandFailure::BatchAborted { position: 0, reason }) => {
                     let CommandFailure::CompareFailed { current, .. } = *reason else {
@@ -212,7 +226,17 @@ impl Counter {
                     unknown = Some(error);
                     tokio::time::sleep(self.consensus.config().heartbeat_interval).await;
                 }
-                ProposalError::Busy { .. } if Instant::now() < deadline => {
+                // No leader yet (an election), or a full queue: nothing was applied; wait.
+                ProposalError::Busy { .. } | ProposalError::NotLeader { leader: None }
+                    if Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(self.consensus.config().heartbeat_interval).await;
+                }
+                // After an attempt with unknown outcome, keep trying (within the deadline) until
+                // the outcome is known rather than leave the operation in doubt.
+                ProposalError::NoQuorum { .. } | ProposalError::NotLeader { .. }
+                    if unknown.is_some() && Instant::now() < deadline =>
+                {
                     tokio::time::sleep(self.consensus.config().heartbeat_interval).await;
                 }
                 // A definite refusal (no quorum…) after an attempt with unknown outcome leaves the

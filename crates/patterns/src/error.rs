@@ -29,7 +29,9 @@ pub enum PatternError {
         reason: &'static str,
     },
     /// The lock is held by another lease.
-    #[error("lock on {resource:?} is held by {holder:?} (token {token}) until {expires_at_ms} ms of log time")]
+    #[error(
+        "lock on {resource:?} is held by {holder:?} (token {token}) until {expires_at_ms} ms of log time"
+    )]
     LockHeld {
         /// The resource.
         resource: String,

@@ -123,14 +123,19 @@ pub mod optimistic;
 
 pub use counter::Counter;
 pub use error::PatternError;
-pub use lock::{fenced_put, Fence, FenceError, FencingToken, KeepAlive, Lease, LockClient, CLOCK_SKEW_MARGIN_DEFAULT};
+pub use lock::{
+    fenced_put, Fence, FenceError, FencingToken, KeepAlive, Lease, LockClient, CLOCK_SKEW_MARGIN_DEFAULT,
+};
 pub use optimistic::{Optimistic, Rollback, RollbackReason, UpdateOutcome};
 
 /// How long to wait before retrying after a definite refusal caused by contention (simple
 /// majority aborts a slot in which several proposers collided): one to four heartbeat intervals,
 /// different on each node and attempt so that colliding proposers spread out. Derived from the
 /// node id, not an RNG, so runs stay reproducible.
-pub(crate) fn contention_backoff(consensus: &concord_runtime::Consensus, attempt: u32) -> std::time::Duration {
+pub(crate) fn contention_backoff(
+    consensus: &concord_runtime::Consensus,
+    attempt: u32,
+) -> std::time::Duration {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in consensus.node_id().as_str().bytes().chain(attempt.to_le_bytes()) {
         hash = (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);

@@ -96,7 +96,12 @@ impl LockClient {
     /// Takes the lock, waiting up to `wait_max` for it to be released or to expire. Waiting wakes on
     /// every change of the lock and when the holder's lease runs out; the decision is always the
     /// state machine's.
-    pub async fn acquire(&self, resource: &str, ttl: Duration, wait_max: Duration) -> Result<Lease, PatternError> {
+    pub async fn acquire(
+        &self,
+        resource: &str,
+        ttl: Duration,
+        wait_max: Duration,
+    ) -> Result<Lease, PatternError> {
         let holder = self.next_holder();
         let started = Instant::now();
         let deadline = started + wait_max;
@@ -216,10 +221,9 @@ enum Attempt {
 fn decode_lock_result(result: &ProposalResult) -> Result<LockState, ProposalError> {
     if result.accepted {
         let change = result.output.as_ref().and_then(|output| output.changes.first());
-        return change
-            .and_then(|change| change.new_value.as_deref())
-            .and_then(LockState::decode)
-            .ok_or_else(|| ProposalError::Rejected { reason: "lock command applied without lock state".into() });
+        return change.and_then(|change| change.new_value.as_deref()).and_then(LockState::decode).ok_or_else(
+            || ProposalError::Rejected { reason: "lock command applied without lock state".into() },
+        );
     }
     Err(result.error.clone().unwrap_or(ProposalError::Rejected { reason: "lock command not applied".into() }))
 }
@@ -310,7 +314,8 @@ impl Lease {
     pub async fn renew(&self) -> Result<(), PatternError> {
         let shared = &self.shared;
         let ttl_ms = u64::try_from(shared.ttl.as_millis()).unwrap_or(u64::MAX);
-        let command = Command::Lock(LockCommand::renew(&shared.resource, shared.holder.clone(), shared.token, ttl_ms));
+        let command =
+            Command::Lock(LockCommand::renew(&shared.resource, shared.holder.clone(), shared.token, ttl_ms));
         let deadline = Instant::now() + shared.consensus.config().timeout * 2;
         loop {
             let submitted = Instant::now();
@@ -346,7 +351,8 @@ impl Lease {
     /// with `LeaseLost`.
     pub async fn release(self) -> Result<u64, PatternError> {
         let shared = &self.shared;
-        let command = Command::Lock(LockCommand::release(&shared.resource, shared.holder.clone(), shared.token));
+        let command =
+            Command::Lock(LockCommand::release(&shared.resource, shared.holder.clone(), shared.token));
         let deadline = Instant::now() + shared.consensus.config().timeout * 2;
         loop {
             let result = shared.consensus.propose_command(command.clone()).await;
@@ -462,7 +468,10 @@ pub async fn fenced_put<T: Serialize + ?Sized>(
     let command = Command::FencedPut { key: key.to_owned(), value, lock_key: lock_key(resource), token };
     let result = consensus.propose_command(command).await;
     if result.accepted {
-        return Ok(result.output.and_then(|output| output.changes.first().map(|change| change.version)).unwrap_or(0));
+        return Ok(result
+            .output
+            .and_then(|output| output.changes.first().map(|change| change.version))
+            .unwrap_or(0));
     }
     match result.error {
         Some(ProposalError::Command(CommandFailure::LeaseLost { current, .. })) => {

@@ -99,7 +99,9 @@ pub struct Optimistic {
 
 impl std::fmt::Debug for Optimistic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Optimistic").field("pending", &self.inner.lock().pending_total).finish_non_exhaustive()
+        f.debug_struct("Optimistic")
+            .field("pending", &self.inner.lock().pending_total)
+            .finish_non_exhaustive()
     }
 }
 
@@ -156,7 +158,8 @@ impl Optimistic {
 
     /// The value to show for `key`: the newest pending update, else this node's consensus value.
     pub fn view<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, PatternError> {
-        let pending = self.inner.lock().keys.get(key).and_then(|queue| queue.pending.back().map(|(_, v)| v.clone()));
+        let pending =
+            self.inner.lock().keys.get(key).and_then(|queue| queue.pending.back().map(|(_, v)| v.clone()));
         let bytes = pending.or_else(|| self.consensus.get_bytes(key));
         Ok(bytes.as_deref().map(decode_value).transpose()?)
     }
@@ -168,14 +171,21 @@ impl Optimistic {
 
     /// Shows `value` for `key` at once, then has consensus decide it; returns how it ended. A
     /// rolled-back update is also announced on [`rollbacks`](Self::rollbacks).
-    pub async fn update<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<UpdateOutcome, PatternError> {
+    pub async fn update<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+    ) -> Result<UpdateOutcome, PatternError> {
         let bytes = encode_value(value)?;
         let (sender, _) = watch::channel(None);
         let (guard, predecessor, base_version) = {
             let mut inner = self.inner.lock();
             if inner.pending_total >= self.pending_max {
-                return Err(ProposalError::Busy { what: "optimistic updates".into(), limit: self.pending_max as u64 }
-                    .into());
+                return Err(ProposalError::Busy {
+                    what: "optimistic updates".into(),
+                    limit: self.pending_max as u64,
+                }
+                .into());
             }
             let id = inner.next_id;
             inner.next_id += 1;
@@ -241,7 +251,8 @@ impl Optimistic {
         };
         let _ = sender.send(Some(Resolution::RolledBack));
         drop(guard);
-        let _ = self.rollbacks.send(Rollback { key: key.to_owned(), attempted: bytes, reason: reason.clone() });
+        let _ =
+            self.rollbacks.send(Rollback { key: key.to_owned(), attempted: bytes, reason: reason.clone() });
         Ok(UpdateOutcome::RolledBack(reason))
     }
 }

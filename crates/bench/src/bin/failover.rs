@@ -6,7 +6,7 @@
 //! `DIR/failover-cdf.png`. The numbers are virtual time, so a seed always gives the same table;
 //! only the "took" line (wall-clock time of the run) varies.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant as WallClock;
 
@@ -47,7 +47,8 @@ fn run(args: Args) -> Result<(), String> {
     if trials == 0 || trials > TRIALS_PER_RANGE_MAX {
         return Err(format!("--trials must be in 1..={TRIALS_PER_RANGE_MAX}, not {trials}"));
     }
-    std::fs::create_dir_all(&args.out).map_err(|error| format!("creating {}: {error}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .map_err(|error| format!("creating {}: {error}", args.out.display()))?;
     let setup = FailoverSetup::default();
     let started = WallClock::now();
     let mut results: Vec<RangeResult> = Vec::with_capacity(PAPER_RANGES.len());
@@ -55,14 +56,19 @@ fn run(args: Args) -> Result<(), String> {
         let range_started = WallClock::now();
         let label = range.label();
         let mut stderr = std::io::stderr();
+        // A progress line that rewrites itself on a terminal (every 1% is plenty); elsewhere
+        // only the line for the finished range.
+        let on_terminal = stderr.is_terminal();
         let result = failover::run_range(&setup, range, index, trials, args.seed, |done| {
-            // A progress line that rewrites itself; every 1% is plenty.
-            if done % (trials / 100).max(1) == 0 || done == trials {
+            if on_terminal && (done % (trials / 100).max(1) == 0 || done == trials) {
                 let _ = write!(stderr, "\r{label:<40} {done:>7}/{trials}");
                 let _ = stderr.flush();
             }
         })
         .map_err(|error| error.to_string())?;
+        if !on_terminal {
+            eprint!("{label:<40} {trials:>7}/{trials}");
+        }
         eprintln!("  ({:.1} s)", range_started.elapsed().as_secs_f64());
         for failure in &result.setup_failures {
             eprintln!("  setup failure: {failure}");
@@ -85,8 +91,9 @@ fn run(args: Args) -> Result<(), String> {
         "Setup: {} nodes in `concord-sim` running `concord-raft`; one-way delay {:?}–{:?} (broadcast \
          time ≈ 15 ms), no loss; persists {:?}–{:?}; clock-rate spread {} ppm; heartbeat interval = \
          half the minimum election timeout (as in the paper); pre-vote and check-quorum off unless \
-         the row says otherwise (the paper's Raft had neither). The cluster elects a leader and runs \
-         {:?}, then the leader is crashed at a uniformly random point of its heartbeat interval; the \
+         the row says otherwise (the paper's Raft had neither). Nodes 2–5 boot at random times within \
+         one minimum timeout (so the first election is not a lockstep), a leader is elected and \
+         followed by every node for {:?}, then it is crashed at a uniformly random point of its heartbeat interval; the \
          time is virtual time from the crash until a live node leads in a higher term. Percentiles \
          are nearest-rank; a trial with no leader within {:?} counts as slower than all others. \
          \"Elections over >1 term\" counts trials whose new leader needed more than one term (a \

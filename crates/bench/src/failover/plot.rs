@@ -30,6 +30,23 @@ const FONT_PATHS: [&str; 5] = [
     "/Library/Fonts/Arial.ttf",
 ];
 
+/// Dark, distinct colors, one per curve (the built-in palettes include pale ones that vanish on
+/// white).
+const CURVE_COLORS: [RGBColor; 12] = [
+    RGBColor(228, 26, 28),
+    RGBColor(55, 126, 184),
+    RGBColor(77, 175, 74),
+    RGBColor(152, 78, 163),
+    RGBColor(255, 127, 0),
+    RGBColor(166, 86, 40),
+    RGBColor(0, 0, 0),
+    RGBColor(0, 139, 139),
+    RGBColor(247, 129, 191),
+    RGBColor(128, 128, 0),
+    RGBColor(0, 0, 139),
+    RGBColor(220, 20, 60),
+];
+
 /// A plot that could not be drawn or written.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -79,8 +96,10 @@ fn in_top_panel(result: &RangeResult) -> bool {
 }
 
 fn in_bottom_panel(result: &RangeResult) -> bool {
-    (result.range.min < Duration::from_millis(150) && !result.range.pre_vote_and_check_quorum)
-        || (result.range.min == Duration::from_millis(150) && result.range.max == Duration::from_millis(300))
+    !result.range.pre_vote_and_check_quorum
+        && (result.range.min < Duration::from_millis(150)
+            || (result.range.min == Duration::from_millis(150)
+                && result.range.max == Duration::from_millis(300)))
 }
 
 /// The CDF's corners: for each trial, where the curve steps up. Trials with no leader within the
@@ -116,15 +135,18 @@ pub fn write_cdf_png(path: &Path, results: &[RangeResult], bound: Duration) -> R
         let with_pre_vote = results.iter().filter(|result| result.range.pre_vote_and_check_quorum);
         let top_all: Vec<&RangeResult> = top.iter().copied().chain(with_pre_vote).collect();
         let titled = [
-            ("varying randomness (minimum 150 ms)", top_all, 100.0),
+            ("varying randomness (minimum 150 ms)", top_all, 80.0),
             ("varying the minimum timeout", bottom, 10.0),
         ];
         let mut color_index = 0usize;
         for ((title, shown, x_min_ms), panel) in titled.into_iter().zip(panels.iter()) {
             let mut builder = ChartBuilder::on(panel);
-            builder.margin(20);
+            builder.margin(20).margin_right(40);
             if labelled {
-                builder.caption(format!("time without leader after a leader crash: {title}"), ("sans-serif", 24));
+                builder.caption(
+                    format!("time without leader after a leader crash: {title}"),
+                    ("sans-serif", 24),
+                );
                 builder.x_label_area_size(50).y_label_area_size(70);
             } else {
                 builder.x_label_area_size(5).y_label_area_size(5);
@@ -134,7 +156,10 @@ pub fn write_cdf_png(path: &Path, results: &[RangeResult], bound: Duration) -> R
                 .map_err(draw_error)?;
             {
                 let mut mesh = chart.configure_mesh();
-                mesh.x_desc("milliseconds (log scale)").y_desc("cumulative percent of trials");
+                mesh.x_desc("milliseconds from the crash to a new leader (log scale)")
+                    .y_desc("cumulative percent of trials")
+                    .x_label_formatter(&|ms| format!("{ms:.0}"))
+                    .y_label_formatter(&|percent| format!("{percent:.0}%"));
                 if labelled {
                     mesh.label_style(("sans-serif", 16)).axis_desc_style(("sans-serif", 18));
                 } else {
@@ -143,7 +168,7 @@ pub fn write_cdf_png(path: &Path, results: &[RangeResult], bound: Duration) -> R
                 mesh.draw().map_err(draw_error)?;
             }
             for result in shown {
-                let color = Palette99::pick(color_index).to_rgba();
+                let color = CURVE_COLORS[color_index % CURVE_COLORS.len()];
                 color_index += 1;
                 let series = chart
                     .draw_series(LineSeries::new(cdf_points(result, x_min_ms), color.stroke_width(2)))

@@ -51,13 +51,13 @@ async fn the_counter_is_exact_across_a_leader_crash_and_message_loss() {
     assert_eq!(reader.read("score").await.expect("read"), expected);
     wait_converged(&cluster.nodes, "score").await;
     for node in &cluster.nodes {
-        assert_eq!(reader_value(node), expected, "{} shows another value", node.node_id());
+        assert_eq!(local_value(node, "score"), expected, "{} shows another value", node.node_id());
     }
     cluster.stop().await;
 }
 
-fn reader_value(node: &concord_runtime::Consensus) -> i64 {
-    Counter::new(node.clone(), "local").value("score").expect("counter")
+fn local_value(node: &concord_runtime::Consensus, key: &str) -> i64 {
+    Counter::new(node.clone(), "local").value(key).expect("counter")
 }
 
 /// A handle restarted with the same client id continues its session; an operation is applied
@@ -86,6 +86,32 @@ async fn a_restarted_client_continues_its_session() {
     cluster.stop().await;
 }
 
+/// The follower that proposed an increment stops hearing from the leader right after forwarding
+/// it: the leader commits it with the third node, but the follower's attempt times out and the
+/// client retries (a new proposal, so the runtime's own session cannot help). The retry finds the
+/// client's session already at the operation's sequence: the increment counts once.
+#[tokio::test(start_paused = true)]
+async fn an_operation_whose_answer_was_lost_is_not_applied_twice() {
+    let cluster = Cluster::start(3, raft_config()).await;
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    let (leader_id, follower_id) =
+        (cluster.nodes[leader].node_id().to_string(), cluster.nodes[follower].node_id().to_string());
+    let counter = Counter::new(cluster.nodes[follower].clone(), "bob").with_retry_for(Duration::from_secs(30));
+    counter.increment("clicks").await.expect("first increment");
+    cluster.network.cut(&leader_id, &follower_id);
+    let pending = tokio::spawn(async move { (counter.increment("clicks").await, counter) });
+    // Long enough for the first attempt to time out and a retry to be made.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(cluster.nodes[leader].get::<i64>("clicks").expect("decodes"), Some(2), "the leader applied it");
+    cluster.network.heal();
+    let (result, counter) = pending.await.expect("task");
+    result.expect("acknowledged once the follower hears again");
+    assert_eq!(counter.read("clicks").await.expect("read"), 2, "applied exactly once");
+    assert_eq!(counter.increment("clicks").await.expect("next increment"), 3);
+    cluster.stop().await;
+}
+
 /// A minority refuses writes rather than diverging; the majority carries on; after healing every
 /// node shows the majority's value. Batches over several counters are all or nothing.
 #[tokio::test(start_paused = true)]
@@ -95,7 +121,8 @@ async fn a_minority_refuses_writes_and_batches_are_atomic() {
     let isolated = (leader + 1) % 3;
     let majority_node = (leader + 2) % 3;
     let on_majority = Counter::new(cluster.nodes[majority_node].clone(), "majority");
-    let on_minority = Counter::new(cluster.nodes[isolated].clone(), "minority").with_retry_for(Duration::from_secs(2));
+    let on_minority =
+        Counter::new(cluster.nodes[isolated].clone(), "minority").with_retry_for(Duration::from_secs(2));
     on_minority.increment("hits").await.expect("before the partition");
     cluster.network.isolate(cluster.nodes[isolated].node_id().as_str());
     let refused = on_minority.increment("hits").await;
@@ -134,7 +161,7 @@ async fn simple_majority_counts_single_keys_and_refuses_batches() {
             for _ in 0..10 {
                 match counter.increment("votes").await {
                     Ok(_) => acknowledged += 1,
-                    Err(error) => eprintln!("increment failed: {error}"),
+                    Err(error) => panic!("increment failed: {error}"),
                 }
             }
             acknowledged
@@ -146,7 +173,7 @@ async fn simple_majority_counts_single_keys_and_refuses_batches() {
     }
     assert!(expected > 0);
     wait_converged(&cluster.nodes, "votes").await;
-    assert_eq!(reader_value(&cluster.nodes[0]), expected);
+    assert_eq!(local_value(&cluster.nodes[0], "votes"), expected);
     let counter = Counter::new(cluster.nodes[0].clone(), "batcher");
     assert!(matches!(counter.add_all(&[("a", 1), ("b", 1)]).await, Err(PatternError::Unsupported { .. })));
     cluster.stop().await;

@@ -42,10 +42,11 @@ async fn leases_never_overlap_and_tokens_increase_across_a_leader_crash() {
             let grants = grants.clone();
             tasks.push(tokio::spawn(async move {
                 for round in 0..6u64 {
-                    let lease = match locks.acquire("db", Duration::from_millis(400), Duration::from_secs(6)).await {
-                        Ok(lease) => lease,
-                        Err(_) => continue,
-                    };
+                    let lease =
+                        match locks.acquire("db", Duration::from_millis(400), Duration::from_secs(6)).await {
+                            Ok(lease) => lease,
+                            Err(_) => continue,
+                        };
                     grants.lock().push((lease.token(), lease.holder().to_owned(), lease.granted_at_ms()));
                     // Work: a fenced write, a renewal, another write.
                     let _ = lease.fenced_put("db/owner", &lease.token()).await;
@@ -134,7 +135,10 @@ async fn a_stale_holder_is_fenced_off() {
     assert!(matches!(stale.renew().await, Err(PatternError::LeaseLost { .. })));
     current.fenced_put("db/data", "from second").await.expect("current holder writes");
     assert!(matches!(stale.clone().release().await, Err(PatternError::LeaseLost { .. })));
-    assert_eq!(cluster.nodes[leader].read::<String>("db/data").await.expect("read"), Some("from second".into()));
+    assert_eq!(
+        cluster.nodes[leader].read::<String>("db/data").await.expect("read"),
+        Some("from second".into())
+    );
 
     // The same check for a resource outside concord.
     let mut fence = Fence::default();
@@ -196,7 +200,10 @@ async fn simple_majority_supports_leases_but_refuses_fenced_writes() {
     let first = LockClient::with_owner(cluster.nodes[0].clone(), "first");
     let second = LockClient::with_owner(cluster.nodes[1].clone(), "second");
     let lease = first.try_acquire("db", Duration::from_millis(300)).await.expect("granted");
-    assert!(matches!(second.try_acquire("db", Duration::from_millis(300)).await, Err(PatternError::LockHeld { .. })));
+    assert!(matches!(
+        second.try_acquire("db", Duration::from_millis(300)).await,
+        Err(PatternError::LockHeld { .. })
+    ));
     assert!(matches!(
         lease.fenced_put("db/data", "x").await,
         Err(PatternError::Unsupported { mechanism: "simple_majority", .. })
@@ -204,7 +211,8 @@ async fn simple_majority_supports_leases_but_refuses_fenced_writes() {
     lease.renew().await.expect("renew");
     let token = lease.token();
     lease.release().await.expect("release");
-    let next = second.acquire("db", Duration::from_millis(300), Duration::from_secs(3)).await.expect("granted");
+    let next =
+        second.acquire("db", Duration::from_millis(300), Duration::from_secs(3)).await.expect("granted");
     assert!(next.token() > token);
     cluster.stop().await;
 }

@@ -58,7 +58,9 @@ async fn racing_updates_end_at_the_consensus_value(config: Config) {
     while let Ok(rollback) = left_rollbacks.try_recv() {
         assert!(matches!(
             rollback.reason,
-            RollbackReason::Conflict { .. } | RollbackReason::PredecessorRolledBack | RollbackReason::Failed(_)
+            RollbackReason::Conflict { .. }
+                | RollbackReason::PredecessorRolledBack
+                | RollbackReason::Failed(_)
         ));
         announced += 1;
     }
@@ -84,7 +86,10 @@ async fn a_conflict_rolls_back_the_whole_chain() {
     let leader = cluster.leader().await;
     let node = &cluster.nodes[leader];
     let optimistic = Optimistic::new(node.clone());
-    assert!(matches!(optimistic.update("mode", "a").await.expect("update"), UpdateOutcome::Applied { version: 1 }));
+    assert!(matches!(
+        optimistic.update("mode", "a").await.expect("update"),
+        UpdateOutcome::Applied { version: 1 }
+    ));
     // Pause the handle's view: a foreign write lands before its next updates are decided.
     let first = tokio::spawn({
         let optimistic = optimistic.clone();
@@ -102,7 +107,10 @@ async fn a_conflict_rolls_back_the_whole_chain() {
     assert!(
         matches!(
             outcomes,
-            (UpdateOutcome::RolledBack(RollbackReason::Conflict { .. }), UpdateOutcome::RolledBack(RollbackReason::PredecessorRolledBack))
+            (
+                UpdateOutcome::RolledBack(RollbackReason::Conflict { .. }),
+                UpdateOutcome::RolledBack(RollbackReason::PredecessorRolledBack)
+            )
         ),
         "{outcomes:?}"
     );

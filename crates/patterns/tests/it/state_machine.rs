@@ -23,7 +23,11 @@ impl Machine {
     }
 
     fn lock(&self, resource: &str) -> LockState {
-        self.replica.machine().get(&lock_key(resource)).and_then(|b| LockState::decode(&b)).unwrap_or_default()
+        self.replica
+            .machine()
+            .get(&lock_key(resource))
+            .and_then(|b| LockState::decode(&b))
+            .unwrap_or_default()
     }
 }
 
@@ -32,7 +36,12 @@ fn acquire(holder: &str, ttl_ms: u64) -> Command {
 }
 
 fn fenced(token: u64) -> Command {
-    Command::FencedPut { key: "data".into(), value: Bytes::from_static(b"x"), lock_key: lock_key("db"), token }
+    Command::FencedPut {
+        key: "data".into(),
+        value: Bytes::from_static(b"x"),
+        lock_key: lock_key("db"),
+        token,
+    }
 }
 
 #[test]
@@ -40,11 +49,20 @@ fn a_lease_excludes_others_until_its_expiry_by_log_time_and_tokens_increase() {
     let mut machine = Machine::new();
     machine.apply_at(1_000, acquire("a", 100)).expect("free lock is granted");
     let state = machine.lock("db");
-    assert_eq!((state.holder.as_deref(), state.token, state.granted_at_ms, state.expires_at_ms), (Some("a"), 1, 1_000, 1_100));
+    assert_eq!(
+        (state.holder.as_deref(), state.token, state.granted_at_ms, state.expires_at_ms),
+        (Some("a"), 1, 1_000, 1_100)
+    );
 
     // One millisecond before expiry: still held, and the refusal says until when.
     match machine.apply_at(1_099, acquire("b", 100)) {
-        Err(CommandFailure::LockHeld { holder, token: 1, expires_at_ms: 1_100, decided_at_ms: 1_099, .. }) => {
+        Err(CommandFailure::LockHeld {
+            holder,
+            token: 1,
+            expires_at_ms: 1_100,
+            decided_at_ms: 1_099,
+            ..
+        }) => {
             assert_eq!(holder, "a")
         }
         other => panic!("expected LockHeld, got {other:?}"),
@@ -142,7 +160,11 @@ fn random_lock_histories_never_grant_overlapping_leases() {
         let mut windows: std::collections::BTreeMap<u64, (u64, u64)> = Default::default();
         let mut last_token = 0u64;
         for _ in 0..COMMANDS_PER_SEED {
-            now = if rng.gen_bool(0.1) { now.saturating_sub(rng.gen_range(0..30)) } else { now + rng.gen_range(0..30) };
+            now = if rng.gen_bool(0.1) {
+                now.saturating_sub(rng.gen_range(0..30))
+            } else {
+                now + rng.gen_range(0..30)
+            };
             let holder = ["a", "b", "c"][rng.gen_range(0..3)];
             let token = last_token.saturating_sub(rng.gen_range(0..2));
             let command = match rng.gen_range(0..4) {
@@ -161,7 +183,10 @@ fn random_lock_histories_never_grant_overlapping_leases() {
         }
         let mut previous_end = 0;
         for (token, (start, end)) in &windows {
-            assert!(*start >= previous_end, "seed {seed}: lease {token} starts at {start}, before {previous_end}");
+            assert!(
+                *start >= previous_end,
+                "seed {seed}: lease {token} starts at {start}, before {previous_end}"
+            );
             previous_end = *end;
         }
     }

@@ -9,7 +9,8 @@ pub const EPOCH_UNIX_MS: u64 = 1_700_000_000_000;
 pub fn raft_config() -> Config {
     let mut config = Config::for_mechanism(MechanismKind::Raft);
     config.heartbeat_interval = Duration::from_millis(50);
-    config.election_timeout = ElectionTimeout { min: Duration::from_millis(150), max: Duration::from_millis(300) };
+    config.election_timeout =
+        ElectionTimeout { min: Duration::from_millis(150), max: Duration::from_millis(300) };
     config.timeout = Duration::from_millis(1000);
     config
 }
@@ -17,7 +18,8 @@ pub fn raft_config() -> Config {
 pub fn majority_config() -> Config {
     let mut config = Config::for_mechanism(MechanismKind::SimpleMajority);
     config.heartbeat_interval = Duration::from_millis(50);
-    config.election_timeout = ElectionTimeout { min: Duration::from_millis(150), max: Duration::from_millis(300) };
+    config.election_timeout =
+        ElectionTimeout { min: Duration::from_millis(150), max: Duration::from_millis(300) };
     config.timeout = Duration::from_millis(1000);
     config
 }
@@ -41,7 +43,14 @@ impl Cluster {
     pub async fn start(count: usize, config: Config) -> Cluster {
         let network = MemoryNetwork::new();
         let storages: Vec<SharedMemoryStorage> = (0..count).map(|_| SharedMemoryStorage::new()).collect();
-        let mut cluster = Cluster { network, config, nodes: Vec::new(), storages, restarts: 0, started: tokio::time::Instant::now() };
+        let mut cluster = Cluster {
+            network,
+            config,
+            nodes: Vec::new(),
+            storages,
+            restarts: 0,
+            started: tokio::time::Instant::now(),
+        };
         for index in 0..count {
             let node = cluster.start_node(index).await;
             cluster.nodes.push(node);
@@ -78,8 +87,10 @@ impl Cluster {
     }
 
     pub async fn leader(&self) -> usize {
-        wait_until(Duration::from_secs(10), "a leader", || self.nodes.iter().filter(|n| n.is_leader()).count() == 1)
-            .await;
+        wait_until(Duration::from_secs(10), "a leader", || {
+            self.nodes.iter().filter(|n| n.is_leader()).count() == 1
+        })
+        .await;
         self.nodes.iter().position(|n| n.is_leader()).expect("a leader")
     }
 
