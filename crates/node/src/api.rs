@@ -34,22 +34,38 @@ pub struct Metrics {
     proposals_accepted: AtomicU64,
     proposals_failed: AtomicU64,
     reads: AtomicU64,
+    proposal_micros_sum: AtomicU64,
+    proposals_timed: AtomicU64,
 }
 
+impl Metrics {
+    fn time_proposal(&self, started: std::time::Instant) {
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.proposal_micros_sum.fetch_add(micros, Ordering::Relaxed);
+        self.proposals_timed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Reads the peer transport's counters, as `(metric suffix, value)` pairs.
+pub type TransportStats = Box<dyn Fn() -> Vec<(&'static str, u64)> + Send + Sync>;
+
 /// What every handler shares.
-#[derive(Debug)]
 pub struct ApiState {
     consensus: Consensus,
     peer_address: String,
     metrics: Metrics,
+    transport_stats: TransportStats,
+    /// Set when the node shuts down: open WebSocket streams close with a close frame.
+    shutdown: tokio::sync::watch::Sender<bool>,
     /// Makes generated lock holder names unique across restarts of this node.
     holder_nonce: u64,
     next_holder: AtomicU64,
 }
 
 impl ApiState {
-    /// State for the API of `consensus`, whose peer transport listens on `peer_address`.
-    pub fn new(consensus: Consensus, peer_address: String) -> Arc<ApiState> {
+    /// State for the API of `consensus`, whose peer transport listens on `peer_address` and
+    /// reports `transport_stats` on `/metrics`.
+    pub fn new(consensus: Consensus, peer_address: String, transport_stats: TransportStats) -> Arc<ApiState> {
         // Not protocol state: only keeps holder names of two runs of this node apart.
         let holder_nonce = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -58,6 +74,8 @@ impl ApiState {
             consensus,
             peer_address,
             metrics: Metrics::default(),
+            transport_stats,
+            shutdown: tokio::sync::watch::channel(false).0,
             holder_nonce,
             next_holder: AtomicU64::new(1),
         })
@@ -189,7 +207,21 @@ fn decode_json(key: &str, bytes: &[u8]) -> Result<Value, ApiError> {
     })
 }
 
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("node", self.consensus.node_id())
+            .field("peer_address", &self.peer_address)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ApiState {
+    /// Closes open WebSocket streams (`watch`, `events`) with a close frame; call on shutdown.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
     async fn read(&self, key: &str, consistent: bool) -> Result<Option<Bytes>, ApiError> {
         self.metrics.reads.fetch_add(1, Ordering::Relaxed);
         if consistent {
@@ -206,7 +238,9 @@ impl ApiState {
         idempotency: Option<Idempotency>,
         command: Command,
     ) -> Result<Applied, ApiError> {
-        let Some(idempotency) = idempotency else { return self.propose(command).await.map(Applied::Fresh) };
+        let Some(idempotency) = idempotency else {
+            return self.propose(command).await.map(|result| Applied::Fresh(Box::new(result)));
+        };
         let was_batch = matches!(command, Command::Batch(_));
         let mut commands = vec![Command::CompareAndSwap {
             key: idempotency.record_key.clone(),
@@ -217,7 +251,9 @@ impl ApiState {
             Command::Batch(inner) => commands.extend(inner),
             other => commands.push(other),
         }
+        let started = std::time::Instant::now();
         let result = self.consensus.propose_command(Command::Batch(commands)).await;
+        self.metrics.time_proposal(started);
         if result.accepted {
             self.metrics.proposals_accepted.fetch_add(1, Ordering::Relaxed);
             let mut result = result;
@@ -226,7 +262,7 @@ impl ApiState {
                     output.changes.remove(0);
                 }
             }
-            return Ok(Applied::Fresh(result));
+            return Ok(Applied::Fresh(Box::new(result)));
         }
         self.metrics.proposals_failed.fetch_add(1, Ordering::Relaxed);
         let error = result.error.unwrap_or(ProposalError::Rejected { reason: "not accepted".into() });
@@ -252,7 +288,9 @@ impl ApiState {
 
     /// Runs `command`; an accepted result, or its error.
     async fn propose(&self, command: Command) -> Result<ProposalResult, ApiError> {
+        let started = std::time::Instant::now();
         let result = self.consensus.propose_command(command).await;
+        self.metrics.time_proposal(started);
         if result.accepted {
             self.metrics.proposals_accepted.fetch_add(1, Ordering::Relaxed);
             return Ok(result);
@@ -309,7 +347,7 @@ impl Idempotency {
 #[derive(Debug)]
 enum Applied {
     /// Applied now (with the idempotency record's change removed from the output).
-    Fresh(ProposalResult),
+    Fresh(Box<ProposalResult>),
     /// An earlier request with the same key and body was applied; nothing was done now.
     Replayed,
 }
@@ -746,6 +784,7 @@ const WATCH_CLIENT_MESSAGE_BYTES_MAX: usize = 4096;
 async fn watch_key_stream(state: Arc<ApiState>, key: String, mut socket: WebSocket) {
     // Subscribe first, then announce: an update made after the client reads the first message is
     // never missed.
+    let mut shutdown = state.shutdown.subscribe();
     let mut updates = state.consensus.subscribe(&key);
     let (value, is_json) = watched_value(state.consensus.get_bytes(&key).as_ref());
     let first = json!({ "type": "subscribed", "key": key, "value": value, "json": is_json,
@@ -768,6 +807,11 @@ async fn watch_key_stream(state: Arc<ApiState>, key: String, mut socket: WebSock
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => {}
             },
+            // The guard `wait_for` returns is not Send: drop it before the branch awaits.
+            _ = async { shutdown.wait_for(|stopping| *stopping).await.is_ok() } => {
+                let _ = socket.send(Message::Close(None)).await;
+                break;
+            }
         }
     }
 }
@@ -780,6 +824,7 @@ async fn watch_events(State(state): State<Arc<ApiState>>, upgrade: WebSocketUpgr
 }
 
 async fn events_stream(state: Arc<ApiState>, mut socket: WebSocket) {
+    let mut shutdown = state.shutdown.subscribe();
     let mut events = state.consensus.events();
     let first = json!({ "type": "subscribed", "node": state.consensus.node_id() });
     if socket.send(Message::Text(first.to_string().into())).await.is_err() {
@@ -799,15 +844,20 @@ async fn events_stream(state: Arc<ApiState>, mut socket: WebSocket) {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => {}
             },
+            // The guard `wait_for` returns is not Send: drop it before the branch awaits.
+            _ = async { shutdown.wait_for(|stopping| *stopping).await.is_ok() } => {
+                let _ = socket.send(Message::Close(None)).await;
+                break;
+            }
         }
     }
 }
 
 fn role_number(role: Role) -> u8 {
     match role {
-        Role::Follower => 0,
         Role::Leader => 2,
-        _ => 1,
+        Role::PreCandidate | Role::Candidate => 1,
+        _ => 0,
     }
 }
 
@@ -824,7 +874,7 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
     gauge("concord_term", "Current term.", "gauge", debug.current_term.0);
     gauge(
         "concord_role",
-        "Role: 0 follower, 1 candidate or other, 2 leader.",
+        "Role: 0 follower (or learner, or majority peer), 1 candidate, 2 leader.",
         "gauge",
         role_number(debug.role).into(),
     );
@@ -856,6 +906,20 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
         "counter",
         metrics.proposals_failed.load(Ordering::Relaxed),
     );
+    let sum = metrics.proposal_micros_sum.load(Ordering::Relaxed) as f64 / 1e6;
+    let count = metrics.proposals_timed.load(Ordering::Relaxed);
+    text.push_str(&format!(
+        "# HELP concord_proposal_seconds Time from submitting a proposal to its decision.\n\
+         # TYPE concord_proposal_seconds summary\n\
+         concord_proposal_seconds_sum{{node=\"{node}\"}} {sum}\n\
+         concord_proposal_seconds_count{{node=\"{node}\"}} {count}\n"
+    ));
+    for (name, value) in (state.transport_stats)() {
+        text.push_str(&format!(
+            "# HELP concord_transport_{name} Peer transport counter.\n# TYPE concord_transport_{name} counter\n\
+             concord_transport_{name}{{node=\"{node}\"}} {value}\n"
+        ));
+    }
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 

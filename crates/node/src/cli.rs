@@ -517,7 +517,15 @@ async fn stream(url: String, target: Target, count: Option<u64>, key_watch: bool
     while count.map_or(true, |count| seen < count) {
         let message = match socket.next().await {
             Some(Ok(Message::Text(text))) => text,
-            Some(Ok(Message::Close(_))) | None => break,
+            Some(Ok(Message::Close(_))) | None => {
+                if count.is_some() {
+                    return Outcome {
+                        text: format!("error: the node closed the stream after {seen} messages"),
+                        exit_code: EXIT_UNREACHABLE,
+                    };
+                }
+                break;
+            }
             Some(Ok(_)) => continue,
             Some(Err(error)) => {
                 return Outcome { text: format!("error: stream broke: {error}"), exit_code: EXIT_UNREACHABLE }

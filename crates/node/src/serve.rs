@@ -249,7 +249,6 @@ pub fn parse_peer(peer: &str, scheme: Scheme) -> Result<NodeInfo, ServeError> {
 }
 
 /// A node that is running: its handle and where it listens.
-#[derive(Debug)]
 pub struct RunningNode {
     /// The node.
     pub consensus: Consensus,
@@ -257,6 +256,17 @@ pub struct RunningNode {
     pub peer_address: String,
     /// The client API listener (already bound).
     pub api_listener: tokio::net::TcpListener,
+    /// The transport's counters, for `/metrics`.
+    pub transport_stats: api::TransportStats,
+}
+
+impl std::fmt::Debug for RunningNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningNode")
+            .field("consensus", &self.consensus)
+            .field("peer_address", &self.peer_address)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Binds the transport, starts the node and binds the API listener.
@@ -270,27 +280,46 @@ pub async fn start(args: &ServeArgs) -> Result<RunningNode, ServeError> {
         return Err(ServeError::Usage(format!("--peer lists this node's own id {node_id}")));
     }
     let cluster_id = ClusterId(args.cluster_id);
-    let (transport, bound): (Arc<dyn Transport>, SocketAddr) = match scheme {
-        Scheme::WebSocket => {
-            let mut options = WsOptions::new(node_id.clone(), cluster_id, &secret);
-            options.listen_address = listen;
-            options.frame_bytes_max = config.max_message_bytes as usize;
-            let transport =
-                WsTransport::bind(options).await.map_err(|error| ServeError::Transport(error.to_string()))?;
-            let bound = transport.local_addr();
-            (transport, bound)
-        }
-        Scheme::ZeroMq => {
-            let mut options = ZmqOptions::new(node_id.clone(), cluster_id, &secret);
-            options.listen_address = listen;
-            options.frame_bytes_max = config.max_message_bytes as usize;
-            let transport = ZmqTransport::bind(options)
-                .await
-                .map_err(|error| ServeError::Transport(error.to_string()))?;
-            let bound = transport.local_addr();
-            (transport, bound)
-        }
-    };
+    let (transport, bound, transport_stats): (Arc<dyn Transport>, SocketAddr, api::TransportStats) =
+        match scheme {
+            Scheme::WebSocket => {
+                let mut options = WsOptions::new(node_id.clone(), cluster_id, &secret);
+                options.listen_address = listen;
+                options.frame_bytes_max = config.max_message_bytes as usize;
+                let transport = WsTransport::bind(options)
+                    .await
+                    .map_err(|error| ServeError::Transport(error.to_string()))?;
+                let bound = transport.local_addr();
+                let stats = transport.clone();
+                let stats: api::TransportStats = Box::new(move || {
+                    let stats = stats.stats();
+                    vec![
+                        ("handshakes_refused_total", stats.handshakes_refused),
+                        ("links_closed_for_bad_frames_total", stats.links_closed_for_bad_frames),
+                    ]
+                });
+                (transport, bound, stats)
+            }
+            Scheme::ZeroMq => {
+                let mut options = ZmqOptions::new(node_id.clone(), cluster_id, &secret);
+                options.listen_address = listen;
+                options.frame_bytes_max = config.max_message_bytes as usize;
+                let transport = ZmqTransport::bind(options)
+                    .await
+                    .map_err(|error| ServeError::Transport(error.to_string()))?;
+                let bound = transport.local_addr();
+                let stats = transport.clone();
+                let stats: api::TransportStats = Box::new(move || {
+                    let stats = stats.stats();
+                    vec![
+                        ("handshakes_refused_total", stats.handshakes_refused),
+                        ("links_closed_for_bad_frames_total", stats.links_closed_for_bad_frames),
+                        ("links_rebuilt_for_silence_total", stats.links_rebuilt_for_silence),
+                    ]
+                });
+                (transport, bound, stats)
+            }
+        };
     let peer_address = format!("{}{bound}", scheme.prefix());
     let mut members = peers;
     members.push(NodeInfo::new(node_id.clone(), peer_address.clone()));
@@ -317,7 +346,7 @@ pub async fn start(args: &ServeArgs) -> Result<RunningNode, ServeError> {
             return Err(ServeError::Io { context: format!("cannot bind --api {}", args.api), source });
         }
     };
-    Ok(RunningNode { consensus, peer_address, api_listener })
+    Ok(RunningNode { consensus, peer_address, api_listener, transport_stats })
 }
 
 /// Runs `concord serve` until SIGTERM or ctrl-c, then drains requests and stops the node.
@@ -338,9 +367,13 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         let _ = std::io::stdout().flush();
     }
     tracing::info!(node = %node.consensus.node_id(), peer = %node.peer_address, api = %api_address, "serving");
-    let state = ApiState::new(node.consensus.clone(), node.peer_address.clone());
-    let app = api::router(state, args.max_request_bytes);
-    let served = axum::serve(node.api_listener, app).with_graceful_shutdown(shutdown_signal()).await;
+    let state = ApiState::new(node.consensus.clone(), node.peer_address.clone(), node.transport_stats);
+    let app = api::router(state.clone(), args.max_request_bytes);
+    let signal = async move {
+        shutdown_signal().await;
+        state.begin_shutdown();
+    };
+    let served = axum::serve(node.api_listener, app).with_graceful_shutdown(signal).await;
     tracing::info!("shutting down: stopping the node");
     node.consensus.stop().await;
     served.map_err(|source| ServeError::Io { context: "serving the client API".into(), source })

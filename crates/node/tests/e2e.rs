@@ -120,6 +120,8 @@ fn bad_requests_get_json_errors_with_matching_statuses() {
     let text = String::from_utf8(metrics.body).unwrap();
     assert!(text.contains("concord_role{node=\"n1\"} 2"), "{text}");
     assert!(text.contains("concord_proposals_accepted_total"), "{text}");
+    assert!(text.contains("concord_proposal_seconds_count{node=\"n1\"}"), "{text}");
+    assert!(text.contains("concord_transport_handshakes_refused_total{node=\"n1\"} 0"), "{text}");
 }
 
 #[test]
@@ -144,6 +146,14 @@ fn a_node_with_the_wrong_secret_cannot_join() {
         assert_ne!(status["role"], json!("leader"));
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The members refused the outsider's handshakes (it cannot prove the secret).
+    wait_until(CONVERGE_TIMEOUT, "a member to count refused handshakes", || {
+        let metrics = cluster.node(&leader).request("GET", "/metrics", None);
+        let text = String::from_utf8(metrics.body).ok()?;
+        let line =
+            text.lines().find(|line| line.starts_with("concord_transport_handshakes_refused_total"))?;
+        (line.rsplit(' ').next()?.parse::<u64>().ok()? > 0).then_some(())
+    });
     let (_, members) = cluster.node(&leader).try_get("/v1/members").unwrap();
     let n3 = members["members"].as_array().unwrap().iter().find(|m| m["id"] == "n3").cloned().unwrap();
     assert_eq!(n3["connected"], json!(false), "{members}");
@@ -343,4 +353,34 @@ fn an_idempotency_key_makes_a_retried_write_apply_once() {
         .unwrap();
     assert_eq!(failed.status, 409, "{:?}", failed.json());
     assert!(failed.json()["message"].as_str().unwrap().contains("at command 1"), "{:?}", failed.json());
+}
+
+#[test]
+fn a_toml_config_and_a_secret_file_run_a_simple_majority_cluster() {
+    let directory = tempfile::tempdir().unwrap();
+    let config = directory.path().join("concord.toml");
+    std::fs::write(&config, "mechanism = \"simple_majority\"\ntimeout = 3000\nquorum = 0.51\n").unwrap();
+    let secret = directory.path().join("secret");
+    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+    let extra = ["--config", config.to_str().unwrap(), "--secret-file", secret.to_str().unwrap()];
+    let cluster = Cluster::start("ws", &["", "", ""], &extra);
+    let status = cluster.node("n1").status();
+    assert_eq!(status["mechanism"], json!("simple_majority"), "{status}");
+    put_eventually(cluster.node("n2"), "vote", r#"{"choice":"blue"}"#, CONVERGE_TIMEOUT);
+    for id in ["n1", "n3"] {
+        wait_until(CONVERGE_TIMEOUT, &format!("{id} to learn the decided value"), || {
+            let (status, body) = cluster.node(id).try_get("/v1/kv/vote")?;
+            (status == 200 && body["value"]["choice"] == json!("blue")).then_some(())
+        });
+    }
+    // A config file with a field the lesson does not name is refused at start.
+    std::fs::write(&config, "heartbeatInterval = 100\nheartbeatIntervall = 200\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_concord"))
+        .args(["serve", "--id", "n9", "--listen", "ws://127.0.0.1:0", "--memory", "--config"])
+        .arg(&config)
+        .env("CONCORD_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("heartbeatIntervall"));
 }

@@ -85,7 +85,7 @@ impl LockClient {
     pub async fn try_acquire(&self, resource: &str, ttl: Duration) -> Result<Lease, PatternError> {
         let holder = self.next_holder();
         let deadline = Instant::now() + self.consensus.config().timeout * 2;
-        match self.acquire_as(resource, &holder, ttl, deadline, Instant::now()).await? {
+        match self.acquire_as(resource, &holder, ttl, deadline, &mut None).await? {
             Attempt::Granted(lease) => Ok(lease),
             Attempt::Held { holder, token, expires_at_ms, .. } => {
                 Err(PatternError::LockHeld { resource: resource.to_owned(), holder, token, expires_at_ms })
@@ -107,26 +107,28 @@ impl LockClient {
         let deadline = started + wait_max;
         let mut changes = self.consensus.subscribe(&lock_key(resource));
         let retry_pause = self.consensus.config().heartbeat_interval;
+        let mut in_doubt_since = None;
         loop {
             let attempt_deadline = deadline.max(Instant::now() + self.consensus.config().timeout);
-            let wake = match self.acquire_as(resource, &holder, ttl, attempt_deadline, started).await {
-                Ok(Attempt::Granted(lease)) => return Ok(lease),
-                Ok(Attempt::Held { expires_at_ms, decided_at_ms, .. }) => {
-                    // The holder's remaining lease, measured in the log's time at the refusal.
-                    let remaining = Duration::from_millis(expires_at_ms.saturating_sub(decided_at_ms));
-                    Instant::now() + remaining.min(wait_max) + Duration::from_millis(1)
-                }
-                Err(error @ PatternError::Consensus(ProposalError::NoQuorum { .. }))
-                | Err(error @ PatternError::Consensus(ProposalError::Timeout))
-                | Err(error @ PatternError::Consensus(ProposalError::LeadershipLost))
-                | Err(error @ PatternError::Consensus(ProposalError::Busy { .. })) => {
-                    if Instant::now() >= deadline {
-                        return Err(error);
+            let wake =
+                match self.acquire_as(resource, &holder, ttl, attempt_deadline, &mut in_doubt_since).await {
+                    Ok(Attempt::Granted(lease)) => return Ok(lease),
+                    Ok(Attempt::Held { expires_at_ms, decided_at_ms, .. }) => {
+                        // The holder's remaining lease, measured in the log's time at the refusal.
+                        let remaining = Duration::from_millis(expires_at_ms.saturating_sub(decided_at_ms));
+                        Instant::now() + remaining.min(wait_max) + Duration::from_millis(1)
                     }
-                    Instant::now() + retry_pause
-                }
-                Err(error) => return Err(error),
-            };
+                    Err(error @ PatternError::Consensus(ProposalError::NoQuorum { .. }))
+                    | Err(error @ PatternError::Consensus(ProposalError::Timeout))
+                    | Err(error @ PatternError::Consensus(ProposalError::LeadershipLost))
+                    | Err(error @ PatternError::Consensus(ProposalError::Busy { .. })) => {
+                        if Instant::now() >= deadline {
+                            return Err(error);
+                        }
+                        Instant::now() + retry_pause
+                    }
+                    Err(error) => return Err(error),
+                };
             if Instant::now() >= deadline {
                 return Err(PatternError::AcquireTimeout {
                     resource: resource.to_owned(),
@@ -146,13 +148,15 @@ impl LockClient {
         holder: &str,
         ttl: Duration,
         deadline: Instant,
-        first_submit: Instant,
+        in_doubt_since: &mut Option<Instant>,
     ) -> Result<Attempt, PatternError> {
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         let command = Command::Lock(LockCommand::acquire(resource, holder, ttl_ms));
         let mut attempt = 0;
         loop {
             attempt += 1;
+            // The earliest submission that may have been granted: the lease's stamp is no earlier.
+            let submitted_since = *in_doubt_since.get_or_insert_with(Instant::now);
             let result = self.consensus.propose_command(command.clone()).await;
             let lease = |state: &LockState| Lease {
                 shared: Arc::new(LeaseShared {
@@ -165,9 +169,9 @@ impl LockClient {
                     times: Mutex::new(LeaseTimes {
                         granted_at_ms: state.granted_at_ms,
                         expires_at_ms: state.expires_at_ms,
-                        // The grant's stamp is no earlier than the first submission (in a leader's
-                        // clock that agrees with ours), so the lease ends no earlier than this.
-                        local_deadline: first_submit + ttl,
+                        // The grant's stamp is no earlier than the submission (in a leader's clock
+                        // that agrees with ours), so the lease ends no earlier than this.
+                        local_deadline: submitted_since + ttl,
                     }),
                     ended: AtomicBool::new(false),
                 }),
@@ -193,6 +197,8 @@ impl LockClient {
                         };
                         return Ok(Attempt::Granted(lease(&state)));
                     }
+                    // A definite refusal: no earlier attempt of this holder holds the lock now.
+                    *in_doubt_since = None;
                     return Ok(Attempt::Held { holder: current, token, expires_at_ms, decided_at_ms });
                 }
                 Err(error) if error.outcome_unknown() && !matches!(error, ProposalError::Stopped) => {

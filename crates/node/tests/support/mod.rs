@@ -68,10 +68,16 @@ impl Node {
 
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_concord"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_concord"));
+        // An empty secret means "none in the environment" (the test passes --secret-file).
+        if self.secret.is_empty() {
+            command.env_remove("CONCORD_SECRET");
+        } else {
+            command.env("CONCORD_SECRET", &self.secret);
+        }
+        let mut child = command
             .arg("serve")
             .args(&self.args)
-            .env("CONCORD_SECRET", &self.secret)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -97,13 +97,18 @@ async fn an_operation_whose_answer_was_lost_is_not_applied_twice() {
     let follower = (leader + 1) % 3;
     let (leader_id, follower_id) =
         (cluster.nodes[leader].node_id().to_string(), cluster.nodes[follower].node_id().to_string());
-    let counter = Counter::new(cluster.nodes[follower].clone(), "bob").with_retry_for(Duration::from_secs(30));
+    let counter =
+        Counter::new(cluster.nodes[follower].clone(), "bob").with_retry_for(Duration::from_secs(30));
     counter.increment("clicks").await.expect("first increment");
     cluster.network.cut(&leader_id, &follower_id);
     let pending = tokio::spawn(async move { (counter.increment("clicks").await, counter) });
     // Long enough for the first attempt to time out and a retry to be made.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
-    assert_eq!(cluster.nodes[leader].get::<i64>("clicks").expect("decodes"), Some(2), "the leader applied it");
+    assert_eq!(
+        cluster.nodes[leader].get::<i64>("clicks").expect("decodes"),
+        Some(2),
+        "the leader applied it"
+    );
     cluster.network.heal();
     let (result, counter) = pending.await.expect("task");
     result.expect("acknowledged once the follower hears again");

@@ -178,6 +178,7 @@ async fn waiting_acquire_and_keep_alive() {
     let (next, waited) = waiting.await.expect("task");
     let next = next.expect("waiter gets the lock after the release");
     assert!(next.token() > lease.token());
+    assert!(next.is_valid(), "a lease granted after waiting is valid for its TTL from the grant");
     assert!(waited < Duration::from_millis(600), "woke on the release, not by polling: {waited:?}");
 
     // Without keep-alive and without release, the waiter gets it once the lease expires.
@@ -188,6 +189,7 @@ async fn waiting_acquire_and_keep_alive() {
     let after_expiry = waiting.await.expect("task").expect("granted after expiry");
     assert!(after_expiry.token() > next.token());
     assert!(after_expiry.granted_at_ms() >= next.expires_at_ms());
+    assert!(after_expiry.is_valid() && after_expiry.remaining() > Duration::from_millis(200));
     cluster.stop().await;
 }
 
