@@ -384,3 +384,20 @@ fn a_toml_config_and_a_secret_file_run_a_simple_majority_cluster() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("heartbeatIntervall"));
 }
+
+#[test]
+fn with_forwarding_off_a_follower_answers_not_leader_with_the_leaders_address() {
+    let cluster = Cluster::start("ws", &[SECRET, SECRET, SECRET], &["--forward-to-leader", "false"]);
+    let leader = cluster.wait_for_leader(&["n1", "n2", "n3"]);
+    let follower = ["n1", "n2", "n3"].into_iter().find(|id| *id != leader).unwrap();
+    let response = cluster.node(follower).request("PUT", "/v1/kv/k", Some("1"));
+    let body = response.json();
+    assert_eq!((response.status, body["code"].clone()), (503, json!("not_leader")), "{body}");
+    assert_eq!(body["leader"]["id"], json!(leader));
+    assert_eq!(body["leader"]["address"], json!(cluster.node(&leader).peer));
+    // The CLI says so too, with a non-zero exit code.
+    let (code, _, error) = cli(cluster.node(follower), &["kv", "put", "k", "1"]);
+    assert_eq!(code, 1);
+    assert!(error.contains("not_leader") && error.contains(&leader), "{error}");
+    assert_eq!(cluster.node(&leader).request("PUT", "/v1/kv/k", Some("1")).status, 200);
+}

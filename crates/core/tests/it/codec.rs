@@ -182,7 +182,7 @@ fn assert_covers<T: std::fmt::Debug>(
 
 #[test]
 fn the_strategies_cover_every_variant_of_the_nested_enums() {
-    assert_covers("command", strategies::command(), 7, strategies::command_variant);
+    assert_covers("command", strategies::command(), 9, strategies::command_variant);
     assert_covers(
         "entry payload",
         strategies::entry().prop_map(|entry| entry.payload),

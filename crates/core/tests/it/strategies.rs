@@ -177,6 +177,7 @@ pub fn command() -> impl Strategy<Value = Command> {
     let leaf = prop_oneof![
         6 => simple_command(key(), bytes(24)),
         1 => bytes(16).prop_map(Command::Custom),
+        2 => lock_command(),
     ];
     leaf.prop_recursive(3, 24, 6, |inner| vec(inner, 0..6).prop_map(Command::Batch))
 }
