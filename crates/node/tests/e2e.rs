@@ -401,3 +401,76 @@ fn with_forwarding_off_a_follower_answers_not_leader_with_the_leaders_address() 
     assert!(error.contains("not_leader") && error.contains(&leader), "{error}");
     assert_eq!(cluster.node(&leader).request("PUT", "/v1/kv/k", Some("1")).status, 200);
 }
+
+#[test]
+fn a_fourth_node_joins_through_the_members_api_and_catches_up() {
+    let mut cluster = Cluster::start("ws", &[SECRET, SECRET, SECRET], &[]);
+    let leader = cluster.wait_for_leader(&["n1", "n2", "n3"]);
+    put_eventually(cluster.node(&leader), "before", "1", CONVERGE_TIMEOUT);
+    // n4 starts knowing every member (itself included); the others learn of it through consensus.
+    let address = format!("ws://127.0.0.1:{}", support::free_port());
+    let data_dir = cluster.directory.path().join("n4");
+    let mut args =
+        vec!["--id".to_owned(), "n4".into(), "--listen".into(), address.clone(), "--data-dir".into()];
+    args.push(data_dir.to_str().unwrap().to_owned());
+    for node in &cluster.nodes {
+        args.extend(["--peer".to_owned(), format!("{}={}", node.id, node.peer)]);
+    }
+    args.extend(support::timer_args());
+    let log = cluster.directory.path().join("n4.log");
+    cluster.nodes.push(Node::start("n4", args, SECRET, &data_dir, &log));
+    let (code, _, error) = cli(cluster.node(&leader), &["members", "add", "n4", &address]);
+    assert_eq!(code, 0, "{error}\n{}", cluster.logs());
+    wait_until(CONVERGE_TIMEOUT, "n4 to catch up", || {
+        let (status, body) = cluster.node("n4").try_get("/v1/kv/before")?;
+        (status == 200 && body["value"] == json!(1)).then_some(())
+    });
+    let (_, members) = cluster.node(&leader).try_get("/v1/members").unwrap();
+    assert_eq!(members["members"].as_array().unwrap().len(), 4, "{members}");
+    // And it can be removed again.
+    let (code, _, error) = cli(cluster.node(&leader), &["members", "remove", "n4"]);
+    assert_eq!(code, 0, "{error}");
+    let (_, members) = cluster.node(&leader).try_get("/v1/members").unwrap();
+    assert_eq!(members["members"].as_array().unwrap().len(), 3, "{members}");
+}
+
+#[test]
+fn events_stream_node_events_over_websocket() {
+    use std::io::{BufRead, BufReader};
+    let cluster = single_node(&[]);
+    let node = cluster.node("n1");
+    let mut listener = support::ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_concord"))
+            .args(["events", "--node", &node.api])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let stderr = listener.0.stderr.take().unwrap();
+    let stdout = listener.0.stdout.take().unwrap();
+    let to_stdout = sender.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = sender.send(line);
+        }
+    });
+    let line = receiver.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(line.starts_with("watching ws://"), "{line}");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = to_stdout.send(line);
+        }
+    });
+    put_eventually(node, "light", r#""on""#, CONVERGE_TIMEOUT);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = receiver.recv_timeout(remaining).expect("no state:changed event for the write");
+        if line.starts_with("state:changed ") {
+            assert!(line.contains("light"), "{line}");
+            break;
+        }
+    }
+}
