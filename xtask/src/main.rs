@@ -69,7 +69,18 @@ fn sim(args: &[String]) -> i32 {
     for mechanism in mechanisms {
         let package = format!("concord-{mechanism}");
         let status = cargo(
-            &["test", "--release", "-p", &package, "--test", "simulation", "--", "--nocapture", "--test-threads", "1"],
+            &[
+                "test",
+                "--release",
+                "-p",
+                &package,
+                "--test",
+                "simulation",
+                "--",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ],
             &env,
         );
         if status != 0 {
@@ -113,9 +124,14 @@ fn bench(args: &[String]) -> i32 {
     }
     let scale = if quick { 10 } else { 1 };
     let mut runs = Vec::new();
-    for (clients, writes, batch) in
-        [(1, 50_000, 1), (64, 500_000, 1), (256, 1_000_000, 1), (1024, 1_000_000, 1), (4096, 1_000_000, 1), (4096, 1_000_000, 4)]
-    {
+    for (clients, writes, batch) in [
+        (1, 50_000, 1),
+        (64, 500_000, 1),
+        (256, 1_000_000, 1),
+        (1024, 1_000_000, 1),
+        (4096, 1_000_000, 1),
+        (4096, 1_000_000, 4),
+    ] {
         runs.push(ClusterRun { mechanism: "raft", clients, writes: writes / scale, batch });
     }
     for (clients, writes) in [(1, 20_000), (64, 200_000), (256, 200_000)] {
@@ -168,11 +184,25 @@ fn bench(args: &[String]) -> i32 {
     };
 
     eprintln!("xtask bench [{total_steps}/{total_steps}] criterion micro-benchmarks");
-    let mut bench_args = vec!["bench", "--workspace", "--benches", "--"];
+    let mut bench_args = vec!["bench", "--workspace", "--bench", "*", "--"];
     if quick {
-        bench_args.extend_from_slice(&["--warm-up-time", "0.5", "--measurement-time", "1", "--sample-size", "10"]);
+        bench_args.extend_from_slice(&[
+            "--warm-up-time",
+            "0.5",
+            "--measurement-time",
+            "1",
+            "--sample-size",
+            "10",
+        ]);
     } else {
-        bench_args.extend_from_slice(&["--warm-up-time", "1", "--measurement-time", "3", "--sample-size", "20"]);
+        bench_args.extend_from_slice(&[
+            "--warm-up-time",
+            "1",
+            "--measurement-time",
+            "3",
+            "--sample-size",
+            "20",
+        ]);
     }
     let criterion_text = cargo_output(&bench_args);
     let _ = std::fs::write(out.join("criterion.txt"), &criterion_text);
@@ -205,7 +235,8 @@ fn parse_criterion(text: &str) -> Vec<(String, String, String)> {
             }
             let inside = line[position..].split(['[', ']']).nth(1).unwrap_or("");
             let parts: Vec<&str> = inside.split_whitespace().collect();
-            let median = if parts.len() >= 4 { format!("{} {}", parts[2], parts[3]) } else { inside.to_owned() };
+            let median =
+                if parts.len() >= 4 { format!("{} {}", parts[2], parts[3]) } else { inside.to_owned() };
             rows.push((name.clone(), median, String::new()));
             last = Some(rows.len() - 1);
         } else if let Some(position) = line.find("thrpt:") {
@@ -228,7 +259,11 @@ fn parse_criterion(text: &str) -> Vec<(String, String, String)> {
 fn machine_description() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|text| text.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown CPU".to_owned());
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     format!("{cores} cores ({cpu})")
@@ -250,14 +285,29 @@ fn benchmarks_markdown(
     text.push_str("## Cluster throughput (openraft-comparable)\n\n");
     text.push_str("`cargo run --release -p concord-bench --bin cluster-bench -- -c C -n N -m 3 [-b B] [--mechanism M]`: three nodes in one\n");
     text.push_str("process, in-memory log and transport, a no-op state machine (Raft) or the key-value machine with one key per client\n");
-    text.push_str("(simple majority), empty values, C clients writing sequentially through the public async API.\n");
+    text.push_str(
+        "(simple majority), empty values, C clients writing sequentially through the public async API.\n",
+    );
     text.push_str("The openraft column is the issue's reference for openraft's `benchmarks/minimal` on this machine kind.\n\n");
     text.push_str("| mechanism | clients | batch | writes | concord ops/s | openraft ops/s | goal | output line |\n|---|---|---|---|---|---|---|---|\n");
     for (run, line, ops) in cluster_rows {
-        let reference = if run.mechanism == "raft" { openraft_reference(run.clients, run.batch) } else { None };
+        let reference =
+            if run.mechanism == "raft" { openraft_reference(run.clients, run.batch) } else { None };
         let goal = match (run.mechanism, run.clients, reference, ops) {
-            ("raft", 1, Some(r), Some(o)) => if *o >= 10 * r { "≥10× met" } else { "≥10×: missed" },
-            ("raft", c, Some(r), Some(o)) if c >= 256 => if *o >= 3 * r { "≥3× met" } else { "≥3×: missed" },
+            ("raft", 1, Some(r), Some(o)) => {
+                if *o >= 10 * r {
+                    "≥10× met"
+                } else {
+                    "≥10×: missed"
+                }
+            }
+            ("raft", c, Some(r), Some(o)) if c >= 256 => {
+                if *o >= 3 * r {
+                    "≥3× met"
+                } else {
+                    "≥3×: missed"
+                }
+            }
             _ => "",
         };
         text.push_str(&format!(
@@ -274,7 +324,18 @@ fn benchmarks_markdown(
     }
     text.push_str("\n## Failover (simulated, after Figure 16 of the Raft paper)\n\n");
     match failover {
-        Some(table) => text.push_str(table),
+        // The failover report is a document of its own: demote its headings under this section.
+        Some(table) => {
+            for line in table.lines() {
+                if let Some(heading) = line.strip_prefix("# ") {
+                    text.push_str("### ");
+                    text.push_str(heading);
+                } else {
+                    text.push_str(line);
+                }
+                text.push('\n');
+            }
+        }
         None => text.push_str("Not measured in this run (the `failover` binary is missing or failed).\n"),
     }
     text.push_str("\n## Micro-benchmarks (criterion)\n\n`cargo bench --workspace --benches`; median time per iteration (and throughput where the\nbenchmark declares one). Storage and transport reference figures from the issues: storage prototype 586–627k\nentries/s at batch 100 (redb 289–316k/s, raw fdatasync 7.4–9k/s); zeromq ~2M 16-byte messages/s one way,\ntungstenite 4–12M/s, round trip 19–60 µs.\n\n");

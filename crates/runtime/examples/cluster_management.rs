@@ -16,7 +16,8 @@ async fn main() {
     let node4 = NodeInfo::new("node-004", "host4:5000").with_metadata("region", "us-west");
     let mut members = common::members(&ids);
     members.push(node4.clone());
-    let fourth = common::start_node(&network, "node-004", &config, &members, SharedMemoryStorage::new()).await;
+    let fourth =
+        common::start_node(&network, "node-004", &config, &members, SharedMemoryStorage::new()).await;
     if let Err(error) = consensus.add_node(node4).await {
         eprintln!("add_node failed: {error}");
     }

@@ -33,7 +33,10 @@ fn narrate(node: &Consensus, section: &'static str) -> tokio::task::JoinHandle<(
                     format!(
                         "consensus:accepted {} = {} ({} of {} votes, {} needed)",
                         result.key,
-                        result.value.and_then(|v| concord_core::typed::decode_value::<String>(&v).ok()).unwrap_or_default(),
+                        result
+                            .value
+                            .and_then(|v| concord_core::typed::decode_value::<String>(&v).ok())
+                            .unwrap_or_default(),
                         result.votes.in_favor,
                         result.votes.total,
                         result.quorum_required
@@ -107,7 +110,9 @@ async fn main() -> ExitCode {
     for (i, player) in ["alice", "bob", "carol"].iter().enumerate() {
         let node = nodes[i + 1].as_ref().expect("up");
         match join(node, player).await {
-            Ok(players) => log("raft", format!("{player} joins through {} → players = {players:?}", node.node_id())),
+            Ok(players) => {
+                log("raft", format!("{player} joins through {} → players = {players:?}", node.node_id()))
+            }
             Err(error) => log("raft", format!("{player} could not join: {error}")),
         }
     }
@@ -144,10 +149,13 @@ async fn main() -> ExitCode {
     }
     let refused = lonely.propose_with_result("game_state", "hacked").await;
     match &refused.error {
-        Some(error) => log("raft", format!("write on the minority side {} rejected: {error}", lonely.node_id())),
+        Some(error) => {
+            log("raft", format!("write on the minority side {} rejected: {error}", lonely.node_id()))
+        }
         None => log("raft", "UNEXPECTED: the minority side accepted a write"),
     }
-    let majority_side = nodes.iter().flatten().find(|n| n.node_id() != lonely.node_id()).expect("node").clone();
+    let majority_side =
+        nodes.iter().flatten().find(|n| n.node_id() != lonely.node_id()).expect("node").clone();
     if let Ok(score) = majority_side.add("scores:carol", 4).await {
         log("raft", format!("meanwhile the majority plays on: carol scores 4 → {score}"));
     }
@@ -159,7 +167,8 @@ async fn main() -> ExitCode {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     log("raft", format!("restarting {} from its storage", ids[killed]));
-    let restarted = common::start_node(&network, ids[killed], &config, &members, storages[killed].clone()).await;
+    let restarted =
+        common::start_node(&network, ids[killed], &config, &members, storages[killed].clone()).await;
     narrators.push(narrate(&restarted, "raft"));
     nodes[killed] = Some(restarted);
 
@@ -187,7 +196,14 @@ async fn main() -> ExitCode {
     for voter in &voters[..1] {
         narrators.push(narrate(voter, "majority"));
     }
-    log("majority", format!("3 voters, quorum {:?} → {} votes needed", majority_config.quorum, majority_config.quorum.required(3)));
+    log(
+        "majority",
+        format!(
+            "3 voters, quorum {:?} → {} votes needed",
+            majority_config.quorum,
+            majority_config.quorum.required(3)
+        ),
+    );
     let result = voters[0].propose_with_result("map", "desert").await;
     log("majority", format!("voter-1 proposes map = desert → accepted: {}", result.accepted));
     // Two voters try to set `mode` from the same version (0: never set) at the same time: at most
@@ -198,7 +214,9 @@ async fn main() -> ExitCode {
         voters[1].compare_and_swap_bytes("mode", version_zero(), encode("ctf")),
         voters[2].compare_and_swap_bytes("mode", version_zero(), encode("deathmatch"))
     );
-    let swapped = |outcome: &Result<concord_runtime::CasOutcome, ProposalError>| outcome.as_ref().is_ok_and(|o| o.swapped);
+    let swapped = |outcome: &Result<concord_runtime::CasOutcome, ProposalError>| {
+        outcome.as_ref().is_ok_and(|o| o.swapped)
+    };
     log(
         "majority",
         format!(
@@ -223,7 +241,10 @@ async fn main() -> ExitCode {
             );
         }
     }
-    log("majority", format!("check: 3 voters hold the same state → {}", if majority_ok { "OK" } else { "MISMATCH" }));
+    log(
+        "majority",
+        format!("check: 3 voters hold the same state → {}", if majority_ok { "OK" } else { "MISMATCH" }),
+    );
 
     for narrator in narrators {
         narrator.abort();

@@ -159,8 +159,7 @@ impl ConsensusBuilder {
         if file_storage.is_some() && self.storage.is_some() {
             return Err(StartError::Builder("give either storage(...) or data_dir(...), not both".into()));
         }
-        let mut storage =
-            file_storage.or(self.storage).unwrap_or_else(|| Box::new(MemoryStorage::new()));
+        let mut storage = file_storage.or(self.storage).unwrap_or_else(|| Box::new(MemoryStorage::new()));
         let recovered = storage.recover()?;
         let mut members = self.members;
         if !members.iter().any(|m| m.id == node_id) {
@@ -245,7 +244,8 @@ fn random_u64() -> u64 {
 
 fn hash_str(text: &str) -> u64 {
     // FNV-1a: stable across runs, unlike std's hasher.
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3))
+    text.bytes()
+        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3))
 }
 
 pub(crate) struct Shared {
@@ -438,7 +438,8 @@ impl Consensus {
         }
         match result.error {
             Some(ProposalError::Command(concord_core::command::CommandFailure::CompareFailed {
-                current, ..
+                current,
+                ..
             })) => Ok(CasOutcome { swapped: false, value: current.value, version: current.version }),
             Some(error) => Err(error),
             None => Err(ProposalError::Rejected { reason: "compare-and-swap not applied".into() }),
@@ -471,7 +472,8 @@ impl Consensus {
                 Some(ProposalError::NotLeader { leader: None }) => self.shared.config.forward_to_leader,
                 _ => false,
             };
-            let retry = retryable && tokio::time::Instant::now() < deadline && attempt < PROPOSAL_ATTEMPTS_MAX;
+            let retry =
+                retryable && tokio::time::Instant::now() < deadline && attempt < PROPOSAL_ATTEMPTS_MAX;
             if !retry {
                 return result;
             }
@@ -681,7 +683,9 @@ impl Consensus {
         // Adding a voter waits for it to catch up: allow a few timeouts.
         match tokio::time::timeout(self.shared.config.timeout * 3, receiver).await {
             Ok(Ok(result)) if result.accepted => Ok(()),
-            Ok(Ok(result)) => Err(result.error.unwrap_or(ProposalError::Rejected { reason: "refused".into() })),
+            Ok(Ok(result)) => {
+                Err(result.error.unwrap_or(ProposalError::Rejected { reason: "refused".into() }))
+            }
             Ok(Err(_)) => Err(ProposalError::Stopped),
             Err(_) => {
                 self.shared.state.lock().proposals.remove(&id);
@@ -839,7 +843,11 @@ async fn drive(shared: Arc<Shared>, storage: Box<dyn Storage>) {
         }
         let deadline = {
             let state = shared.state.lock();
-            state.mechanism.poll_timeout().unwrap_or(concord_core::time::Instant::MAX).min(next_partition_check)
+            state
+                .mechanism
+                .poll_timeout()
+                .unwrap_or(concord_core::time::Instant::MAX)
+                .min(next_partition_check)
         };
         tokio::select! {
             _ = shared.wake.notified() => {}
@@ -917,7 +925,8 @@ async fn process_ready(
                 let mut state = shared.state.lock();
                 state.failure = Some(error.clone());
                 for (id, sender) in state.proposals.drain() {
-                    let _ = sender.send(ProposalResult::failed(id, "", ProposalError::Storage(error.clone())));
+                    let _ =
+                        sender.send(ProposalResult::failed(id, "", ProposalError::Storage(error.clone())));
                 }
                 for (_, sender) in state.reads.drain() {
                     let _ = sender.send(Err(ProposalError::Storage(error.clone())));
@@ -940,7 +949,10 @@ async fn process_ready(
                     let _ = sender.send(read.result);
                 }
             }
-            if events.iter().any(|e| matches!(e, Event::NodeUnreachable { .. } | Event::NodeReconnected { .. })) {
+            if events
+                .iter()
+                .any(|e| matches!(e, Event::NodeUnreachable { .. } | Event::NodeReconnected { .. }))
+            {
                 state.update_partition(&shared.config, now)
             } else {
                 Vec::new()
@@ -1053,7 +1065,8 @@ impl NodeState {
         }
         let me = self.mechanism.node_id().clone();
         let connected = self.mechanism.connected_peers();
-        let mut reachable: Vec<NodeId> = voters.iter().filter(|v| **v == me || connected.contains(v)).cloned().collect();
+        let mut reachable: Vec<NodeId> =
+            voters.iter().filter(|v| **v == me || connected.contains(v)).cloned().collect();
         if !reachable.contains(&me) {
             reachable.push(me);
         }

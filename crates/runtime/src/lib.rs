@@ -76,7 +76,10 @@ pub use concord_core as core;
 
 /// The lesson's `createConsensusTrait(id, config)`: a builder for node `id` with `config`; add a
 /// transport and call `start()`.
-pub fn create_consensus_trait(id: impl Into<String>, config: concord_core::config::Config) -> ConsensusBuilder {
+pub fn create_consensus_trait(
+    id: impl Into<String>,
+    config: concord_core::config::Config,
+) -> ConsensusBuilder {
     Consensus::builder(id).config(config)
 }
 

@@ -284,7 +284,10 @@ impl concord_core::storage::Storage for SharedMemoryStorage {
         self.inner.lock().recover()
     }
 
-    fn persist(&mut self, persist: &concord_core::storage::Persist) -> Result<(), concord_core::storage::StorageError> {
+    fn persist(
+        &mut self,
+        persist: &concord_core::storage::Persist,
+    ) -> Result<(), concord_core::storage::StorageError> {
         self.inner.lock().persist(persist)
     }
 

@@ -98,7 +98,9 @@ impl Stream for KeySubscription {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<KeyUpdate>> {
         loop {
             match Pin::new(&mut self.events).poll_next(cx) {
-                Poll::Ready(Some(Event::StateChanged { key, new_value, old_value, version })) if key == self.key => {
+                Poll::Ready(Some(Event::StateChanged { key, new_value, old_value, version }))
+                    if key == self.key =>
+                {
                     return Poll::Ready(Some(KeyUpdate { key, new_value, old_value, version }))
                 }
                 Poll::Ready(Some(_)) => continue,

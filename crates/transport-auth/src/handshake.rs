@@ -27,8 +27,7 @@ pub const MAC_BYTES: usize = 32;
 /// The shortest cluster secret accepted, in bytes: shorter ones are guessable.
 pub const SECRET_BYTES_MIN: usize = 16;
 /// The largest handshake message, in bytes (a Challenge with the longest node id).
-pub const HANDSHAKE_MESSAGE_BYTES_MAX: usize =
-    6 + NONCE_BYTES + MAC_BYTES + 1 + NodeId::LENGTH_MAX + 8;
+pub const HANDSHAKE_MESSAGE_BYTES_MAX: usize = 6 + NONCE_BYTES + MAC_BYTES + 1 + NodeId::LENGTH_MAX + 8;
 
 const MAGIC: &[u8; 4] = b"CCH1";
 const KIND_HELLO: u8 = b'H';

@@ -9,7 +9,8 @@ use concord_runtime::{Consensus, MemoryNetwork, SharedMemoryStorage};
 /// Timeouts scaled down from the lesson's seconds so the examples run in moments.
 pub fn fast(mut config: Config) -> Config {
     config.heartbeat_interval = Duration::from_millis(50);
-    config.election_timeout = ElectionTimeout { min: Duration::from_millis(150), max: Duration::from_millis(300) };
+    config.election_timeout =
+        ElectionTimeout { min: Duration::from_millis(150), max: Duration::from_millis(300) };
     config.timeout = Duration::from_millis(1500);
     config
 }

@@ -21,7 +21,9 @@ async fn raft_cluster_elects_a_leader_and_replicates() {
     assert_eq!(result.key, "config");
     assert!(result.votes.in_favor >= 2 && result.quorum_required == 2, "{result:?}");
     wait_until(Duration::from_secs(5), "replication", || {
-        nodes.iter().all(|n| n.get::<(String, u32)>("config").ok().flatten() == Some(("maxPlayers".into(), 10)))
+        nodes
+            .iter()
+            .all(|n| n.get::<(String, u32)>("config").ok().flatten() == Some(("maxPlayers".into(), 10)))
     })
     .await;
     stop_all(&nodes).await;
@@ -118,7 +120,10 @@ async fn minority_side_is_read_only_and_heals() {
     let leader = wait_for_leader(&nodes).await;
     assert!(nodes[leader].propose("k", &1u32).await);
     let lonely = (leader + 1) % 3;
-    wait_until(Duration::from_secs(5), "replicated", || nodes[lonely].get::<u32>("k").ok().flatten() == Some(1)).await;
+    wait_until(Duration::from_secs(5), "replicated", || {
+        nodes[lonely].get::<u32>("k").ok().flatten() == Some(1)
+    })
+    .await;
     let mut events = nodes[lonely].events();
     network.isolate(nodes[lonely].node_id().as_str());
     let mut detected = None;
@@ -135,13 +140,18 @@ async fn minority_side_is_read_only_and_heals() {
     assert_eq!(reachable, vec![nodes[lonely].node_id().clone()]);
     assert!(nodes[lonely].is_read_only());
     let result = nodes[lonely].propose_with_result("k", &2u32).await;
-    assert!(matches!(result.error, Some(ProposalError::NoQuorum { reachable: 1, members: 3, required: 2 })), "{result:?}");
+    assert!(
+        matches!(result.error, Some(ProposalError::NoQuorum { reachable: 1, members: 3, required: 2 })),
+        "{result:?}"
+    );
     assert_eq!(nodes[lonely].get::<u32>("k").unwrap(), Some(1), "local reads still work");
     network.heal();
     let mut healed = false;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !healed && tokio::time::Instant::now() < deadline {
-        if let Ok(Some(Event::PartitionHealed)) = tokio::time::timeout(Duration::from_millis(100), events.next()).await {
+        if let Ok(Some(Event::PartitionHealed)) =
+            tokio::time::timeout(Duration::from_millis(100), events.next()).await
+        {
             healed = true;
         }
     }
@@ -191,7 +201,8 @@ async fn stop_with_proposals_in_flight_answers_every_one() {
     tokio::time::sleep(Duration::from_millis(5)).await;
     nodes[leader].stop().await;
     for handle in waiting {
-        let result = tokio::time::timeout(Duration::from_secs(10), handle).await.expect("no proposal hangs").unwrap();
+        let result =
+            tokio::time::timeout(Duration::from_secs(10), handle).await.expect("no proposal hangs").unwrap();
         assert!(!result.accepted);
         assert!(result.error.is_some());
     }
@@ -206,7 +217,8 @@ async fn nodes_leader_and_debug_state() {
     let nodes = cluster(&network, 3, raft_config()).await;
     let leader = wait_for_leader(&nodes).await;
     assert!(nodes[leader].propose("x", &1u8).await);
-    wait_until(Duration::from_secs(5), "all connected", || nodes[leader].nodes().iter().all(|n| n.connected)).await;
+    wait_until(Duration::from_secs(5), "all connected", || nodes[leader].nodes().iter().all(|n| n.connected))
+        .await;
     let listed = nodes[leader].nodes();
     assert_eq!(listed.len(), 3);
     let debug = nodes[leader].debug_state();
@@ -225,7 +237,8 @@ async fn add_and_remove_nodes() {
     let leader = wait_for_leader(&nodes).await;
     assert!(nodes[leader].propose("before", &1u8).await);
     // A fourth node joins: it knows the cluster, the cluster adds it through the log.
-    let mut members: Vec<NodeInfo> = ids(3).iter().map(|id| NodeInfo::new(id.as_str(), format!("mem://{id}"))).collect();
+    let mut members: Vec<NodeInfo> =
+        ids(3).iter().map(|id| NodeInfo::new(id.as_str(), format!("mem://{id}"))).collect();
     let newcomer = NodeInfo::new("n4", "mem://n4").with_metadata("region", "us-west");
     members.push(newcomer.clone());
     let fourth = Consensus::builder("n4")
@@ -239,8 +252,14 @@ async fn add_and_remove_nodes() {
     nodes[leader].add_node(newcomer).await.expect("add_node");
     let listed = nodes[leader].nodes();
     assert_eq!(listed.len(), 4);
-    assert_eq!(listed.iter().find(|n| n.id.as_str() == "n4").unwrap().metadata.get("region").unwrap(), "us-west");
-    wait_until(Duration::from_secs(5), "n4 catches up", || fourth.get::<u8>("before").ok().flatten() == Some(1)).await;
+    assert_eq!(
+        listed.iter().find(|n| n.id.as_str() == "n4").unwrap().metadata.get("region").unwrap(),
+        "us-west"
+    );
+    wait_until(Duration::from_secs(5), "n4 catches up", || {
+        fourth.get::<u8>("before").ok().flatten() == Some(1)
+    })
+    .await;
     let victim = nodes[(leader + 1) % 3].node_id().to_string();
     nodes[leader].remove_node(&victim).await.expect("remove_node");
     assert_eq!(nodes[leader].nodes().len(), 3);
@@ -291,10 +310,15 @@ async fn bad_config_and_bad_ids_are_refused_at_start() {
     let network = MemoryNetwork::new();
     let mut config = raft_config();
     config.election_timeout.min = Duration::from_millis(10);
-    let error = Consensus::builder("n1").config(config).transport(network.transport("n1")).start().await.unwrap_err();
-    assert!(error.to_string().contains("electionTimeout"), "{error}");
     let error =
-        Consensus::builder("has space").config(raft_config()).transport(network.transport("x")).start().await.unwrap_err();
+        Consensus::builder("n1").config(config).transport(network.transport("n1")).start().await.unwrap_err();
+    assert!(error.to_string().contains("electionTimeout"), "{error}");
+    let error = Consensus::builder("has space")
+        .config(raft_config())
+        .transport(network.transport("x"))
+        .start()
+        .await
+        .unwrap_err();
     assert!(error.to_string().contains("invalid node id"), "{error}");
 }
 
@@ -380,7 +404,9 @@ async fn corrupt_data_directory_is_a_typed_start_error() {
         .start()
         .await;
     match result {
-        Err(concord_runtime::StartError::Storage(error)) => assert!(error.to_string().contains("corrupt"), "{error}"),
+        Err(concord_runtime::StartError::Storage(error)) => {
+            assert!(error.to_string().contains("corrupt"), "{error}")
+        }
         Err(other) => panic!("expected a storage error, got {other}"),
         Ok(_) => panic!("a corrupt data directory must not start"),
     }
@@ -447,7 +473,8 @@ impl Transport for RecordingTransport {
 #[tokio::test(start_paused = true)]
 async fn every_member_tells_its_transport_about_membership_changes() {
     let network = MemoryNetwork::new();
-    let mut members: Vec<NodeInfo> = ids(3).iter().map(|id| NodeInfo::new(id.as_str(), format!("mem://{id}"))).collect();
+    let mut members: Vec<NodeInfo> =
+        ids(3).iter().map(|id| NodeInfo::new(id.as_str(), format!("mem://{id}"))).collect();
     let mut transports = Vec::new();
     let mut nodes = Vec::new();
     for (index, id) in ids(3).into_iter().enumerate() {

@@ -6,7 +6,8 @@ use concord_runtime::{Consensus, MemoryNetwork};
 pub fn raft_config() -> Config {
     let mut config = Config::for_mechanism(MechanismKind::Raft);
     config.heartbeat_interval = Duration::from_millis(50);
-    config.election_timeout = ElectionTimeout { min: Duration::from_millis(150), max: Duration::from_millis(300) };
+    config.election_timeout =
+        ElectionTimeout { min: Duration::from_millis(150), max: Duration::from_millis(300) };
     config.timeout = Duration::from_millis(2000);
     config
 }
@@ -14,7 +15,8 @@ pub fn raft_config() -> Config {
 pub fn majority_config() -> Config {
     let mut config = Config::for_mechanism(MechanismKind::SimpleMajority);
     config.heartbeat_interval = Duration::from_millis(50);
-    config.election_timeout = ElectionTimeout { min: Duration::from_millis(150), max: Duration::from_millis(300) };
+    config.election_timeout =
+        ElectionTimeout { min: Duration::from_millis(150), max: Duration::from_millis(300) };
     config.timeout = Duration::from_millis(1000);
     config
 }
@@ -25,7 +27,8 @@ pub fn ids(count: usize) -> Vec<String> {
 
 pub async fn cluster(network: &MemoryNetwork, count: usize, config: Config) -> Vec<Consensus> {
     let ids = ids(count);
-    let members: Vec<NodeInfo> = ids.iter().map(|id| NodeInfo::new(id.as_str(), format!("mem://{id}"))).collect();
+    let members: Vec<NodeInfo> =
+        ids.iter().map(|id| NodeInfo::new(id.as_str(), format!("mem://{id}"))).collect();
     let mut nodes = Vec::new();
     for (index, id) in ids.iter().enumerate() {
         let node = Consensus::builder(id.as_str())
@@ -52,7 +55,8 @@ pub async fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut()
 }
 
 pub async fn wait_for_leader(nodes: &[Consensus]) -> usize {
-    wait_until(Duration::from_secs(10), "a leader", || nodes.iter().filter(|n| n.is_leader()).count() == 1).await;
+    wait_until(Duration::from_secs(10), "a leader", || nodes.iter().filter(|n| n.is_leader()).count() == 1)
+        .await;
     nodes.iter().position(|n| n.is_leader()).expect("a leader")
 }
 
