@@ -2,6 +2,8 @@
 //!
 //! It only runs cargo and the workspace's binaries and tests; no library depends on it.
 
+mod cluster;
+
 use std::process::{exit, Command};
 
 const USAGE: &str = "\
@@ -11,7 +13,11 @@ commands:
   demo                                   run the in-process demo (5-node Raft game, 3-node majority vote)
   sim [--mechanism raft|majority] [--seeds N] [--seed S]
                                          run N randomized simulation seeds (or replay seed S), release build
-  bench [--quick]                        run the criterion benchmarks
+  bench [--quick]                        run every benchmark and write BENCHMARKS.md
+  cluster up [-n 3|5] [--transport ws|zmq] [--storage file|memory]
+                                         start a local cluster of `concord serve` processes on 127.0.0.1
+  cluster status                         show each node of that cluster
+  cluster down                           stop it (SIGTERM) and forget it
 ";
 
 fn main() {
@@ -25,6 +31,7 @@ fn main() {
         "demo" => cargo(&["run", "--release", "--quiet", "-p", "concord-runtime", "--example", "demo"], &[]),
         "sim" => sim(rest),
         "bench" => bench(rest),
+        "cluster" => cluster::run(rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             0
@@ -37,7 +44,7 @@ fn main() {
     exit(status);
 }
 
-fn flag_value<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+pub(crate) fn flag_value<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(String::as_str)
 }
 
@@ -358,7 +365,7 @@ fn cargo_output(args: &[&str]) -> String {
     }
 }
 
-fn cargo(args: &[&str], env: &[(&str, String)]) -> i32 {
+pub(crate) fn cargo(args: &[&str], env: &[(&str, String)]) -> i32 {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     eprintln!("xtask: cargo {}", args.join(" "));
     let mut command = Command::new(cargo);
