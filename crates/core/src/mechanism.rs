@@ -211,4 +211,12 @@ pub trait Mechanism: Send + 'static {
 
     /// The debug state.
     fn debug_state(&self) -> DebugState;
+
+    /// Whether the driver hands the per-entry events (`LogAppended`, `StateChanged`,
+    /// `ConsensusAccepted`) to anyone. A driver with no listener passes `false` so the mechanism
+    /// need not build them: they are a large share of the work per write. Every other event is
+    /// produced either way. Mechanisms may ignore this (the default does) and always produce them.
+    fn set_entry_events_wanted(&mut self, wanted: bool) {
+        let _ = wanted;
+    }
 }

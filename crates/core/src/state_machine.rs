@@ -6,7 +6,7 @@
 //! the same snapshot bytes on every replica (maps are ordered, nothing reads a clock or an RNG; time
 //! comes from the leader's stamp in [`ApplyContext`]).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{btree_map, hash_map, BTreeMap, HashMap, VecDeque};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -415,16 +415,26 @@ impl Replica {
         let Some(session) = session else {
             return self.machine.apply(context, command);
         };
-        if let Some(record) = self.clients.get(&session.client) {
-            if let Some(result) = record.results.get(&session.sequence) {
-                return result.clone();
+        // One lookup in each table finds both a stored result and the slot for a new one (this
+        // runs for every applied entry).
+        let (slot, forgotten_through) = match self.clients.entry(session.client) {
+            hash_map::Entry::Occupied(known) => {
+                let record = known.into_mut();
+                (record.results.entry(session.sequence), Some(record.forgotten_through))
             }
-            if session.sequence <= record.forgotten_through {
-                return Err(CommandFailure::SessionExpired);
+            hash_map::Entry::Vacant(new) => {
+                (new.insert(ClientRecord::default()).results.entry(session.sequence), None)
             }
+        };
+        let slot = match slot {
+            btree_map::Entry::Occupied(stored) => return stored.get().clone(),
+            btree_map::Entry::Vacant(slot) => slot,
+        };
+        if forgotten_through.is_some_and(|through| session.sequence <= through) {
+            return Err(CommandFailure::SessionExpired);
         }
         let result = self.machine.apply(context, command);
-        self.clients.entry(session.client).or_default().results.insert(session.sequence, result.clone());
+        slot.insert(result.clone());
         // Indexes only grow, so the queue stays in apply order without sorting.
         self.retention.push_back((context.index.0, session));
         while self.retention.len() > self.results_max {

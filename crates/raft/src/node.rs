@@ -6,7 +6,7 @@
 //! rule), `apply` (applying entries, membership taking effect, compaction) and `clients`
 //! (proposals, batching, ReadIndex and leases).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -167,8 +167,9 @@ pub struct Raft {
     incoming_snapshot: Option<IncomingSnapshot>,
 
     /// Where each proposal in the in-memory log sits, and a bounded memory of compacted ones: a
-    /// forwarded proposal the network duplicated is appended only once.
-    proposal_index: BTreeMap<ProposalId, LogIndex>,
+    /// forwarded proposal the network duplicated is appended only once. A hash map: only looked up,
+    /// never iterated (so its order cannot leak), and it holds every entry of the in-memory log.
+    proposal_index: HashMap<ProposalId, LogIndex>,
     compacted_proposals: VecDeque<(ProposalId, u64)>,
     compacted_proposal_set: BTreeSet<(ProposalId, u64)>,
 
@@ -184,6 +185,8 @@ pub struct Raft {
     results: Vec<ProposalResult>,
     reads: Vec<ReadResult>,
     events: Vec<Event>,
+    /// Whether anyone takes the per-entry events (`Mechanism::set_entry_events_wanted`).
+    entry_events_wanted: bool,
     ready_number: u64,
     /// For each handed-out Ready with writes: its number and the log's last index and term then.
     unacknowledged: VecDeque<(u64, LogIndex, Term)>,
@@ -202,6 +205,14 @@ impl std::fmt::Debug for Raft {
             .field("last_index", &self.log.last_index())
             .finish_non_exhaustive()
     }
+}
+
+/// Takes a buffer handed out in a [`Ready`], leaving an empty one sized like it: a busy node fills
+/// about as much every round, and growing from empty again would reallocate and copy the large
+/// elements several times per round.
+fn take_with_capacity<T>(buffer: &mut Vec<T>) -> Vec<T> {
+    let capacity = buffer.len();
+    std::mem::replace(buffer, Vec::with_capacity(capacity))
 }
 
 /// A stable fingerprint of a proposal's session and command, telling a proposal from an older one
@@ -372,7 +383,7 @@ impl Raft {
             forwarded_reads: BTreeMap::new(),
             next_read_request: 1,
             incoming_snapshot: None,
-            proposal_index: BTreeMap::new(),
+            proposal_index: HashMap::new(),
             compacted_proposals: VecDeque::new(),
             compacted_proposal_set: BTreeSet::new(),
             last_heard: BTreeMap::new(),
@@ -384,6 +395,7 @@ impl Raft {
             results: Vec::new(),
             reads: Vec::new(),
             events: Vec::new(),
+            entry_events_wanted: true,
             ready_number: 0,
             unacknowledged: VecDeque::new(),
             config,
@@ -603,11 +615,14 @@ impl Raft {
         let key = match &entry.payload {
             EntryPayload::Command(proposal) => {
                 self.proposal_index.insert(proposal.id.clone(), entry.index);
-                Some(proposal.command.key().to_owned())
+                Some(proposal.command.key())
             }
             _ => None,
         };
-        self.events.push(Event::LogAppended { index: entry.index, term: entry.term, key });
+        if self.entry_events_wanted {
+            let key = key.map(str::to_owned);
+            self.events.push(Event::LogAppended { index: entry.index, term: entry.term, key });
+        }
         self.persist.entries.push(entry.clone());
         self.log.push(entry);
     }
@@ -1195,18 +1210,19 @@ impl Mechanism for Raft {
         self.round_unsent = false;
         self.ready_number += 1;
         let number = self.ready_number;
-        let persist = std::mem::take(&mut self.persist);
+        let entries = take_with_capacity(&mut self.persist.entries);
+        let persist = Persist { entries, ..std::mem::take(&mut self.persist) };
         if !persist.is_empty() {
             self.unacknowledged.push_back((number, self.log.last_index(), self.log.last_term()));
         }
         Ready {
             number,
-            messages: std::mem::take(&mut self.messages),
+            messages: take_with_capacity(&mut self.messages),
             persist,
-            persisted_messages: std::mem::take(&mut self.persisted_messages),
-            results: std::mem::take(&mut self.results),
+            persisted_messages: take_with_capacity(&mut self.persisted_messages),
+            results: take_with_capacity(&mut self.results),
             reads: std::mem::take(&mut self.reads),
-            events: std::mem::take(&mut self.events),
+            events: take_with_capacity(&mut self.events),
         }
     }
 
@@ -1243,6 +1259,10 @@ impl Mechanism for Raft {
             .filter(|id| **id != self.id && !self.unreachable.contains(*id) && !self.link_down.contains(*id))
             .cloned()
             .collect()
+    }
+
+    fn set_entry_events_wanted(&mut self, wanted: bool) {
+        self.entry_events_wanted = wanted;
     }
 
     fn debug_state(&self) -> DebugState {

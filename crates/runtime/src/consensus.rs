@@ -605,12 +605,21 @@ impl Consensus {
 
     /// A stream of `key`'s new values (`subscribe`).
     pub fn subscribe(&self, key: &str) -> KeySubscription {
-        KeySubscription::new(key.to_owned(), self.shared.events.subscribe())
+        KeySubscription::new(key.to_owned(), self.listen())
     }
 
     /// A stream of every event (`on(...)` for all event names).
     pub fn events(&self) -> EventStream {
-        EventStream::new(self.shared.events.subscribe())
+        EventStream::new(self.listen())
+    }
+
+    /// A new receiver of the event channel. The mechanism is told after the receiver exists, so
+    /// every write proposed from now on produces its per-entry events (the driver turns them
+    /// off again once no receiver is left, see `process_ready`).
+    fn listen(&self) -> broadcast::Receiver<Event> {
+        let receiver = self.shared.events.subscribe();
+        self.shared.state.lock().mechanism.set_entry_events_wanted(true);
+        receiver
     }
 
     /// Every member, with `connected` as this node sees it (`getNodes()`).
@@ -900,6 +909,11 @@ async fn process_ready(
             let mut state = shared.state.lock();
             if state.failure.is_some() || !state.mechanism.has_ready() {
                 return state.failure.is_none();
+            }
+            // Checked under the state lock, which `Consensus::listen` takes after subscribing:
+            // a new receiver is never missed.
+            if shared.events.receiver_count() == 0 {
+                state.mechanism.set_entry_events_wanted(false);
             }
             state.mechanism.ready()
         };

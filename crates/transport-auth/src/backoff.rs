@@ -21,6 +21,11 @@ impl Backoff {
         Backoff { min, max, step: min, random_state: seed | 1 }
     }
 
+    /// The backoff of the link `from → to`, seeded by [`link_seed`].
+    pub fn for_link(min: Duration, max: Duration, from: &str, to: &str) -> Self {
+        Backoff::new(min, max, link_seed(from, to))
+    }
+
     /// Back to the shortest delay (after a link came up).
     pub fn reset(&mut self) {
         self.step = self.min;

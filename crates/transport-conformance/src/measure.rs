@@ -1,12 +1,22 @@
-//! Loopback measurements the transports' benchmarks share: one-way message rate and round-trip
-//! latency. Each returns the time a fixed amount of work took, for criterion's `iter_custom`.
+//! Loopback measurements the transports' benchmarks share: one-way message rate, round-trip
+//! latency and Raft proposals over three nodes. Each returns the time a fixed amount of work took,
+//! for criterion's `iter_custom`; [`benchmarks`] runs them all as one transport's bench file.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use concord_core::id::NodeId;
+use concord_core::id::{NodeId, NodeInfo};
 use concord_core::transport::{Incoming, Transport, TransportError};
+use criterion::{Criterion, Throughput};
+
+/// Frames one iteration of the one-way benchmark sends.
+pub const FRAMES_PER_ITERATION: u64 = 100_000;
+/// Proposals one iteration of the Raft benchmark commits.
+pub const RAFT_PROPOSALS_PER_ITERATION: u64 = 1_000;
+/// Proposals in flight at once in the Raft benchmark.
+pub const RAFT_PROPOSALS_IN_FLIGHT: u64 = 100;
 
 /// Frames per `send` call in [`one_way`], as the runtime groups a round's frames per peer.
 pub const SEND_BATCH_FRAMES: usize = 256;
@@ -129,4 +139,89 @@ pub async fn raft_proposals(
         task.await.expect("proposal task");
     }
     started.elapsed()
+}
+
+/// The whole benchmark of one transport, as criterion group `group_name`: one-way rate, round
+/// trips, and Raft over three nodes. `node(id)` binds a node of the transport on 127.0.0.1 with an
+/// OS-chosen port and returns it with the address peers dial.
+pub fn benchmarks<Node, Bound>(criterion: &mut Criterion, group_name: &str, node: Node)
+where
+    Node: Fn(&'static str) -> Bound,
+    Bound: Future<Output = (Arc<dyn Transport>, NodeInfo)>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("benchmark runtime");
+    let (a, b, b_info) = runtime.block_on(async {
+        let (a, a_info) = node("a").await;
+        let (b, b_info) = node("b").await;
+        a.add_peer(&b_info).expect("add b");
+        b.add_peer(&a_info).expect("add a");
+        (a, b, b_info)
+    });
+    let mut group = criterion.benchmark_group(group_name);
+    group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
+    group.throughput(Throughput::Elements(FRAMES_PER_ITERATION));
+    group.bench_function("one_way_16_byte_frames", |bencher| {
+        bencher.iter_custom(|iterations| {
+            runtime.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iterations {
+                    total += one_way(&a, &b, &b_info.id, FRAMES_PER_ITERATION).await;
+                }
+                total
+            })
+        })
+    });
+    group.throughput(Throughput::Elements(1));
+    let echoing = {
+        let _inside_runtime = runtime.enter();
+        echo(b.clone())
+    };
+    group.bench_function("round_trip", |bencher| {
+        bencher.iter_custom(|iterations| runtime.block_on(round_trips(&a, &b_info.id, iterations)))
+    });
+    echoing.abort();
+    let cluster = runtime.block_on(async {
+        let mut transports = Vec::new();
+        for id in ["r1", "r2", "r3"] {
+            transports.push(node(id).await);
+        }
+        for (transport, _) in &transports {
+            for (_, info) in &transports {
+                transport.add_peer(info).expect("add a Raft peer");
+            }
+        }
+        raft_cluster(transports).await
+    });
+    group.throughput(Throughput::Elements(RAFT_PROPOSALS_PER_ITERATION));
+    let mut round = 0;
+    group.bench_function("raft_three_nodes_proposals", |bencher| {
+        bencher.iter_custom(|iterations| {
+            runtime.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iterations {
+                    round += 1;
+                    total += raft_proposals(
+                        &cluster,
+                        round,
+                        RAFT_PROPOSALS_PER_ITERATION,
+                        RAFT_PROPOSALS_IN_FLIGHT,
+                    )
+                    .await;
+                }
+                total
+            })
+        })
+    });
+    group.finish();
+    runtime.block_on(async {
+        for node in &cluster {
+            node.stop().await;
+        }
+        a.close().await;
+        b.close().await;
+    });
 }

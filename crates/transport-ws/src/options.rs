@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use concord_core::id::{ClusterId, NodeId};
 
-use crate::auth::SECRET_BYTES_MIN;
+use crate::limits::CommonOptions;
 use crate::WsError;
 
 /// Default bound of each peer's send queue, in frames.
@@ -95,36 +95,21 @@ impl WsOptions {
     /// Checks every field; the error names the one that is wrong (caller's fault).
     pub fn validate(&self) -> Result<(), WsError> {
         let invalid = |reason: String| Err(WsError::InvalidOptions(reason));
-        if self.cluster_secret.len() < SECRET_BYTES_MIN {
-            return invalid(format!("cluster_secret must be at least {SECRET_BYTES_MIN} bytes"));
+        CommonOptions {
+            cluster_secret: &self.cluster_secret,
+            node_id: &self.node_id,
+            counts: &[
+                ("send_queue_frames_max", self.send_queue_frames_max),
+                ("receive_queue_frames_max", self.receive_queue_frames_max),
+                ("write_batch_frames_max", self.write_batch_frames_max),
+                ("handshakes_in_progress_max", self.handshakes_in_progress_max),
+            ],
+            frame_bytes_max: self.frame_bytes_max,
+            reconnect_backoff_min: self.reconnect_backoff_min,
+            reconnect_backoff_max: self.reconnect_backoff_max,
         }
-        if NodeId::parse(self.node_id.as_str()).is_err() {
-            return invalid(format!("node_id {:?} is not a valid node id", self.node_id.as_str()));
-        }
-        for (name, value) in [
-            ("send_queue_frames_max", self.send_queue_frames_max),
-            ("receive_queue_frames_max", self.receive_queue_frames_max),
-            ("write_batch_frames_max", self.write_batch_frames_max),
-            ("handshakes_in_progress_max", self.handshakes_in_progress_max),
-        ] {
-            if value == 0 {
-                return invalid(format!("{name} must be at least 1"));
-            }
-        }
-        if self.frame_bytes_max < crate::auth::HANDSHAKE_MESSAGE_BYTES_MAX
-            || self.frame_bytes_max > u32::MAX as usize
-        {
-            return invalid(format!(
-                "frame_bytes_max must be between {} and {}",
-                crate::auth::HANDSHAKE_MESSAGE_BYTES_MAX,
-                u32::MAX
-            ));
-        }
-        if self.reconnect_backoff_min.is_zero() || self.reconnect_backoff_min > self.reconnect_backoff_max {
-            return invalid(
-                "reconnect_backoff_min must be above zero and at most reconnect_backoff_max".into(),
-            );
-        }
+        .validate()
+        .map_err(WsError::InvalidOptions)?;
         if self.handshake_timeout.is_zero() || self.keepalive_interval.is_zero() {
             return invalid("handshake_timeout and keepalive_interval must be above zero".into());
         }

@@ -1,7 +1,7 @@
 //! The WebSocket transport: one outbound link per peer (this node dials, sends frames), and the
 //! inbound links peers dial (this node reads frames). Each link authenticates before any frame.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,18 +15,17 @@ use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::auth::{self, Challenge, HandshakeError, Hello, Transcript};
-use crate::backoff::{link_seed, Backoff};
+use crate::backoff::Backoff;
+use crate::links::{split_address, Links};
 use crate::{LinkError, WsError, WsOptions};
 
-/// Frames `recv` takes from the receive queue at once (they are then held in [`Inbox::taken`]).
-const RECEIVE_BATCH_FRAMES_MAX: usize = 256;
 /// Keepalive intervals without any answer before an outbound link is declared down.
 const KEEPALIVE_MISSES_MAX: u32 = 3;
 
@@ -58,13 +57,9 @@ struct Shared {
     websocket_config: WebSocketConfig,
     tls: Option<(tokio_rustls::TlsAcceptor, tokio_rustls::TlsConnector)>,
     runtime: tokio::runtime::Handle,
-    peers: Mutex<BTreeMap<NodeId, PeerLink>>,
+    /// Peers, their send queues and link status, and the inbox (shared with the other transports).
+    links: Links,
     inbound: Mutex<BTreeMap<NodeId, InboundLink>>,
-    status: Mutex<BTreeMap<NodeId, LinkStatus>>,
-    status_changed: Notify,
-    inbox_sender: mpsc::Sender<(NodeId, Bytes)>,
-    inbox: tokio::sync::Mutex<Inbox>,
-    closed: watch::Sender<bool>,
     accept_task: Mutex<Option<AbortHandle>>,
     handshakes_in_progress: AtomicUsize,
     next_connection: AtomicU64,
@@ -72,31 +67,10 @@ struct Shared {
     links_closed_for_bad_frames: AtomicU64,
 }
 
-/// Received frames: the bounded channel the readers fill, and a batch taken from it at once (one
-/// wake-up per batch instead of per frame).
-struct Inbox {
-    receiver: mpsc::Receiver<(NodeId, Bytes)>,
-    taken: VecDeque<(NodeId, Bytes)>,
-    scratch: Vec<(NodeId, Bytes)>,
-}
-
-struct PeerLink {
-    address: String,
-    queue: mpsc::Sender<Bytes>,
-    task: AbortHandle,
-}
-
 /// An authenticated inbound connection; dropping it closes the connection.
 struct InboundLink {
     connection: u64,
     _stop: oneshot::Sender<()>,
-}
-
-/// Whether the outbound link is up, and what the application was last told.
-#[derive(Default)]
-struct LinkStatus {
-    up: bool,
-    reported_up: bool,
 }
 
 impl WsTransport {
@@ -119,24 +93,20 @@ impl WsTransport {
                 tokio_rustls::TlsConnector::from(tls.client.clone()),
             )
         });
-        let (inbox_sender, inbox) = mpsc::channel(options.receive_queue_frames_max);
+        let links = Links::new(
+            options.node_id.clone(),
+            options.frame_bytes_max,
+            options.send_queue_frames_max,
+            options.receive_queue_frames_max,
+        );
         let shared = Arc::new(Shared {
             codec: Codec { max_frame_bytes: options.frame_bytes_max, compression_threshold_bytes: None },
             options,
             websocket_config,
             tls,
             runtime: tokio::runtime::Handle::current(),
-            peers: Mutex::new(BTreeMap::new()),
+            links,
             inbound: Mutex::new(BTreeMap::new()),
-            status: Mutex::new(BTreeMap::new()),
-            status_changed: Notify::new(),
-            inbox_sender,
-            inbox: tokio::sync::Mutex::new(Inbox {
-                receiver: inbox,
-                taken: VecDeque::new(),
-                scratch: Vec::new(),
-            }),
-            closed: watch::Sender::new(false),
             accept_task: Mutex::new(None),
             handshakes_in_progress: AtomicUsize::new(0),
             next_connection: AtomicU64::new(1),
@@ -165,26 +135,6 @@ impl WsTransport {
             links_closed_for_bad_frames: self.shared.links_closed_for_bad_frames.load(Ordering::Relaxed),
         }
     }
-
-    fn is_closed(&self) -> bool {
-        *self.shared.closed.borrow()
-    }
-
-    /// The next link-status change the application has not been told about yet.
-    fn take_status_change(&self) -> Option<Incoming> {
-        let mut status = self.shared.status.lock();
-        for (peer, link) in status.iter_mut() {
-            if link.up != link.reported_up {
-                link.reported_up = link.up;
-                return Some(if link.up {
-                    Incoming::PeerConnected(peer.clone())
-                } else {
-                    Incoming::PeerDisconnected(peer.clone())
-                });
-            }
-        }
-        None
-    }
 }
 
 impl Drop for WsTransport {
@@ -194,27 +144,12 @@ impl Drop for WsTransport {
 }
 
 impl Shared {
-    fn set_link_up(&self, peer: &NodeId, up: bool) {
-        let mut status = self.status.lock();
-        // A peer removed meanwhile stays removed.
-        if let Some(link) = status.get_mut(peer) {
-            link.up = up;
-            drop(status);
-            self.status_changed.notify_one();
-        }
-    }
-
     fn shut_down(&self) {
-        self.closed.send_replace(true);
+        self.links.shut_down();
         if let Some(accept) = self.accept_task.lock().take() {
             accept.abort();
         }
-        let peers = std::mem::take(&mut *self.peers.lock());
-        for link in peers.values() {
-            link.task.abort();
-        }
         self.inbound.lock().clear();
-        self.status.lock().clear();
     }
 }
 
@@ -225,97 +160,22 @@ impl Transport for WsTransport {
     /// reconnect backoff) frames wait in the queue up to its limit; frames being written when a
     /// link breaks are lost, which the mechanisms tolerate.
     async fn send(&self, to: &NodeId, frames: Vec<Bytes>) -> Result<(), TransportError> {
-        if self.is_closed() {
-            return Err(TransportError::Closed);
-        }
-        let limit = self.shared.options.frame_bytes_max;
-        if let Some(frame) = frames.iter().find(|frame| frame.len() > limit) {
-            return Err(TransportError::FrameTooLarge { size: frame.len(), limit });
-        }
-        let queue = match self.shared.peers.lock().get(to) {
-            Some(link) => link.queue.clone(),
-            None => return Err(TransportError::UnknownPeer(to.clone())),
-        };
-        if frames.is_empty() {
-            return Ok(());
-        }
-        let queue_limit = self.shared.options.send_queue_frames_max;
-        let permits = queue.try_reserve_many(frames.len()).map_err(|error| match error {
-            mpsc::error::TrySendError::Full(()) => {
-                TransportError::QueueFull { peer: to.clone(), limit: queue_limit }
-            }
-            mpsc::error::TrySendError::Closed(()) => TransportError::Closed,
-        })?;
-        for (permit, frame) in permits.zip(frames) {
-            permit.send(frame);
-        }
-        Ok(())
+        self.shared.links.send(to, frames)
     }
 
     async fn recv(&self) -> Result<Incoming, TransportError> {
-        let mut closed = self.shared.closed.subscribe();
-        loop {
-            if *closed.borrow_and_update() {
-                return Err(TransportError::Closed);
-            }
-            if let Some(change) = self.take_status_change() {
-                return Ok(change);
-            }
-            let mut inbox = self.shared.inbox.lock().await;
-            if let Some((from, frame)) = inbox.taken.pop_front() {
-                return Ok(Incoming::Frame { from, frame });
-            }
-            let Inbox { receiver, taken, scratch } = &mut *inbox;
-            tokio::select! {
-                biased;
-                _ = closed.changed() => return Err(TransportError::Closed),
-                _ = self.shared.status_changed.notified() => continue,
-                count = receiver.recv_many(scratch, RECEIVE_BATCH_FRAMES_MAX) => {
-                    if count == 0 {
-                        return Err(TransportError::Closed);
-                    }
-                    taken.extend(scratch.drain(..));
-                }
-            }
-        }
+        self.shared.links.recv().await
     }
 
     fn add_peer(&self, peer: &NodeInfo) -> Result<(), TransportError> {
-        if self.is_closed() {
-            return Err(TransportError::Closed);
-        }
-        if peer.id == self.shared.options.node_id {
-            return Ok(());
-        }
-        parse_address(&peer.address).map_err(|error| TransportError::Link(error.to_string()))?;
-        let mut peers = self.shared.peers.lock();
-        if let Some(existing) = peers.get(&peer.id) {
-            if existing.address == peer.address {
-                return Ok(());
-            }
-            existing.task.abort();
-        }
-        // A new address is a new link: the old one's queue goes with it.
-        let (queue, receiver) = mpsc::channel(self.shared.options.send_queue_frames_max);
-        self.shared.status.lock().insert(peer.id.clone(), LinkStatus::default());
-        let task = self.shared.runtime.spawn(run_outbound(
-            self.shared.clone(),
-            peer.id.clone(),
-            peer.address.clone(),
-            receiver,
-        ));
-        peers.insert(
-            peer.id.clone(),
-            PeerLink { address: peer.address.clone(), queue, task: task.abort_handle() },
-        );
-        Ok(())
+        self.shared.links.add_peer(peer, parse_address, |queue| {
+            let link = run_outbound(self.shared.clone(), peer.id.clone(), peer.address.clone(), queue);
+            self.shared.runtime.spawn(link).abort_handle()
+        })
     }
 
     fn remove_peer(&self, peer: &NodeId) {
-        if let Some(link) = self.shared.peers.lock().remove(peer) {
-            link.task.abort();
-        }
-        self.shared.status.lock().remove(peer);
+        self.shared.links.remove_peer(peer);
         self.shared.inbound.lock().remove(peer);
     }
 
@@ -327,19 +187,8 @@ impl Transport for WsTransport {
 /// Splits `ws://host:port/path`, `wss://…`, `tcp://…` or `host:port` into `host:port` and the host
 /// alone (for TLS name checks).
 pub(crate) fn parse_address(address: &str) -> Result<(String, String), LinkError> {
-    let bad = |reason: &str| LinkError::Address { address: address.to_owned(), reason: reason.to_owned() };
-    let rest = ["ws://", "wss://", "tcp://"]
-        .iter()
-        .find_map(|scheme| address.strip_prefix(scheme))
-        .unwrap_or(address);
-    let authority = rest.split('/').next().unwrap_or_default();
-    let Some((host, port)) = authority.rsplit_once(':') else {
-        return Err(bad("expected host:port"));
-    };
-    if host.is_empty() || port.parse::<u16>().is_err() {
-        return Err(bad("expected host:port with a numeric port"));
-    }
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let (authority, host) = split_address(address, &["ws://", "wss://", "tcp://"])
+        .map_err(|reason| LinkError::Address { address: address.to_owned(), reason: reason.to_owned() })?;
     Ok((authority.to_owned(), host.to_owned()))
 }
 
@@ -347,19 +196,16 @@ pub(crate) fn parse_address(address: &str) -> Result<(String, String), LinkError
 /// queued frames in batches, and on any failure back off and dial again.
 async fn run_outbound(shared: Arc<Shared>, peer: NodeId, address: String, mut queue: mpsc::Receiver<Bytes>) {
     let options = &shared.options;
-    let mut backoff = Backoff::new(
-        options.reconnect_backoff_min,
-        options.reconnect_backoff_max,
-        link_seed(options.node_id.as_str(), peer.as_str()),
-    );
+    let (min, max) = (options.reconnect_backoff_min, options.reconnect_backoff_max);
+    let mut backoff = Backoff::for_link(min, max, options.node_id.as_str(), peer.as_str());
     loop {
         match tokio::time::timeout(options.handshake_timeout, dial(&shared, &peer, &address)).await {
             Ok(Ok(socket)) => {
                 backoff.reset();
-                shared.set_link_up(&peer, true);
+                shared.links.set_link_up(&peer, true);
                 tracing::debug!(node = %options.node_id, %peer, "link up");
                 let outcome = pump(&shared, socket, &mut queue).await;
-                shared.set_link_up(&peer, false);
+                shared.links.set_link_up(&peer, false);
                 let Some(error) = outcome else {
                     return; // The peer was removed: its queue is gone.
                 };
@@ -525,7 +371,7 @@ async fn run_inbound(shared: Arc<Shared>, tcp: TcpStream, remote: SocketAddr) {
     let (stop_sender, mut stop) = oneshot::channel();
     {
         let mut inbound = shared.inbound.lock();
-        if *shared.closed.borrow() || !shared.peers.lock().contains_key(&peer) {
+        if shared.links.is_closed() || !shared.links.contains(&peer) {
             return;
         }
         // A peer that restarted dials again while its old connection may linger: the newest wins.
@@ -544,12 +390,12 @@ async fn run_inbound(shared: Arc<Shared>, tcp: TcpStream, remote: SocketAddr) {
                 }
                 // Bounded: when the application falls behind this waits, reading stops, TCP pushes
                 // back, and the sender's queue fills up instead of our memory.
-                match shared.inbox_sender.try_send((peer.clone(), frame)) {
+                match shared.links.inbox_sender().try_send((peer.clone(), frame)) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Closed(_)) => return,
                     Err(mpsc::error::TrySendError::Full(item)) => tokio::select! {
                         _ = &mut stop => return,
-                        sent = shared.inbox_sender.send(item) => if sent.is_err() { return },
+                        sent = shared.links.inbox_sender().send(item) => if sent.is_err() { return },
                     },
                 }
             }
@@ -584,14 +430,7 @@ async fn accept(shared: &Shared, tcp: TcpStream) -> Result<(NodeId, Socket), Lin
     let mut socket =
         tokio_tungstenite::accept_async_with_config(stream, Some(shared.websocket_config)).await?;
     let hello = auth::decode_hello(&next_binary(&mut socket).await?)?;
-    if hello.cluster_id != options.cluster_id {
-        return Err(
-            HandshakeError::WrongCluster { expected: options.cluster_id, got: hello.cluster_id }.into()
-        );
-    }
-    if !shared.peers.lock().contains_key(&hello.node_id) {
-        return Err(HandshakeError::UnknownPeer(hello.node_id).into());
-    }
+    shared.links.admit(&hello, options.cluster_id)?;
     let nonce = auth::fresh_nonce()?;
     let transcript = Transcript {
         secret: &options.cluster_secret,

@@ -64,7 +64,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 // The handshake and backoff are shared with the other transports (concord-transport-auth).
-use concord_transport_auth::{backoff, handshake as auth};
+use concord_transport_auth::{backoff, handshake as auth, limits, links};
 mod error;
 mod options;
 mod transport;

@@ -13,7 +13,7 @@
 //! alive: a DEALER whose peer restarted keeps accepting sends and loses them, so a link that hears
 //! nothing for `liveness_timeout` (heartbeats are answered at once) is dropped and dialled again.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use concord_core::id::{NodeId, NodeInfo};
 use concord_core::transport::{Incoming, Transport, TransportError};
 use futures_util::StreamExt;
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use zeromq::util::PeerIdentity;
@@ -35,11 +35,10 @@ use zeromq::{
 };
 
 use crate::auth::{self, Challenge, HandshakeError, Hello, Nonce, Transcript};
-use crate::backoff::{link_seed, Backoff};
+use crate::backoff::Backoff;
+use crate::links::{split_address, Links};
 use crate::{LinkError, ZmqError, ZmqOptions};
 
-/// Frames `recv` takes from the receive queue at once (they are then held in [`Inbox::taken`]).
-const RECEIVE_BATCH_FRAMES_MAX: usize = 256;
 const KIND_HELLO: &[u8] = b"H";
 const KIND_CHALLENGE: &[u8] = b"C";
 const KIND_PROOF: &[u8] = b"P";
@@ -71,38 +70,14 @@ struct Shared {
     options: ZmqOptions,
     codec: Codec,
     runtime: tokio::runtime::Handle,
-    peers: Mutex<BTreeMap<NodeId, PeerLink>>,
-    status: Mutex<BTreeMap<NodeId, LinkStatus>>,
-    status_changed: Notify,
-    inbox_sender: mpsc::Sender<(NodeId, Bytes)>,
-    inbox: tokio::sync::Mutex<Inbox>,
-    closed: watch::Sender<bool>,
+    /// Peers, their send queues and link status, and the inbox (shared with the other transports).
+    links: Links,
     router_task: Mutex<Option<AbortHandle>>,
     /// Authenticated peers to cut off, sent by `remove_peer` to the ROUTER task.
     removals: mpsc::UnboundedSender<NodeId>,
     handshakes_refused: AtomicU64,
     links_closed_for_bad_frames: AtomicU64,
     links_rebuilt_for_silence: AtomicU64,
-}
-
-/// Received frames: the bounded channel the readers fill, and a batch taken from it at once (one
-/// wake-up per batch instead of per frame).
-struct Inbox {
-    receiver: mpsc::Receiver<(NodeId, Bytes)>,
-    taken: VecDeque<(NodeId, Bytes)>,
-    scratch: Vec<(NodeId, Bytes)>,
-}
-
-struct PeerLink {
-    address: String,
-    queue: mpsc::Sender<Bytes>,
-    task: AbortHandle,
-}
-
-#[derive(Default)]
-struct LinkStatus {
-    up: bool,
-    reported_up: bool,
 }
 
 impl ZmqTransport {
@@ -122,7 +97,12 @@ impl ZmqTransport {
             _ => address,
         };
         let backend = router.backend();
-        let (inbox_sender, inbox) = mpsc::channel(options.receive_queue_frames_max);
+        let links = Links::new(
+            options.node_id.clone(),
+            options.frame_bytes_max,
+            options.send_queue_frames_max,
+            options.receive_queue_frames_max,
+        );
         // Unbounded, but only `remove_peer` sends, once per call: it cannot outgrow the membership
         // changes the application makes.
         let (removals, removal_receiver) = mpsc::unbounded_channel();
@@ -130,16 +110,7 @@ impl ZmqTransport {
             codec: Codec { max_frame_bytes: options.frame_bytes_max, compression_threshold_bytes: None },
             options,
             runtime: tokio::runtime::Handle::current(),
-            peers: Mutex::new(BTreeMap::new()),
-            status: Mutex::new(BTreeMap::new()),
-            status_changed: Notify::new(),
-            inbox_sender,
-            inbox: tokio::sync::Mutex::new(Inbox {
-                receiver: inbox,
-                taken: VecDeque::new(),
-                scratch: Vec::new(),
-            }),
-            closed: watch::Sender::new(false),
+            links,
             router_task: Mutex::new(None),
             removals,
             handshakes_refused: AtomicU64::new(0),
@@ -178,25 +149,6 @@ impl ZmqTransport {
             links_rebuilt_for_silence: self.shared.links_rebuilt_for_silence.load(Ordering::Relaxed),
         }
     }
-
-    fn is_closed(&self) -> bool {
-        *self.shared.closed.borrow()
-    }
-
-    fn take_status_change(&self) -> Option<Incoming> {
-        let mut status = self.shared.status.lock();
-        for (peer, link) in status.iter_mut() {
-            if link.up != link.reported_up {
-                link.reported_up = link.up;
-                return Some(if link.up {
-                    Incoming::PeerConnected(peer.clone())
-                } else {
-                    Incoming::PeerDisconnected(peer.clone())
-                });
-            }
-        }
-        None
-    }
 }
 
 impl Drop for ZmqTransport {
@@ -206,25 +158,11 @@ impl Drop for ZmqTransport {
 }
 
 impl Shared {
-    fn set_link_up(&self, peer: &NodeId, up: bool) {
-        let mut status = self.status.lock();
-        if let Some(link) = status.get_mut(peer) {
-            link.up = up;
-            drop(status);
-            self.status_changed.notify_one();
-        }
-    }
-
     fn shut_down(&self) {
-        self.closed.send_replace(true);
+        self.links.shut_down();
         if let Some(router) = self.router_task.lock().take() {
             router.abort();
         }
-        let peers = std::mem::take(&mut *self.peers.lock());
-        for link in peers.values() {
-            link.task.abort();
-        }
-        self.status.lock().clear();
     }
 }
 
@@ -235,96 +173,22 @@ impl Transport for ZmqTransport {
     /// window is full, frames wait in the queue up to its limit; frames in flight when a link is
     /// torn down are lost, which the mechanisms tolerate.
     async fn send(&self, to: &NodeId, frames: Vec<Bytes>) -> Result<(), TransportError> {
-        if self.is_closed() {
-            return Err(TransportError::Closed);
-        }
-        let limit = self.shared.options.frame_bytes_max;
-        if let Some(frame) = frames.iter().find(|frame| frame.len() > limit) {
-            return Err(TransportError::FrameTooLarge { size: frame.len(), limit });
-        }
-        let queue = match self.shared.peers.lock().get(to) {
-            Some(link) => link.queue.clone(),
-            None => return Err(TransportError::UnknownPeer(to.clone())),
-        };
-        if frames.is_empty() {
-            return Ok(());
-        }
-        let queue_limit = self.shared.options.send_queue_frames_max;
-        let permits = queue.try_reserve_many(frames.len()).map_err(|error| match error {
-            mpsc::error::TrySendError::Full(()) => {
-                TransportError::QueueFull { peer: to.clone(), limit: queue_limit }
-            }
-            mpsc::error::TrySendError::Closed(()) => TransportError::Closed,
-        })?;
-        for (permit, frame) in permits.zip(frames) {
-            permit.send(frame);
-        }
-        Ok(())
+        self.shared.links.send(to, frames)
     }
 
     async fn recv(&self) -> Result<Incoming, TransportError> {
-        let mut closed = self.shared.closed.subscribe();
-        loop {
-            if *closed.borrow_and_update() {
-                return Err(TransportError::Closed);
-            }
-            if let Some(change) = self.take_status_change() {
-                return Ok(change);
-            }
-            let mut inbox = self.shared.inbox.lock().await;
-            if let Some((from, frame)) = inbox.taken.pop_front() {
-                return Ok(Incoming::Frame { from, frame });
-            }
-            let Inbox { receiver, taken, scratch } = &mut *inbox;
-            tokio::select! {
-                biased;
-                _ = closed.changed() => return Err(TransportError::Closed),
-                _ = self.shared.status_changed.notified() => continue,
-                count = receiver.recv_many(scratch, RECEIVE_BATCH_FRAMES_MAX) => {
-                    if count == 0 {
-                        return Err(TransportError::Closed);
-                    }
-                    taken.extend(scratch.drain(..));
-                }
-            }
-        }
+        self.shared.links.recv().await
     }
 
     fn add_peer(&self, peer: &NodeInfo) -> Result<(), TransportError> {
-        if self.is_closed() {
-            return Err(TransportError::Closed);
-        }
-        if peer.id == self.shared.options.node_id {
-            return Ok(());
-        }
-        parse_address(&peer.address).map_err(|error| TransportError::Link(error.to_string()))?;
-        let mut peers = self.shared.peers.lock();
-        if let Some(existing) = peers.get(&peer.id) {
-            if existing.address == peer.address {
-                return Ok(());
-            }
-            existing.task.abort();
-        }
-        let (queue, receiver) = mpsc::channel(self.shared.options.send_queue_frames_max);
-        self.shared.status.lock().insert(peer.id.clone(), LinkStatus::default());
-        let task = self.shared.runtime.spawn(run_outbound(
-            self.shared.clone(),
-            peer.id.clone(),
-            peer.address.clone(),
-            receiver,
-        ));
-        peers.insert(
-            peer.id.clone(),
-            PeerLink { address: peer.address.clone(), queue, task: task.abort_handle() },
-        );
-        Ok(())
+        self.shared.links.add_peer(peer, parse_address, |queue| {
+            let link = run_outbound(self.shared.clone(), peer.id.clone(), peer.address.clone(), queue);
+            self.shared.runtime.spawn(link).abort_handle()
+        })
     }
 
     fn remove_peer(&self, peer: &NodeId) {
-        if let Some(link) = self.shared.peers.lock().remove(peer) {
-            link.task.abort();
-        }
-        self.shared.status.lock().remove(peer);
+        self.shared.links.remove_peer(peer);
         let _ = self.shared.removals.send(peer.clone());
     }
 
@@ -335,15 +199,8 @@ impl Transport for ZmqTransport {
 
 /// Splits `tcp://host:port`, `zmq://host:port` or `host:port` into `host:port`.
 pub(crate) fn parse_address(address: &str) -> Result<String, LinkError> {
-    let bad = |reason: &str| LinkError::Address { address: address.to_owned(), reason: reason.to_owned() };
-    let rest = ["tcp://", "zmq://"].iter().find_map(|scheme| address.strip_prefix(scheme)).unwrap_or(address);
-    let authority = rest.split('/').next().unwrap_or_default();
-    let Some((host, port)) = authority.rsplit_once(':') else {
-        return Err(bad("expected host:port"));
-    };
-    if host.is_empty() || port.parse::<u16>().is_err() {
-        return Err(bad("expected host:port with a numeric port"));
-    }
+    let (authority, _host) = split_address(address, &["tcp://", "zmq://"])
+        .map_err(|reason| LinkError::Address { address: address.to_owned(), reason: reason.to_owned() })?;
     Ok(authority.to_owned())
 }
 
@@ -356,20 +213,17 @@ fn message(parts: Vec<Bytes>) -> Result<ZmqMessage, LinkError> {
 /// send within the acknowledged window, and on any failure or silence back off and start over.
 async fn run_outbound(shared: Arc<Shared>, peer: NodeId, address: String, mut queue: mpsc::Receiver<Bytes>) {
     let options = &shared.options;
-    let mut backoff = Backoff::new(
-        options.reconnect_backoff_min,
-        options.reconnect_backoff_max,
-        link_seed(options.node_id.as_str(), peer.as_str()),
-    );
+    let (min, max) = (options.reconnect_backoff_min, options.reconnect_backoff_max);
+    let mut backoff = Backoff::for_link(min, max, options.node_id.as_str(), peer.as_str());
     loop {
         match tokio::time::timeout(options.handshake_timeout, dial(&shared, &peer, &address)).await {
             Ok(Ok(dealer)) => {
                 backoff.reset();
                 let (mut send_half, mut recv_half) = dealer.split();
-                shared.set_link_up(&peer, true);
+                shared.links.set_link_up(&peer, true);
                 tracing::debug!(node = %options.node_id, %peer, "link up");
                 let error = pump(&shared, &mut send_half, &mut recv_half, &mut queue).await;
-                shared.set_link_up(&peer, false);
+                shared.links.set_link_up(&peer, false);
                 if matches!(error, LinkError::LivenessTimeout) {
                     shared.links_rebuilt_for_silence.fetch_add(1, Ordering::Relaxed);
                 }
@@ -660,14 +514,7 @@ impl Inbound {
     async fn handle_hello(&mut self, identity: &Bytes, body: &[u8]) -> Result<(), LinkError> {
         let options = &self.shared.options;
         let hello = auth::decode_hello(body)?;
-        if hello.cluster_id != options.cluster_id {
-            return Err(
-                HandshakeError::WrongCluster { expected: options.cluster_id, got: hello.cluster_id }.into()
-            );
-        }
-        if !self.shared.peers.lock().contains_key(&hello.node_id) {
-            return Err(HandshakeError::UnknownPeer(hello.node_id).into());
-        }
+        self.shared.links.admit(&hello, options.cluster_id)?;
         let Some(pending) = self.pending.get_mut(identity) else {
             return Err(HandshakeError::Malformed("hello on an unknown connection").into());
         };
@@ -745,10 +592,10 @@ impl Inbound {
         for frame in parts {
             // Bounded: when the application falls behind this waits, the ROUTER stops reading and
             // acknowledging, and the senders' windows and queues fill instead of our memory.
-            let sent = match self.shared.inbox_sender.try_send((peer.clone(), frame)) {
+            let sent = match self.shared.links.inbox_sender().try_send((peer.clone(), frame)) {
                 Ok(()) => Ok(()),
                 Err(mpsc::error::TrySendError::Full(item)) => {
-                    self.shared.inbox_sender.send(item).await.map_err(|_| ())
+                    self.shared.links.inbox_sender().send(item).await.map_err(|_| ())
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
             };

@@ -60,7 +60,7 @@ impl Raft {
     pub(super) fn apply_command(&mut self, entry: &Entry, proposal: &Proposal) {
         let context = ApplyContext { index: entry.index, term: entry.term, timestamp_ms: entry.timestamp_ms };
         let result = self.replica.apply(&context, proposal.session, &proposal.command);
-        if let Ok(output) = &result {
+        if let (Ok(output), true) = (&result, self.entry_events_wanted) {
             for change in &output.changes {
                 self.events.push(Event::StateChanged {
                     key: change.key.clone(),
@@ -97,7 +97,9 @@ impl Raft {
         match result {
             Ok(output) => {
                 proposal_result.output = Some(output);
-                self.events.push(Event::ConsensusAccepted(proposal_result.clone()));
+                if self.entry_events_wanted {
+                    self.events.push(Event::ConsensusAccepted(proposal_result.clone()));
+                }
             }
             Err(failure) => {
                 proposal_result.accepted = false;
@@ -139,7 +141,9 @@ impl Raft {
                     index: Some(index),
                     advisory: false,
                 };
-                self.events.push(Event::ConsensusAccepted(result.clone()));
+                if self.entry_events_wanted {
+                    self.events.push(Event::ConsensusAccepted(result.clone()));
+                }
                 self.results.push(result);
             }
         }

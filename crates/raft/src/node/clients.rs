@@ -65,10 +65,15 @@ impl Raft {
             self.batch_ids.clear();
             return;
         }
-        let batch = std::mem::take(&mut self.batch);
+        let mut batch = std::mem::take(&mut self.batch);
         self.batch_ids.clear();
-        for proposal in batch {
+        self.persist.entries.reserve(batch.len());
+        for proposal in batch.drain(..) {
             self.leader_append(now, EntryPayload::Command(proposal));
+        }
+        // Keep the emptied buffer's capacity for the next batch.
+        if self.batch.is_empty() {
+            self.batch = batch;
         }
         self.broadcast_append(now);
         self.maybe_commit(now);

@@ -216,6 +216,11 @@ impl Raft {
             return;
         }
         let had_committed_own_term = self.committed_own_term();
+        // The set of peers to track changes only when a membership entry gets committed (a new
+        // latest membership already synced it when appended): skip the rebuild otherwise.
+        let commit = self.commit;
+        let membership_committed =
+            self.memberships.iter().rev().any(|(index, _)| *index > commit && *index <= quorum_index);
         self.set_commit(quorum_index);
         if !had_committed_own_term && self.committed_own_term() {
             let deferred = std::mem::take(&mut self.deferred_reads);
@@ -224,7 +229,9 @@ impl Raft {
             }
         }
         self.commit_unsent = true;
-        self.sync_progress();
+        if membership_committed {
+            self.sync_progress();
+        }
         self.apply_committed(now);
     }
 
@@ -313,6 +320,7 @@ impl Raft {
             return Ok(());
         }
         let last_new = LogIndex(prev_index.0 + entries.len() as u64);
+        self.persist.entries.reserve(entries.len());
         for entry in entries {
             match self.log.term_at(entry.index) {
                 Some(term) if term == entry.term => continue,
