@@ -172,7 +172,11 @@ fn start(count: usize, scheme: &str, file_storage: bool) -> Result<(), String> {
                 return Err(format!("{} exited; see {}", node.id, log_path.display()));
             }
             if Instant::now() > deadline {
-                return Err(format!("{} did not start within {START_TIMEOUT:?}; see {}", node.id, log_path.display()));
+                return Err(format!(
+                    "{} did not start within {START_TIMEOUT:?}; see {}",
+                    node.id,
+                    log_path.display()
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -103,6 +103,10 @@ struct ClusterRun {
     clients: u64,
     writes: u64,
     batch: u64,
+    /// File storage (group commit) instead of memory.
+    durable: bool,
+    /// Snapshot interval (0: none); set on the long run that checks memory stays flat.
+    snapshot_interval: u64,
 }
 
 /// openraft's `benchmarks/minimal` on this machine kind (2 vCPU), median put/s, from the issue.
@@ -139,10 +143,41 @@ fn bench(args: &[String]) -> i32 {
         (4096, 1_000_000, 1),
         (4096, 1_000_000, 4),
     ] {
-        runs.push(ClusterRun { mechanism: "raft", clients, writes: writes / scale, batch });
+        runs.push(ClusterRun {
+            mechanism: "raft",
+            clients,
+            writes: writes / scale,
+            batch,
+            durable: false,
+            snapshot_interval: 0,
+        });
     }
+    // Durable group commit, and a long run with snapshots whose peak memory must stay flat.
+    runs.push(ClusterRun {
+        mechanism: "raft",
+        clients: 256,
+        writes: 300_000 / scale,
+        batch: 1,
+        durable: true,
+        snapshot_interval: 0,
+    });
+    runs.push(ClusterRun {
+        mechanism: "raft",
+        clients: 256,
+        writes: 3_000_000 / scale,
+        batch: 1,
+        durable: false,
+        snapshot_interval: 10_000,
+    });
     for (clients, writes) in [(1, 20_000), (64, 200_000), (256, 200_000)] {
-        runs.push(ClusterRun { mechanism: "simple_majority", clients, writes: writes / scale, batch: 1 });
+        runs.push(ClusterRun {
+            mechanism: "simple_majority",
+            clients,
+            writes: writes / scale,
+            batch: 1,
+            durable: false,
+            snapshot_interval: 0,
+        });
     }
     let total_steps = runs.len() + 2;
     let mut cluster_rows = Vec::new();
@@ -155,24 +190,36 @@ fn bench(args: &[String]) -> i32 {
             run.writes,
             run.batch
         );
-        let output = Command::new("target/release/cluster-bench")
+        let data_dir = out.join("cluster-data");
+        let _ = std::fs::remove_dir_all(&data_dir);
+        let mut command = Command::new("target/release/cluster-bench");
+        command
             .args(["-c", &run.clients.to_string(), "-n", &run.writes.to_string(), "-m", "3"])
             .args(["-b", &run.batch.to_string(), "--mechanism", run.mechanism])
-            .output();
-        let line = match output {
+            .args(["--snapshot-interval", &run.snapshot_interval.to_string()]);
+        if run.durable {
+            command.arg("--data-dir").arg(&data_dir);
+        }
+        let (line, latency) = match command.output() {
             Ok(output) if output.status.success() => {
-                String::from_utf8_lossy(&output.stdout).lines().last().unwrap_or("").to_owned()
+                let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+                let find =
+                    |prefix: &str| stdout.lines().find(|l| l.starts_with(prefix)).unwrap_or("").to_owned();
+                (find("clients:"), find("latency:"))
             }
-            Ok(output) => format!("failed: {}", String::from_utf8_lossy(&output.stderr).trim()),
-            Err(error) => format!("failed: {error}"),
+            Ok(output) => {
+                (format!("failed: {}", String::from_utf8_lossy(&output.stderr).trim()), String::new())
+            }
+            Err(error) => (format!("failed: {error}"), String::new()),
         };
-        println!("{line}");
+        let _ = std::fs::remove_dir_all(&data_dir);
+        println!("{line}\n{latency}");
         let ops_per_second = line
             .split("op/ms: ")
             .nth(1)
             .and_then(|text| text.trim().parse::<u64>().ok())
             .map(|per_ms| per_ms * 1000);
-        cluster_rows.push((run, line, ops_per_second));
+        cluster_rows.push((run, line, latency, ops_per_second));
     }
 
     eprintln!("xtask bench [{}/{total_steps}] failover (simulated, Figure 16)", runs.len() + 1);
@@ -278,7 +325,7 @@ fn machine_description() -> String {
 
 fn benchmarks_markdown(
     quick: bool,
-    cluster_rows: &[(&ClusterRun, String, Option<u64>)],
+    cluster_rows: &[(&ClusterRun, String, String, Option<u64>)],
     failover: Option<&str>,
     criterion_rows: &[(String, String, String)],
 ) -> String {
@@ -296,10 +343,18 @@ fn benchmarks_markdown(
         "(simple majority), empty values, C clients writing sequentially through the public async API.\n",
     );
     text.push_str("The openraft column is the issue's reference for openraft's `benchmarks/minimal` on this machine kind.\n\n");
-    text.push_str("| mechanism | clients | batch | writes | concord ops/s | openraft ops/s | goal | output line |\n|---|---|---|---|---|---|---|---|\n");
-    for (run, line, ops) in cluster_rows {
+    text.push_str("Durable rows use `--data-dir` (concord-storage, one fdatasync per persisted batch); the snapshot row\n");
+    text.push_str("sets `--snapshot-interval 10000` and reports peak resident memory, which must not grow with the number of writes.\n\n");
+    text.push_str("| mechanism | storage | clients | batch | writes | concord ops/s | openraft ops/s | goal | latency and memory | output line |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    for (run, line, latency, ops) in cluster_rows {
+        let plain = !run.durable && run.snapshot_interval == 0;
         let reference =
-            if run.mechanism == "raft" { openraft_reference(run.clients, run.batch) } else { None };
+            if run.mechanism == "raft" && plain { openraft_reference(run.clients, run.batch) } else { None };
+        let storage = match (run.durable, run.snapshot_interval) {
+            (true, _) => "file".to_owned(),
+            (false, 0) => "memory".to_owned(),
+            (false, interval) => format!("memory, snapshot every {interval}"),
+        };
         let goal = match (run.mechanism, run.clients, reference, ops) {
             ("raft", 1, Some(r), Some(o)) => {
                 if *o >= 10 * r {
@@ -315,17 +370,23 @@ fn benchmarks_markdown(
                     "≥3×: missed"
                 }
             }
+            _ if run.durable => match ops {
+                Some(o) if *o >= 100_000 => "≥100k durable: met (in-process)",
+                _ => "≥100k durable: missed",
+            },
             _ => "",
         };
         text.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | `{}` |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | `{}` |\n",
             run.mechanism,
+            storage,
             run.clients,
             run.batch,
             run.writes,
             ops.map_or("failed".to_owned(), |o| o.to_string()),
             reference.map_or("—".to_owned(), |r| r.to_string()),
             goal,
+            latency.trim_start_matches("latency: "),
             line
         ));
     }

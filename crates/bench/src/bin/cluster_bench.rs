@@ -35,6 +35,13 @@ struct Args {
     /// Tokio worker threads (default: one per core).
     #[arg(short = 'w', long)]
     workers: Option<usize>,
+    /// Durable file storage under this directory (one subdirectory per node) instead of memory:
+    /// measures group commit. The directory must not hold an older cluster.
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
+    /// Take a snapshot every this many entries (0: never). Set it on long runs so memory stays flat.
+    #[arg(long, default_value_t = 0)]
+    snapshot_interval: u64,
 }
 
 fn main() {
@@ -67,7 +74,7 @@ async fn run(args: Args) -> Result<(), String> {
     }
     let mut config = Config::for_mechanism(mechanism);
     config.timeout = Duration::from_secs(30);
-    config.snapshot_interval = 0;
+    config.snapshot_interval = args.snapshot_interval;
     config.max_pending_proposals = 1_000_000;
     let network = MemoryNetwork::new();
     let ids: Vec<String> = (1..=args.members).map(|i| format!("n{i}")).collect();
@@ -81,6 +88,9 @@ async fn run(args: Args) -> Result<(), String> {
             .seed(index as u64);
         if mechanism == MechanismKind::Raft {
             builder = builder.state_machine(Box::new(NoopStateMachine));
+        }
+        if let Some(directory) = &args.data_dir {
+            builder = builder.data_dir(directory.join(id));
         }
         nodes.push(builder.start().await.map_err(|e| e.to_string())?);
     }
@@ -102,10 +112,13 @@ async fn run(args: Args) -> Result<(), String> {
     let total = per_client * args.clients;
     let started = Instant::now();
     let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // Per-operation latencies, sampled (every 16th operation) to keep memory bounded.
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::<u64>::with_capacity((total / 16 + 1) as usize)));
     let mut tasks = Vec::new();
     for client in 0..args.clients {
         let node = target.clone();
         let failures = failures.clone();
+        let latencies = latencies.clone();
         let batch = args.batch;
         tasks.push(tokio::spawn(async move {
             let key = format!("client-{client}");
@@ -120,9 +133,15 @@ async fn run(args: Args) -> Result<(), String> {
                     };
                     pending.push(node.propose_command(command));
                 }
+                let round_started = Instant::now();
                 for result in futures_join(pending).await {
                     if !result.accepted {
                         failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                if done % 16 == 0 {
+                    if let Ok(mut samples) = latencies.lock() {
+                        samples.push(round_started.elapsed().as_nanos() as u64);
                     }
                 }
                 done += round;
@@ -144,6 +163,22 @@ async fn run(args: Args) -> Result<(), String> {
         elapsed.as_nanos() / u128::from(total.max(1)),
         total as u128 * 1_000_000 / elapsed.as_nanos().max(1)
     );
+    let mut samples = latencies.lock().map(|samples| samples.clone()).unwrap_or_default();
+    samples.sort_unstable();
+    let percentile = |p: f64| -> f64 {
+        if samples.is_empty() {
+            return 0.0;
+        }
+        let rank = ((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+        samples[rank - 1] as f64 / 1000.0
+    };
+    println!(
+        "latency: p50 {:.1} µs, p99 {:.1} µs (per round of {} writes); peak resident memory {} MiB",
+        percentile(0.50),
+        percentile(0.99),
+        args.batch,
+        peak_resident_mebibytes().map_or("?".to_owned(), |m| m.to_string())
+    );
     if failed > 0 {
         eprintln!("{failed} writes failed");
     }
@@ -154,6 +189,14 @@ async fn run(args: Args) -> Result<(), String> {
         return Err(format!("{failed} of {total} writes failed"));
     }
     Ok(())
+}
+
+/// Peak resident set size of this process (VmHWM), in MiB.
+fn peak_resident_mebibytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kibibytes: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kibibytes / 1024)
 }
 
 /// Awaits every future, in order (a tiny join_all without another dependency).
