@@ -208,6 +208,7 @@ impl ConsensusBuilder {
             next_sequence: AtomicU64::new(1),
             next_read: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
+            halted: AtomicBool::new(false),
             stopped: Notify::new(),
             transport,
         });
@@ -261,6 +262,9 @@ pub(crate) struct Shared {
     next_sequence: AtomicU64,
     next_read: AtomicU64,
     stopping: AtomicBool,
+    // Set once the drain period of `stop` is over: the node task exits at its next check even if
+    // proposals are still pending (they are then answered `Stopped`).
+    halted: AtomicBool,
     stopped: Notify,
     transport: Arc<dyn Transport>,
 }
@@ -770,6 +774,7 @@ impl Consensus {
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        self.shared.halted.store(true, Ordering::Release);
         self.shared.stopped.notify_waiters();
         self.shared.wake.notify_one();
         let tasks = self.tasks.lock().take();
@@ -847,7 +852,9 @@ async fn drive(shared: Arc<Shared>, storage: Box<dyn Storage>) {
     let partition_check = shared.config.heartbeat_interval;
     let mut next_partition_check = shared.clock.now() + partition_check;
     loop {
-        if shared.stopping.load(Ordering::Acquire) && pending_is_empty(&shared) {
+        if shared.halted.load(Ordering::Acquire)
+            || (shared.stopping.load(Ordering::Acquire) && pending_is_empty(&shared))
+        {
             break;
         }
         let deadline = {

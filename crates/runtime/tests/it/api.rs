@@ -190,7 +190,12 @@ async fn full_proposal_queue_is_busy_not_unbounded() {
 #[tokio::test(start_paused = true)]
 async fn stop_with_proposals_in_flight_answers_every_one() {
     let network = MemoryNetwork::new();
-    let nodes = cluster(&network, 3, raft_config()).await;
+    let mut config = raft_config();
+    // Long enough that waiting for the proposals' own timeouts would show in the stop time.
+    config.timeout = Duration::from_secs(60);
+    // Keep the isolated leader a leader, so its proposals stay pending until stop answers them.
+    config.check_quorum = false;
+    let nodes = cluster(&network, 3, config).await;
     let leader = wait_for_leader(&nodes).await;
     network.isolate(nodes[leader].node_id().as_str());
     let mut waiting = Vec::new();
@@ -199,7 +204,10 @@ async fn stop_with_proposals_in_flight_answers_every_one() {
         waiting.push(tokio::spawn(async move { node.propose_with_result(&format!("k{i}"), &i).await }));
     }
     tokio::time::sleep(Duration::from_millis(5)).await;
+    let stopping = tokio::time::Instant::now();
     nodes[leader].stop().await;
+    // Virtual time: stop drains for one heartbeat interval, then answers what is left.
+    assert!(stopping.elapsed() < Duration::from_secs(1), "stop took {:?}", stopping.elapsed());
     for handle in waiting {
         let result =
             tokio::time::timeout(Duration::from_secs(10), handle).await.expect("no proposal hangs").unwrap();
