@@ -1,0 +1,54 @@
+//! # concord-chaos
+//!
+//! The history format and the checker of `cargo xtask chaos`, concord's fault test against real
+//! processes and real network cuts.
+//!
+//! - [`format`](mod@format): the operation history (`history.jsonl`) in the convention Jepsen uses, one JSON
+//!   object per line — `{"process": 3, "type": "invoke"|"ok"|"fail"|"info", "f":
+//!   "read"|"write"|"cas"|"add", "key": "k1", "value": …, "time": <ns since start>}` — and the
+//!   nemesis log (`nemesis.jsonl`), with a streaming [`JsonLinesReader`] that reports malformed lines
+//!   by line number and a [`JsonLinesWriter`].
+//! - [`checker`]: pairs invocations with completions into a [`concord_sim::History`], runs the
+//!   project's [linearizability checker](concord_sim::linearizability) key by key, and adds plain
+//!   checks that name the problem: a **lost acknowledged write**, a **stale read**, a **value never
+//!   written**. The [`CheckReport`] lists each violation with its key, process and times, and counts
+//!   operations by function and outcome.
+//!
+//! **What it is not (yet):** the orchestrator — network namespaces, nftables partitions, starting and
+//! killing `concord serve`, the clients and the seeded nemesis — comes later and will write the files
+//! this crate reads. This crate does no I/O of its own beyond the reader and writer it is handed.
+//!
+//! ```
+//! use concord_chaos::{check_jsonl, ViolationKind};
+//!
+//! // Process 0 writes 1, then 2 (both acknowledged); after healing, process 1 reads 1 back.
+//! let history = r#"
+//! {"process": 0, "type": "invoke", "f": "write", "key": "k1", "value": 1, "time": 10}
+//! {"process": 0, "type": "ok",     "f": "write", "key": "k1", "value": 1, "time": 20}
+//! {"process": 0, "type": "invoke", "f": "write", "key": "k1", "value": 2, "time": 30}
+//! {"process": 0, "type": "ok",     "f": "write", "key": "k1", "value": 2, "time": 40}
+//! {"process": 1, "type": "invoke", "f": "read",  "key": "k1", "value": null, "time": 50}
+//! {"process": 1, "type": "ok",     "f": "read",  "key": "k1", "value": 1, "time": 60}
+//! "#;
+//! let report = check_jsonl(history.as_bytes())?;
+//! assert!(!report.is_valid());
+//! assert!(report.violations.iter().any(|v| v.kind == ViolationKind::LostAcknowledgedWrite));
+//! assert_eq!(report.summary.operations, 3);
+//! # Ok::<(), concord_chaos::CheckError>(())
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod checker;
+pub mod format;
+
+pub use checker::{
+    check_events, check_events_with_limit, check_jsonl, to_sim_history, CheckError, CheckReport,
+    FunctionCounts, HistoryError, OperationSummary, Summary, Violation, ViolationKind,
+    REPORTED_VIOLATIONS_PER_KIND_MAX,
+};
+pub use format::{
+    read_history, read_nemesis, EventType, Function, HistoryEvent, JsonLinesReader, JsonLinesWriter,
+    NemesisEvent, NemesisPhase, ReadError, WriteError, LINE_BYTES_MAX,
+};
