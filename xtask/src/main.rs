@@ -107,6 +107,8 @@ struct ClusterRun {
     durable: bool,
     /// Snapshot interval (0: none); set on the long run that checks memory stays flat.
     snapshot_interval: u64,
+    /// `memory`, or real loopback sockets: `ws`, `zmq`.
+    transport: &'static str,
 }
 
 /// openraft's `benchmarks/minimal` on this machine kind (2 vCPU), median put/s, from the issue.
@@ -150,6 +152,7 @@ fn bench(args: &[String]) -> i32 {
             batch,
             durable: false,
             snapshot_interval: 0,
+            transport: "memory",
         });
     }
     // Durable group commit, and a long run with snapshots whose peak memory must stay flat.
@@ -160,6 +163,7 @@ fn bench(args: &[String]) -> i32 {
         batch: 1,
         durable: true,
         snapshot_interval: 0,
+        transport: "memory",
     });
     runs.push(ClusterRun {
         mechanism: "raft",
@@ -168,7 +172,31 @@ fn bench(args: &[String]) -> i32 {
         batch: 1,
         durable: false,
         snapshot_interval: 10_000,
+        transport: "memory",
     });
+    // Real loopback sockets between the three nodes (still one process).
+    for transport in ["ws", "zmq"] {
+        for (clients, writes) in [(1, 10_000), (64, 200_000), (256, 300_000)] {
+            runs.push(ClusterRun {
+                mechanism: "raft",
+                clients,
+                writes: writes / scale,
+                batch: 1,
+                durable: false,
+                snapshot_interval: 0,
+                transport,
+            });
+        }
+        runs.push(ClusterRun {
+            mechanism: "raft",
+            clients: 256,
+            writes: 300_000 / scale,
+            batch: 1,
+            durable: true,
+            snapshot_interval: 0,
+            transport,
+        });
+    }
     for (clients, writes) in [(1, 20_000), (64, 200_000), (256, 200_000)] {
         runs.push(ClusterRun {
             mechanism: "simple_majority",
@@ -177,6 +205,7 @@ fn bench(args: &[String]) -> i32 {
             batch: 1,
             durable: false,
             snapshot_interval: 0,
+            transport: "memory",
         });
     }
     let total_steps = runs.len() + 2;
@@ -196,7 +225,8 @@ fn bench(args: &[String]) -> i32 {
         command
             .args(["-c", &run.clients.to_string(), "-n", &run.writes.to_string(), "-m", "3"])
             .args(["-b", &run.batch.to_string(), "--mechanism", run.mechanism])
-            .args(["--snapshot-interval", &run.snapshot_interval.to_string()]);
+            .args(["--snapshot-interval", &run.snapshot_interval.to_string()])
+            .args(["--transport", run.transport]);
         if run.durable {
             command.arg("--data-dir").arg(&data_dir);
         }
@@ -347,13 +377,18 @@ fn benchmarks_markdown(
     text.push_str("sets `--snapshot-interval 10000` and reports peak resident memory, which must not grow with the number of writes.\n\n");
     text.push_str("| mechanism | storage | clients | batch | writes | concord ops/s | openraft ops/s | goal | latency and memory | output line |\n|---|---|---|---|---|---|---|---|---|---|\n");
     for (run, line, latency, ops) in cluster_rows {
-        let plain = !run.durable && run.snapshot_interval == 0;
+        let plain = !run.durable && run.snapshot_interval == 0 && run.transport == "memory";
         let reference =
             if run.mechanism == "raft" && plain { openraft_reference(run.clients, run.batch) } else { None };
         let storage = match (run.durable, run.snapshot_interval) {
             (true, _) => "file".to_owned(),
             (false, 0) => "memory".to_owned(),
             (false, interval) => format!("memory, snapshot every {interval}"),
+        };
+        let storage = if run.transport == "memory" {
+            storage
+        } else {
+            format!("{storage}, {} on loopback", run.transport)
         };
         let goal = match (run.mechanism, run.clients, reference, ops) {
             ("raft", 1, Some(r), Some(o)) => {

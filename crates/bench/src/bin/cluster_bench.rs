@@ -39,6 +39,10 @@ struct Args {
     /// measures group commit. The directory must not hold an older cluster.
     #[arg(long)]
     data_dir: Option<std::path::PathBuf>,
+    /// `memory` (in-process channels), or real loopback sockets: `ws` (WebSocket) or `zmq` (ZeroMQ).
+    /// All nodes still run in this one process.
+    #[arg(long, default_value = "memory")]
+    transport: String,
     /// Take a snapshot every this many entries (0: never). Set it on long runs so memory stays flat.
     #[arg(long, default_value_t = 0)]
     snapshot_interval: u64,
@@ -78,13 +82,44 @@ async fn run(args: Args) -> Result<(), String> {
     config.max_pending_proposals = 1_000_000;
     let network = MemoryNetwork::new();
     let ids: Vec<String> = (1..=args.members).map(|i| format!("n{i}")).collect();
-    let members: Vec<NodeInfo> = ids.iter().map(|id| NodeInfo::new(id.as_str(), "")).collect();
+    let secret = b"cluster-bench-secret-0123456789";
+    let cluster = ClusterId(1);
+    // Bind every transport first (OS-chosen loopback ports), then tell each node the addresses.
+    let mut transports: Vec<Arc<dyn Transport>> = Vec::new();
+    let mut members: Vec<NodeInfo> = Vec::new();
+    for id in &ids {
+        let (transport, address): (Arc<dyn Transport>, String) = match args.transport.as_str() {
+            "memory" => (network.transport(id.as_str()), String::new()),
+            "ws" => {
+                let transport = concord_transport_ws::WsTransport::bind(
+                    concord_transport_ws::WsOptions::new(id.as_str(), cluster, secret),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                let address = format!("ws://{}", transport.local_addr());
+                (transport, address)
+            }
+            "zmq" => {
+                let transport = concord_transport_zmq::ZmqTransport::bind(
+                    concord_transport_zmq::ZmqOptions::new(id.as_str(), cluster, secret),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                let address = format!("tcp://{}", transport.local_addr());
+                (transport, address)
+            }
+            other => return Err(format!("unknown transport {other:?} (memory, ws or zmq)")),
+        };
+        transports.push(transport);
+        members.push(NodeInfo::new(id.as_str(), address));
+    }
     let mut nodes = Vec::new();
     for (index, id) in ids.iter().enumerate() {
         let mut builder = Consensus::builder(id.as_str())
             .config(config.clone())
+            .cluster_id(cluster)
             .members(members.clone())
-            .transport(network.transport(id.as_str()))
+            .transport(transports[index].clone())
             .seed(index as u64);
         if mechanism == MechanismKind::Raft {
             builder = builder.state_machine(Box::new(NoopStateMachine));
@@ -173,11 +208,12 @@ async fn run(args: Args) -> Result<(), String> {
         samples[rank - 1] as f64 / 1000.0
     };
     println!(
-        "latency: p50 {:.1} µs, p99 {:.1} µs (per round of {} writes); peak resident memory {} MiB",
+        "latency: p50 {:.1} µs, p99 {:.1} µs (per round of {} writes); peak resident memory {} MiB; transport {}",
         percentile(0.50),
         percentile(0.99),
         args.batch,
-        peak_resident_mebibytes().map_or("?".to_owned(), |m| m.to_string())
+        peak_resident_mebibytes().map_or("?".to_owned(), |m| m.to_string()),
+        args.transport
     );
     if failed > 0 {
         eprintln!("{failed} writes failed");
