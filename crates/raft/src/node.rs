@@ -227,8 +227,10 @@ impl Hasher for ProposalIdHasher {
 
     fn write_u64(&mut self, value: u64) {
         let start = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
-        // One multiply per word: the sequence is the part that differs between ids.
-        self.0 = (start ^ value).wrapping_mul(0x0100_0000_01b3).rotate_left(29);
+        // The sequence is the part that differs between ids: mix it into every bit, high (the
+        // table's tag) and low (its bucket).
+        let mixed = (start ^ value).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = mixed ^ (mixed >> 32);
     }
 }
 

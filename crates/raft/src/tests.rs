@@ -730,3 +730,36 @@ fn a_silent_leader_is_reported_unreachable() {
     assert!(reporters.contains(&&new_leader));
     assert!(!cluster.nodes[&new_leader].connected_peers().contains(&leader));
 }
+
+#[test]
+fn entry_events_can_be_turned_off_without_changing_results() {
+    let mut cluster = Cluster::new(3, config());
+    let leader = cluster.elect();
+    for raft in cluster.nodes.values_mut() {
+        raft.set_entry_events_wanted(false);
+    }
+    cluster.events.clear();
+    let quiet = cluster.propose(&leader, put("score", "100")).unwrap();
+    cluster.run_for(Duration::from_millis(500));
+    let result = cluster.result(&leader, &quiet).expect("a result");
+    assert!(result.accepted);
+    assert!(result.output.is_some(), "the result still carries the command's output");
+    let per_entry = ["log:appended", "state:changed", "consensus:accepted"];
+    for (node, events) in &cluster.events {
+        assert!(!events.iter().any(|event| per_entry.contains(&event.name())), "{node}: {events:?}");
+    }
+    for node in ["n1", "n2", "n3"] {
+        assert_eq!(cluster.value(node, "score"), Some(Bytes::from("100")), "{node}");
+    }
+    // Turned back on, the next write reports all three kinds again.
+    for raft in cluster.nodes.values_mut() {
+        raft.set_entry_events_wanted(true);
+    }
+    let loud = cluster.propose(&leader, put("score", "200")).unwrap();
+    cluster.run_for(Duration::from_millis(500));
+    assert!(cluster.result(&leader, &loud).is_some_and(|result| result.accepted));
+    let names: BTreeSet<&str> = cluster.events[&leader].iter().map(|event| event.name()).collect();
+    for name in per_entry {
+        assert!(names.contains(name), "{name} missing from {names:?}");
+    }
+}

@@ -1,5 +1,7 @@
 //! Applying committed entries, membership entries taking effect, and log compaction.
 
+use concord_core::command::CommandResult;
+
 use super::*;
 
 impl Raft {
@@ -31,19 +33,36 @@ impl Raft {
     pub(super) fn apply_committed(&mut self, now: Instant) {
         while self.replica.applied() < self.commit {
             let index = self.replica.applied().next();
-            let Some(entry) = self.log.entry(index).cloned() else {
+            let Some(entry) = self.log.entry(index) else {
                 panic!(
                     "committed entry {index} is missing from the log (snapshot at {})",
                     self.log.snapshot_index()
                 );
             };
+            // Borrowed, not cloned (this runs for every entry): the log and the replica are
+            // separate fields, and what outlives the borrow is copied out.
             match &entry.payload {
                 EntryPayload::Noop => self.replica.skip(entry.index, entry.term),
                 EntryPayload::Membership(_) => {
                     self.replica.skip(entry.index, entry.term);
-                    self.on_membership_committed(now, entry.index);
+                    self.on_membership_committed(now, index);
                 }
-                EntryPayload::Command(proposal) => self.apply_command(&entry, proposal),
+                EntryPayload::Command(proposal) => {
+                    let context = ApplyContext {
+                        index: entry.index,
+                        term: entry.term,
+                        timestamp_ms: entry.timestamp_ms,
+                    };
+                    let result = self.replica.apply(&context, proposal.session, &proposal.command);
+                    // Ours when this node still waits for this very proposal (not an older one
+                    // that reused its id).
+                    let ours = self
+                        .pending
+                        .get(&proposal.id)
+                        .is_some_and(|pending| pending.fingerprint == fingerprint(proposal))
+                        .then(|| proposal.id.clone());
+                    self.apply_command(index, ours, result);
+                }
             }
         }
         assert!(self.replica.applied() <= self.commit, "applied never passes commit");
@@ -57,9 +76,9 @@ impl Raft {
         self.maybe_snapshot();
     }
 
-    pub(super) fn apply_command(&mut self, entry: &Entry, proposal: &Proposal) {
-        let context = ApplyContext { index: entry.index, term: entry.term, timestamp_ms: entry.timestamp_ms };
-        let result = self.replica.apply(&context, proposal.session, &proposal.command);
+    /// Reports an applied command: its state changes, and its result when `ours` names the
+    /// pending proposal of this node it answers.
+    pub(super) fn apply_command(&mut self, index: LogIndex, ours: Option<ProposalId>, result: CommandResult) {
         if let (Ok(output), true) = (&result, self.entry_events_wanted) {
             for change in &output.changes {
                 self.events.push(Event::StateChanged {
@@ -70,20 +89,14 @@ impl Raft {
                 });
             }
         }
-        let ours = self
-            .pending
-            .get(&proposal.id)
-            .is_some_and(|pending| pending.fingerprint == fingerprint(proposal));
-        if !ours {
-            return;
-        }
-        let Some(pending) = self.pending.remove(&proposal.id) else { return };
-        self.proposal_deadlines.remove(&(pending.deadline, proposal.id.clone()));
+        let Some(id) = ours else { return };
+        let Some(pending) = self.pending.remove(&id) else { return };
+        self.proposal_deadlines.remove(&(pending.deadline, id.clone()));
         let voters = self.membership_now().voter_count();
         let quorum_required = majority(voters);
-        let in_favor = if self.state == State::Leader { self.holders(entry.index) } else { quorum_required };
+        let in_favor = if self.state == State::Leader { self.holders(index) } else { quorum_required };
         let mut proposal_result = ProposalResult {
-            proposal_id: proposal.id.clone(),
+            proposal_id: id,
             accepted: true,
             key: pending.key,
             value: pending.value,
@@ -91,7 +104,7 @@ impl Raft {
             quorum_required,
             error: None,
             output: None,
-            index: Some(entry.index),
+            index: Some(index),
             advisory: false,
         };
         match result {
