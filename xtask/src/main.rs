@@ -310,12 +310,22 @@ fn parse_criterion(text: &str) -> Vec<(String, String, String)> {
     let mut rows = Vec::new();
     let mut name = String::new();
     let mut last: Option<usize> = None;
+    // Inside criterion's "change:" block, whose time/thrpt lines compare with the previous run.
+    let mut in_change = false;
     for line in text.lines() {
         let trimmed = line.trim();
+        if trimmed.starts_with("change:") {
+            in_change = true;
+            continue;
+        }
         if let Some(position) = line.find("time:") {
             let before = line[..position].trim();
             if !before.is_empty() {
                 name = before.to_owned();
+                in_change = false;
+            }
+            if in_change {
+                continue;
             }
             let inside = line[position..].split(['[', ']']).nth(1).unwrap_or("");
             let parts: Vec<&str> = inside.split_whitespace().collect();
@@ -324,17 +334,29 @@ fn parse_criterion(text: &str) -> Vec<(String, String, String)> {
             rows.push((name.clone(), median, String::new()));
             last = Some(rows.len() - 1);
         } else if let Some(position) = line.find("thrpt:") {
+            if in_change {
+                continue;
+            }
             let inside = line[position..].split(['[', ']']).nth(1).unwrap_or("");
             let parts: Vec<&str> = inside.split_whitespace().collect();
             if let (Some(index), true) = (last, parts.len() >= 4) {
                 rows[index].2 = format!("{} {}", parts[2], parts[3]);
             }
-        } else if !trimmed.is_empty()
-            && !line.starts_with(' ')
-            && !trimmed.contains(' ')
-            && trimmed.contains('/')
-        {
-            name = trimmed.to_owned();
+        } else if !trimmed.is_empty() && !line.starts_with(' ') {
+            const NOT_NAMES: [&str; 8] = [
+                "Found ",
+                "Benchmarking",
+                "Performance",
+                "No change",
+                "Change within",
+                "Gnuplot",
+                "Warning",
+                "WARNING",
+            ];
+            if !NOT_NAMES.iter().any(|prefix| trimmed.starts_with(prefix)) && !trimmed.contains("outliers") {
+                name = trimmed.to_owned();
+                in_change = false;
+            }
         }
     }
     rows
@@ -441,7 +463,7 @@ fn benchmarks_markdown(
         }
         None => text.push_str("Not measured in this run (the `failover` binary is missing or failed).\n"),
     }
-    text.push_str("\n## Micro-benchmarks (criterion)\n\n`cargo bench --workspace --benches`; median time per iteration (and throughput where the\nbenchmark declares one). Storage and transport reference figures from the issues: storage prototype 586–627k\nentries/s at batch 100 (redb 289–316k/s, raw fdatasync 7.4–9k/s); zeromq ~2M 16-byte messages/s one way,\ntungstenite 4–12M/s, round trip 19–60 µs.\n\n");
+    text.push_str("\n## Micro-benchmarks (criterion)\n\n`cargo bench --workspace --bench '*'`; median time per iteration (and throughput where the\nbenchmark declares one). Storage and transport reference figures from the issues: storage prototype 586–627k\nentries/s at batch 100 (redb 289–316k/s, raw fdatasync 7.4–9k/s); zeromq ~2M 16-byte messages/s one way,\ntungstenite 4–12M/s, round trip 19–60 µs.\n\n");
     text.push_str("| benchmark | median | throughput |\n|---|---|---|\n");
     for (name, median, throughput) in criterion_rows {
         text.push_str(&format!("| `{name}` | {median} | {throughput} |\n"));
@@ -475,5 +497,38 @@ pub(crate) fn cargo(args: &[&str], env: &[(&str, String)]) -> i32 {
             eprintln!("xtask: cannot run cargo: {error}");
             1
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_criterion;
+
+    #[test]
+    fn criterion_output_is_parsed_without_the_change_blocks() {
+        let text = "\
+codec/append_64/plain/encode
+                        time:   [3.3000 µs 3.3565 µs 3.4000 µs]
+                        thrpt:  [1.8000 GiB/s 1.8718 GiB/s 1.9000 GiB/s]
+                 change:
+                        time:   [-42.787% -38.185% -33.237%] (p = 0.00 < 0.05)
+                        thrpt:  [+49.9% +61.7% +74.8%]
+                        Performance has improved.
+kv/apply_put            time:   [116.89 ns 117.01 ns 117.09 ns]
+                        change: [-59.375% -56.446% -53.191%] (p = 0.00 < 0.05)
+Found 2 outliers among 10 measurements (20.00%)
+
+majority: one uncontended vote round, 3 nodes
+                        time:   [12.999 µs 13.274 µs 13.421 µs]
+";
+        let rows = parse_criterion(text);
+        assert_eq!(
+            rows,
+            vec![
+                ("codec/append_64/plain/encode".into(), "3.3565 µs".into(), "1.8718 GiB/s".into()),
+                ("kv/apply_put".into(), "117.01 ns".into(), String::new()),
+                ("majority: one uncontended vote round, 3 nodes".into(), "13.274 µs".into(), String::new()),
+            ]
+        );
     }
 }
