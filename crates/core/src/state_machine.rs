@@ -367,6 +367,25 @@ pub struct Replica {
     last_timestamp_ms: u64,
 }
 
+/// The form of a result kept in the session table. A failure nested deeper than the codec allows
+/// (only a custom state machine can build one) is kept flattened to its message, so the table — and
+/// every snapshot of it — always encodes; the same on every replica, since it depends only on the
+/// result.
+fn storable(result: &CommandResult) -> CommandResult {
+    fn depth(failure: &CommandFailure) -> usize {
+        match failure {
+            CommandFailure::BatchAborted { reason, .. } => 1 + depth(reason),
+            _ => 1,
+        }
+    }
+    match result {
+        Err(failure) if depth(failure) >= Command::NESTING_MAX => {
+            Err(CommandFailure::Unsupported(failure.to_string()))
+        }
+        other => other.clone(),
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct ReplicaSnapshot {
     clients: BTreeMap<u64, ClientRecord>,
@@ -434,7 +453,7 @@ impl Replica {
             return Err(CommandFailure::SessionExpired);
         }
         let result = self.machine.apply(context, command);
-        slot.insert(result.clone());
+        slot.insert(storable(&result));
         // Indexes only grow, so the queue stays in apply order without sorting.
         self.retention.push_back((context.index.0, session));
         while self.retention.len() > self.results_max {

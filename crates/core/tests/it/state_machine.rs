@@ -411,3 +411,49 @@ fn a_custom_state_machine_gets_sessions_and_snapshots_from_the_replica() {
     assert_eq!(restored.snapshot(), replica.snapshot());
     assert!(restored.apply(&context(3), None, &put("a", b"1")).is_err());
 }
+
+/// A custom machine whose refusal nests deeper than the codec allows.
+struct DeepFailures;
+
+impl StateMachine for DeepFailures {
+    fn apply(&mut self, _context: &ApplyContext, _command: &Command) -> CommandResult {
+        let mut failure = CommandFailure::NestedBatch;
+        for position in 0..12 {
+            failure = CommandFailure::BatchAborted { position, reason: Box::new(failure) };
+        }
+        Err(failure)
+    }
+    fn version(&self, _key: &str) -> u64 {
+        0
+    }
+    fn get(&self, _key: &str) -> Option<bytes::Bytes> {
+        None
+    }
+    fn snapshot(&self) -> bytes::Bytes {
+        bytes::Bytes::new()
+    }
+    fn restore(&mut self, _snapshot: &[u8]) -> Result<(), concord_core::state_machine::StateMachineError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_deeply_nested_failure_in_the_session_table_still_snapshots() {
+    let mut replica = Replica::new(Box::new(DeepFailures), 16);
+    let context = ApplyContext { index: LogIndex(1), term: Term(1), timestamp_ms: 0 };
+    let session = Some(ClientSession { client: 7, sequence: 1 });
+    let first = replica.apply(&context, session, &Command::Custom(bytes::Bytes::new()));
+    assert!(first.is_err());
+    let snapshot = replica.snapshot();
+    assert!(!snapshot.is_empty(), "the snapshot must encode");
+    let mut restored = Replica::new(Box::new(DeepFailures), 16);
+    restored.restore(&snapshot).expect("restores");
+    assert_eq!(restored.applied(), LogIndex(1));
+    // The retry is answered from the restored session table, flattened but still a failure.
+    let retry = restored.apply(
+        &ApplyContext { index: LogIndex(2), term: Term(1), timestamp_ms: 0 },
+        session,
+        &Command::Custom(bytes::Bytes::new()),
+    );
+    assert!(matches!(retry, Err(CommandFailure::Unsupported(_))), "{retry:?}");
+}
