@@ -599,59 +599,41 @@ impl Simulation {
     }
 
     fn check_after_step(&mut self) {
-        if self.invariants.is_empty() || self.violation.is_some() {
-            return;
-        }
-        let mut invariants = std::mem::take(&mut self.invariants);
-        let mut failure = None;
-        {
-            let view = self.view();
-            for invariant in &mut invariants {
-                if let Err(message) = invariant.after_step(&view) {
-                    failure = Some(message);
-                    break;
-                }
-            }
-        }
-        self.invariants = invariants;
-        if let Some(message) = failure {
-            self.fail(format!("invariant violated: {message}"));
-        }
+        let touched = self.touched;
+        self.run_invariants(touched, |invariant, _, view| invariant.after_step(view));
     }
 
     fn check_after_ready(&mut self, index: usize, ready: &Ready) {
-        if self.invariants.is_empty() || self.violation.is_some() {
-            return;
-        }
-        let mut invariants = std::mem::take(&mut self.invariants);
-        let mut failure = None;
-        {
-            let view = SimView::new(self, Some(index));
-            let id = &self.nodes[index].id;
-            for invariant in &mut invariants {
-                if let Err(message) = invariant.after_ready(id, ready, &view) {
-                    failure = Some(message);
-                    break;
-                }
-            }
-        }
-        self.invariants = invariants;
-        if let Some(message) = failure {
-            self.fail(format!("invariant violated: {message}"));
-        }
+        self.run_invariants(Some(index), |invariant, id, view| match id {
+            Some(id) => invariant.after_ready(id, ready, view),
+            None => Ok(()),
+        });
     }
 
     fn check_after_persist(&mut self, index: usize, persist: &Persist) {
+        self.run_invariants(Some(index), |invariant, id, view| match id {
+            Some(id) => invariant.after_persist(id, persist, view),
+            None => Ok(()),
+        });
+    }
+
+    /// Runs every invariant with a view touched at `touched` (and that node's id), stopping at the
+    /// first violation, which ends the run.
+    fn run_invariants(
+        &mut self,
+        touched: Option<usize>,
+        mut check: impl FnMut(&mut Box<dyn Invariant>, Option<&NodeId>, &SimView<'_>) -> Result<(), String>,
+    ) {
         if self.invariants.is_empty() || self.violation.is_some() {
             return;
         }
         let mut invariants = std::mem::take(&mut self.invariants);
         let mut failure = None;
         {
-            let view = SimView::new(self, Some(index));
-            let id = &self.nodes[index].id;
+            let view = SimView::new(self, touched);
+            let id = touched.map(|index| &self.nodes[index].id);
             for invariant in &mut invariants {
-                if let Err(message) = invariant.after_persist(id, persist, &view) {
+                if let Err(message) = check(invariant, id, &view) {
                     failure = Some(message);
                     break;
                 }
