@@ -41,7 +41,12 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod checker;
+pub mod client;
 pub mod format;
+pub mod nemesis;
+pub mod netns;
+pub mod run;
+pub mod summary;
 
 pub use checker::{
     check_events, check_events_with_limit, check_jsonl, to_sim_history, CheckError, CheckReport,

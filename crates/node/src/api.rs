@@ -60,6 +60,9 @@ pub struct ApiState {
     /// Makes generated lock holder names unique across restarts of this node.
     holder_nonce: u64,
     next_holder: AtomicU64,
+    /// Test only (feature `unsafe-test-broken`): answer writes before they commit.
+    #[cfg(feature = "unsafe-test-broken")]
+    ack_before_commit: std::sync::atomic::AtomicBool,
 }
 
 impl ApiState {
@@ -78,7 +81,17 @@ impl ApiState {
             shutdown: tokio::sync::watch::channel(false).0,
             holder_nonce,
             next_holder: AtomicU64::new(1),
+            #[cfg(feature = "unsafe-test-broken")]
+            ack_before_commit: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// TEST ONLY: makes plain writes (`PUT`, `DELETE`, counter add without `Idempotency-Key`)
+    /// answer success as soon as they are handed to the node, before they commit — a deliberately
+    /// broken node for `cargo xtask chaos --broken`, whose checker must then report lost writes.
+    #[cfg(feature = "unsafe-test-broken")]
+    pub fn set_unsafe_ack_before_commit(&self, enabled: bool) {
+        self.ack_before_commit.store(enabled, Ordering::Relaxed);
     }
 }
 
@@ -288,6 +301,18 @@ impl ApiState {
 
     /// Runs `command`; an accepted result, or its error.
     async fn propose(&self, command: Command) -> Result<ProposalResult, ApiError> {
+        #[cfg(feature = "unsafe-test-broken")]
+        if self.ack_before_commit.load(Ordering::Relaxed) {
+            let key = command.key().to_owned();
+            let consensus = self.consensus.clone();
+            tokio::spawn(async move { consensus.propose_command(command).await });
+            let id = concord_core::id::ProposalId { origin: self.consensus.node_id().clone(), sequence: 0 };
+            let mut result =
+                ProposalResult::failed(id, key, ProposalError::Rejected { reason: String::new() });
+            result.accepted = true;
+            result.error = None;
+            return Ok(result);
+        }
         let started = std::time::Instant::now();
         let result = self.consensus.propose_command(command).await;
         self.metrics.time_proposal(started);

@@ -78,6 +78,11 @@ pub struct ServeArgs {
     /// Largest client request body, in bytes.
     #[arg(long, default_value_t = api::REQUEST_BYTES_MAX)]
     pub max_request_bytes: usize,
+    /// TEST ONLY (feature `unsafe-test-broken`): acknowledge writes before they commit, so that a
+    /// chaos run can prove its checker catches lost acknowledged writes.
+    #[cfg(feature = "unsafe-test-broken")]
+    #[arg(long)]
+    pub unsafe_ack_before_commit: bool,
 }
 
 /// Why `concord serve` could not start (all are the operator's to fix unless said otherwise).
@@ -368,6 +373,11 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     }
     tracing::info!(node = %node.consensus.node_id(), peer = %node.peer_address, api = %api_address, "serving");
     let state = ApiState::new(node.consensus.clone(), node.peer_address.clone(), node.transport_stats);
+    #[cfg(feature = "unsafe-test-broken")]
+    if args.unsafe_ack_before_commit {
+        tracing::warn!("--unsafe-ack-before-commit: writes are acknowledged before they commit (test only)");
+        state.set_unsafe_ack_before_commit(true);
+    }
     let app = api::router(state.clone(), args.max_request_bytes);
     let signal = async move {
         shutdown_signal().await;
