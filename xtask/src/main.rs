@@ -3,6 +3,7 @@
 //! It only runs cargo and the workspace's binaries and tests; no library depends on it.
 
 mod bench;
+mod chaos;
 mod cluster;
 
 use std::process::{exit, Command};
@@ -15,6 +16,9 @@ commands:
   sim [--mechanism raft|majority] [--seeds N] [--seed S]
                                          run N randomized simulation seeds (or replay seed S), release build
   bench [--quick]                        run every benchmark and write BENCHMARKS.md
+  chaos [--nodes 3|5] [--transport ws|zmq] [--duration 60s] [--seed S] [--out DIR] [--broken]
+                                         fault test (as root): real processes in network namespaces,
+                                         nftables partitions, kill -9, pauses; checks the history
   cluster up [-n 3|5] [--transport ws|zmq] [--storage file|memory]
                                          start a local cluster of `concord serve` processes on 127.0.0.1
   cluster status                         show each node of that cluster
@@ -32,6 +36,7 @@ fn main() {
         "demo" => cargo(&["run", "--release", "--quiet", "-p", "concord-runtime", "--example", "demo"], &[]),
         "sim" => sim(rest),
         "bench" => bench::run(rest),
+        "chaos" => chaos::run(rest),
         "cluster" => cluster::run(rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");

@@ -133,6 +133,11 @@ pub fn classify(f: Function, outcome: &Result<Response, ClientError>) -> Complet
     };
     let body = response.json();
     if response.is_success() {
+        if f == Function::Add && !body.get("value").is_some_and(Value::is_i64) {
+            // The history needs the counter's value after an add; without it the outcome is
+            // all we know.
+            return Completion::Info("add answered without the counter's value".into());
+        }
         let value = match f {
             Function::Read | Function::Add => body.get("value").cloned().unwrap_or(Value::Null),
             Function::Write | Function::Cas => Value::Null,
@@ -320,6 +325,7 @@ mod tests {
             Completion::Ok(Value::Null)
         );
         assert_eq!(classify(Function::Add, &response(200, json!({"value": 9}))), Completion::Ok(json!(9)));
+        assert!(matches!(classify(Function::Add, &response(200, json!({"key": "c0"}))), Completion::Info(_)));
         assert!(matches!(
             classify(Function::Write, &response(503, json!({"code": "no_quorum"}))),
             Completion::Fail(_)

@@ -14,9 +14,14 @@
 //!   written**. The [`CheckReport`] lists each violation with its key, process and times, and counts
 //!   operations by function and outcome.
 //!
-//! **What it is not (yet):** the orchestrator — network namespaces, nftables partitions, starting and
-//! killing `concord serve`, the clients and the seeded nemesis — comes later and will write the files
-//! this crate reads. This crate does no I/O of its own beyond the reader and writer it is handed.
+//! - The run itself, as root ([`run`]): network namespaces joined by a bridge ([`netns`]), `concord
+//!   serve` in each, [`client`] processes inside the namespaces, the seeded [`nemesis`] (nftables
+//!   cuts on the bridge, `kill -9` and restart, SIGSTOP/SIGCONT), healing, a convergence check and
+//!   the verdict with availability per phase ([`summary`]). `cargo xtask chaos` builds the binaries
+//!   and calls the `concord-chaos` binary's `run`.
+//!
+//! **What it is not:** a general Jepsen: it drives concord's own HTTP API, its models are the
+//! registers and counters of that API, and it needs root on Linux.
 //!
 //! ```
 //! use concord_chaos::{check_jsonl, ViolationKind};

@@ -1,7 +1,7 @@
 //! The orchestrator of a chaos run: namespaces, `concord serve` processes, clients inside the
 //! namespaces, the seeded nemesis, then healing, convergence and the verdict.
 //!
-//! Everything it starts is owned by a guard ([`Network`], [`Nodes`], [`Clients`]) whose `Drop`
+//! Everything it starts is owned by a guard ([`Network`], `Nodes`, `Clients`) whose `Drop`
 //! kills or deletes it, so a failure, a panic or Ctrl-C (which only sets a flag the loops poll)
 //! leaves nothing behind.
 
