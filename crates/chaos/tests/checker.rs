@@ -254,3 +254,66 @@ fn malformed_history_gives_a_typed_error() {
     assert!(matches!(error, HistoryError::UnsupportedValue { event: 2, f: Function::Read, .. }));
     assert!(error.to_string().starts_with("event 2:"), "{error}");
 }
+
+/// 2.5 s of key `k0` recorded by a real `cargo xtask chaos` run (3 nodes over WebSocket, seed 3,
+/// during an isolated-leader fault): 519 operations by nine client processes.
+const RECORDED: &str = include_str!("data/recorded-ws-k0.jsonl");
+
+#[test]
+fn recorded_real_history_passes_and_planting_into_it_is_caught() {
+    let events = concord_chaos::read_history(RECORDED.as_bytes()).expect("the recording is well-formed");
+    let clean = check_events(&events).expect("well-formed");
+    assert!(clean.is_valid(), "{clean}");
+    assert!(clean.summary.operations > 500);
+
+    // Two acknowledged writes, the first completed before the second began.
+    let acknowledged_writes: Vec<(&HistoryEvent, u64)> = events
+        .iter()
+        .filter(|event| event.f == Function::Write && event.event_type == EventType::Ok)
+        .map(|completion| {
+            let invoked = events
+                .iter()
+                .rev()
+                .find(|event| {
+                    event.process == completion.process
+                        && event.event_type == EventType::Invoke
+                        && event.time <= completion.time
+                })
+                .expect("every completion has its invocation")
+                .time;
+            (completion, invoked)
+        })
+        .collect();
+    let (older, _) = acknowledged_writes[0];
+    let (newer, _) =
+        *acknowledged_writes.iter().find(|(_, invoked)| *invoked > older.time).expect("a later write");
+    // The final read will show `middle`: acknowledged after `newer`, yet overwritten later.
+    let (middle, _) =
+        *acknowledged_writes.iter().find(|(_, invoked)| *invoked > newer.time).expect("a third write");
+    assert!(acknowledged_writes.iter().any(|(_, invoked)| *invoked > middle.time), "a write after it");
+
+    let mut planted = events.clone();
+    let read = |process, event_type, value: Value, time| HistoryEvent {
+        process,
+        event_type,
+        f: Function::Read,
+        key: "k0".into(),
+        value,
+        time,
+        node: Some("n9".into()),
+        error: None,
+    };
+    // A stale read: begins right after `newer` completed, returns `older`'s value.
+    planted.push(read(77_000_001, EventType::Invoke, Value::Null, newer.time + 1));
+    planted.push(read(77_000_001, EventType::Ok, older.value.clone(), newer.time + 2));
+    // Lost writes: the final read, long after everything, shows `middle` again.
+    let end = events.last().unwrap().time;
+    planted.push(read(77_000_002, EventType::Invoke, Value::Null, end + 1_000_000_000));
+    planted.push(read(77_000_002, EventType::Ok, middle.value.clone(), end + 1_000_100_000));
+    planted.sort_by_key(|event| event.time);
+    let report = check_events(&planted).expect("well-formed");
+    assert!(report.count(ViolationKind::LostAcknowledgedWrite) >= 1, "{report}");
+    assert!(report.count(ViolationKind::StaleRead) >= 1, "{report}");
+    let stale = report.violations.iter().find(|v| v.kind == ViolationKind::StaleRead).unwrap();
+    assert_eq!(stale.process(), 77_000_001, "{report}");
+}

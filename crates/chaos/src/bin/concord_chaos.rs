@@ -23,6 +23,33 @@ const EXIT_VIOLATION: u8 = 1;
 const EXIT_SETUP: u8 = 2;
 /// Exit code: not root.
 const EXIT_NOT_ROOT: u8 = 3;
+/// Lines of the checker's report printed; the whole report goes to `violations.txt`.
+const VIOLATION_LINES_PRINTED: usize = 30;
+
+fn print_summary(report: &run::RunReport) {
+    let summary = &report.check.summary;
+    println!("operations: {}", summary.operations);
+    for (f, counts) in &summary.by_function {
+        println!("  {:<6} ok {:>7}  fail {:>7}  info {:>5}", f.as_str(), counts.ok, counts.fail, counts.info);
+    }
+    let faults: Vec<String> = report.faults.iter().map(|(name, count)| format!("{name} ×{count}")).collect();
+    println!("faults: {}", if faults.is_empty() { "none".into() } else { faults.join(", ") });
+    println!("availability (operations by the phase they began in):");
+    for phase in &report.availability {
+        let total = phase.ok + phase.fail + phase.info;
+        let percent = if total == 0 { 0.0 } else { 100.0 * phase.ok as f64 / total as f64 };
+        println!(
+            "  {:<32} ok {:>7} of {:>7} ({percent:5.1}%)  fail {:>6}  info {:>5}",
+            phase.phase, phase.ok, total, phase.fail, phase.info
+        );
+    }
+    println!("served after healing: {} ok operations", report.ok_after_heal);
+    println!("plain reads of values never written: {}", report.never_written_local_reads);
+    match &report.divergence {
+        None => println!("convergence: every node holds the same state"),
+        Some(divergence) => println!("convergence: FAILED: {divergence}"),
+    }
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -191,9 +218,14 @@ fn run_command(command: Commands) -> Result<u8, String> {
             let summary = run::summary_json(&options, &report);
             let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
             let _ = std::fs::write(out.join("summary.json"), &text);
-            println!("{text}");
+            print_summary(&report);
             if !report.check.is_valid() {
-                println!("{}", report.check);
+                let full = report.check.to_string();
+                let _ = std::fs::write(out.join("violations.txt"), &full);
+                for line in full.lines().take(VIOLATION_LINES_PRINTED) {
+                    println!("{line}");
+                }
+                println!("(all violations: {})", out.join("violations.txt").display());
             }
             let valid = report.is_valid();
             println!(
