@@ -16,6 +16,8 @@ struct ClusterRun {
     snapshot_interval: u64,
     /// `memory`, or real loopback sockets: `ws`, `zmq`.
     transport: &'static str,
+    /// Sample resident memory every this many writes (0: never).
+    rss_every: u64,
 }
 
 /// openraft's `benchmarks/minimal` on this machine kind (2 vCPU), median put/s, from the issue.
@@ -38,7 +40,8 @@ pub(crate) fn run(args: &[String]) -> i32 {
         eprintln!("xtask bench: cannot create {}: {error}", out.display());
         return 1;
     }
-    let status = cargo(&["build", "--release", "-p", "concord-bench", "--bins"], &[]);
+    // The node binary too: the failover and loopback benchmarks start `concord serve` processes.
+    let status = cargo(&["build", "--release", "-p", "concord-bench", "-p", "concord-node", "--bins"], &[]);
     if status != 0 {
         return status;
     }
@@ -60,6 +63,7 @@ pub(crate) fn run(args: &[String]) -> i32 {
             durable: false,
             snapshot_interval: 0,
             transport: "memory",
+            rss_every: 0,
         });
     }
     // Durable group commit, and a long run with snapshots whose peak memory must stay flat.
@@ -71,15 +75,18 @@ pub(crate) fn run(args: &[String]) -> i32 {
         durable: true,
         snapshot_interval: 0,
         transport: "memory",
+        rss_every: 0,
     });
+    // Resident memory over 10M writes (quick: 1M), sampled every 1M (quick: 100k).
     runs.push(ClusterRun {
         mechanism: "raft",
         clients: 256,
-        writes: 3_000_000 / scale,
+        writes: 10_000_000 / scale,
         batch: 1,
         durable: false,
         snapshot_interval: 10_000,
         transport: "memory",
+        rss_every: 1_000_000 / scale,
     });
     // Real loopback sockets between the three nodes (still one process).
     for transport in ["ws", "zmq"] {
@@ -92,6 +99,7 @@ pub(crate) fn run(args: &[String]) -> i32 {
                 durable: false,
                 snapshot_interval: 0,
                 transport,
+                rss_every: 0,
             });
         }
         runs.push(ClusterRun {
@@ -102,6 +110,7 @@ pub(crate) fn run(args: &[String]) -> i32 {
             durable: true,
             snapshot_interval: 0,
             transport,
+            rss_every: 0,
         });
     }
     for (clients, writes) in [(1, 20_000), (64, 200_000), (256, 200_000)] {
@@ -113,10 +122,14 @@ pub(crate) fn run(args: &[String]) -> i32 {
             durable: false,
             snapshot_interval: 0,
             transport: "memory",
+            rss_every: 0,
         });
     }
-    let total_steps = runs.len() + 2;
+    // Cluster runs, then the process benchmarks (failover, restart, four loopback runs), the
+    // simulated failover and criterion.
+    let total_steps = runs.len() + 8;
     let mut cluster_rows = Vec::new();
+    let mut sections = ProcessSections::default();
     for (step, run) in runs.iter().enumerate() {
         eprintln!(
             "xtask bench [{}/{total_steps}] cluster {} clients={} n={} batch={}",
@@ -134,21 +147,30 @@ pub(crate) fn run(args: &[String]) -> i32 {
             .args(["-b", &run.batch.to_string(), "--mechanism", run.mechanism])
             .args(["--snapshot-interval", &run.snapshot_interval.to_string()])
             .args(["--transport", run.transport]);
+        if run.rss_every > 0 {
+            command.args(["--rss-every", &run.rss_every.to_string()]);
+        }
         if run.durable {
             command.arg("--data-dir").arg(&data_dir);
         }
-        let (line, latency) = match command.output() {
+        let (line, latency, rss) = match command.output() {
             Ok(output) if output.status.success() => {
                 let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
                 let find =
                     |prefix: &str| stdout.lines().find(|l| l.starts_with(prefix)).unwrap_or("").to_owned();
-                (find("clients:"), find("latency:"))
+                (find("clients:"), find("latency:"), find("rss:"))
             }
-            Ok(output) => {
-                (format!("failed: {}", String::from_utf8_lossy(&output.stderr).trim()), String::new())
-            }
-            Err(error) => (format!("failed: {error}"), String::new()),
+            Ok(output) => (
+                format!("failed: {}", String::from_utf8_lossy(&output.stderr).trim()),
+                String::new(),
+                String::new(),
+            ),
+            Err(error) => (format!("failed: {error}"), String::new(), String::new()),
         };
+        if run.rss_every > 0 {
+            println!("{rss}");
+            sections.resident_memory.push((run.writes, run.snapshot_interval, parse_resident_series(&rss)));
+        }
         let _ = std::fs::remove_dir_all(&data_dir);
         println!("{line}\n{latency}");
         let ops_per_second = line
@@ -159,7 +181,52 @@ pub(crate) fn run(args: &[String]) -> i32 {
         cluster_rows.push((run, line, latency, ops_per_second));
     }
 
-    eprintln!("xtask bench [{}/{total_steps}] failover (simulated, Figure 16)", runs.len() + 1);
+    let mut step = runs.len();
+    let mut next_step = |what: &str| {
+        step += 1;
+        eprintln!("xtask bench [{step}/{total_steps}] {what}");
+    };
+    let out_arg = out.display().to_string();
+    next_step("failover with real processes");
+    let trials = if quick { "10" } else { "100" };
+    sections.failover_processes = run_section(
+        "failover-processes",
+        &["--trials", trials, "--out", &out_arg],
+        &out.join("failover-processes.md"),
+    );
+    next_step("restart with a 1M-entry log");
+    sections.restart =
+        run_section("restart-bench", &["--entries", "1000000", "--out", &out_arg], &out.join("restart.md"));
+    let (writes, rtt_rounds, fsync_rounds) =
+        if quick { ("2000,20000,50000", "2000", "300") } else { ("20000,200000,500000", "10000", "2000") };
+    for transport in ["ws", "zmq"] {
+        for storage in ["memory", "file"] {
+            next_step(&format!("real processes on loopback: {transport}, {storage} storage"));
+            let markdown = run_section(
+                "loopback-bench",
+                &[
+                    "--transport",
+                    transport,
+                    "--storage",
+                    storage,
+                    "--clients",
+                    "1,64,256",
+                    "--writes",
+                    writes,
+                    "--rtt-rounds",
+                    rtt_rounds,
+                    "--fsync-rounds",
+                    fsync_rounds,
+                    "--out",
+                    &out_arg,
+                ],
+                &out.join(format!("loopback-{transport}-{storage}.md")),
+            );
+            sections.loopback.push((format!("{transport}, {storage} storage"), markdown));
+        }
+    }
+
+    next_step("failover (simulated, Figure 16)");
     let failover_md = out.join("failover.md");
     let mut failover_args = vec!["--out".to_owned(), out.display().to_string()];
     if quick {
@@ -174,7 +241,7 @@ pub(crate) fn run(args: &[String]) -> i32 {
         None
     };
 
-    eprintln!("xtask bench [{total_steps}/{total_steps}] criterion micro-benchmarks");
+    next_step("criterion micro-benchmarks");
     let mut bench_args = vec!["bench", "--workspace", "--bench", "*", "--"];
     if quick {
         bench_args.extend_from_slice(&[
@@ -199,7 +266,7 @@ pub(crate) fn run(args: &[String]) -> i32 {
     let _ = std::fs::write(out.join("criterion.txt"), &criterion_text);
     let criterion_rows = parse_criterion(&criterion_text);
 
-    let report = benchmarks_markdown(quick, &cluster_rows, failover.as_deref(), &criterion_rows);
+    let report = benchmarks_markdown(quick, &cluster_rows, &sections, failover.as_deref(), &criterion_rows);
     match std::fs::write("BENCHMARKS.md", report) {
         Ok(()) => {
             eprintln!("xtask bench: wrote BENCHMARKS.md (raw output in {})", out.display());
@@ -210,6 +277,66 @@ pub(crate) fn run(args: &[String]) -> i32 {
             1
         }
     }
+}
+
+/// The markdown of the benchmarks that run real processes (or need a run of their own); `None`
+/// where the binary failed (its error went to stderr).
+#[derive(Default)]
+struct ProcessSections {
+    failover_processes: Option<String>,
+    restart: Option<String>,
+    /// (label, markdown) per transport and storage.
+    loopback: Vec<(String, Option<String>)>,
+    /// Per run that sampled memory.
+    resident_memory: Vec<ResidentMemoryRun>,
+}
+
+/// (writes, snapshot interval, [(writes so far, resident MiB)]).
+type ResidentMemoryRun = (u64, u64, Vec<(u64, u64)>);
+
+/// Runs `target/release/BINARY ARGS`, which writes its markdown to `markdown_path`.
+fn run_section(binary: &str, args: &[&str], markdown_path: &std::path::Path) -> Option<String> {
+    let _ = std::fs::remove_file(markdown_path);
+    let path = format!("target/release/{binary}");
+    match Command::new(&path).args(args).stdout(std::process::Stdio::null()).status() {
+        Ok(status) if status.success() => std::fs::read_to_string(markdown_path).ok(),
+        Ok(status) => {
+            eprintln!("xtask bench: {binary} failed ({status})");
+            None
+        }
+        Err(error) => {
+            eprintln!("xtask bench: cannot run {path}: {error}");
+            None
+        }
+    }
+}
+
+/// Parses cluster-bench's `rss: MiB after writes: 0=15 1000000=180 ...` line.
+fn parse_resident_series(line: &str) -> Vec<(u64, u64)> {
+    let Some(points) = line.strip_prefix("rss: MiB after writes:") else { return Vec::new() };
+    points
+        .split_whitespace()
+        .filter_map(|point| {
+            let (writes, mebibytes) = point.split_once('=')?;
+            Some((writes.parse().ok()?, mebibytes.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Turns a document's `# ` headings into `prefix` (`## `, `### `) so it nests in BENCHMARKS.md.
+fn demoted(markdown: &str, prefix: &str) -> String {
+    let mut text = String::new();
+    for line in markdown.lines() {
+        match line.strip_prefix("# ") {
+            Some(heading) => {
+                text.push_str(prefix);
+                text.push_str(heading);
+            }
+            None => text.push_str(line),
+        }
+        text.push('\n');
+    }
+    text
 }
 
 /// (benchmark name, median time, throughput if criterion printed one)
@@ -285,6 +412,7 @@ fn machine_description() -> String {
 fn benchmarks_markdown(
     quick: bool,
     cluster_rows: &[(&ClusterRun, String, String, Option<u64>)],
+    sections: &ProcessSections,
     failover: Option<&str>,
     criterion_rows: &[(String, String, String)],
 ) -> String {
@@ -317,7 +445,7 @@ fn benchmarks_markdown(
         let storage = if run.transport == "memory" {
             storage
         } else {
-            format!("{storage}, {} on loopback", run.transport)
+            format!("{storage}, {} on loopback (one process)", run.transport)
         };
         let goal = match (run.mechanism, run.clients, reference, ops) {
             ("raft", 1, Some(r), Some(o)) => {
@@ -354,6 +482,44 @@ fn benchmarks_markdown(
             line
         ));
     }
+    text.push_str("\n## Real processes on loopback\n\n");
+    text.push_str(
+        "Every consensus message crosses a process boundary: member `n1` runs in the benchmark process and leads \
+         (election timeout 150–300 ms; the `concord serve` child processes `n2` and `n3` wait 5–10 s before \
+         campaigning), clients call `Consensus::propose_bytes` on `n1`, each writing its own key sequentially \
+         (key-value state machine, empty values). The transport's round trip and the raw fdatasync time are measured \
+         in the same run; latency is per write, over every write of the run.\n\n",
+    );
+    for (label, markdown) in &sections.loopback {
+        match markdown {
+            Some(markdown) => text.push_str(markdown),
+            None => text
+                .push_str(&format!("### {label}\n\nNot measured in this run (`loopback-bench` failed).\n")),
+        }
+        text.push('\n');
+    }
+    text.push_str("## Memory and recovery\n\n");
+    for (writes, interval, series) in &sections.resident_memory {
+        text.push_str(&format!(
+            "### Resident memory over {writes} writes\n\n`cluster-bench -c 256 -n {writes} -m 3 --snapshot-interval {interval} \
+             --rss-every N`: three members in one process, in-memory log; VmRSS of the process after every N writes. \
+             Goal: flat (here: the peak of the second half of the run at most 25% above the peak of the first half).\n\n"
+        ));
+        text.push_str(&resident_memory_table(series));
+        text.push('\n');
+    }
+    match &sections.restart {
+        Some(markdown) => text.push_str(&demoted(markdown, "### ")),
+        None => text
+            .push_str("### Restart with a long log\n\nNot measured in this run (`restart-bench` failed).\n"),
+    }
+    text.push('\n');
+    match &sections.failover_processes {
+        Some(markdown) => text.push_str(&demoted(markdown, "## ")),
+        None => text.push_str(
+            "## Failover with real processes\n\nNot measured in this run (`failover-processes` failed).\n",
+        ),
+    }
     text.push_str("\n## Failover (simulated, after Figure 16 of the Raft paper)\n\n");
     match failover {
         // The failover report is a document of its own: demote its headings under this section.
@@ -378,6 +544,32 @@ fn benchmarks_markdown(
     text
 }
 
+/// The resident-memory series as a table, with the flatness verdict.
+fn resident_memory_table(series: &[(u64, u64)]) -> String {
+    if series.is_empty() {
+        return "Not measured in this run (the run failed or printed no `rss:` line).\n".to_owned();
+    }
+    let mut text = String::from("| writes | resident MiB |\n|---|---|\n");
+    for (writes, mebibytes) in series {
+        text.push_str(&format!("| {writes} | {mebibytes} |\n"));
+    }
+    let after_start: Vec<u64> = series.iter().filter(|(writes, _)| *writes > 0).map(|(_, m)| *m).collect();
+    // Flat: the peak of the second half of the run is at most 25% above the peak of the first
+    // half (the first samples include the warm-up, when queues and caches fill).
+    let (first_half, second_half) = after_start.split_at(after_start.len() / 2);
+    text.push_str(&match (first_half.iter().max(), second_half.iter().max()) {
+        (Some(first), Some(second)) => {
+            let flat = *second * 100 <= *first * 125;
+            format!(
+                "\nPeak of the first half of the run {first} MiB, of the second half {second} MiB: {}.\n",
+                if flat { "flat (goal met)" } else { "**missed** (memory grows with the writes)" }
+            )
+        }
+        _ => "\nToo few samples to judge flatness.\n".to_owned(),
+    });
+    text
+}
+
 fn cargo_output(args: &[&str]) -> String {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     eprintln!("xtask: cargo {}", args.join(" "));
@@ -392,7 +584,26 @@ fn cargo_output(args: &[&str]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_criterion;
+    use super::{demoted, parse_criterion, parse_resident_series, resident_memory_table};
+
+    #[test]
+    fn resident_series_is_parsed_and_judged() {
+        let series = parse_resident_series("rss: MiB after writes: 0=15 100000=180 200000=185 bad 300000=x");
+        assert_eq!(series, vec![(0, 15), (100_000, 180), (200_000, 185)]);
+        assert!(parse_resident_series("latency: p50 1 µs").is_empty());
+        assert!(resident_memory_table(&series).contains("flat (goal met)"));
+        assert!(resident_memory_table(&[(0, 15), (1, 100), (2, 200)]).contains("**missed**"));
+        assert!(resident_memory_table(&[]).contains("Not measured"));
+    }
+
+    #[test]
+    fn headings_are_demoted() {
+        assert_eq!(
+            demoted("# Title\n\ntext # not a heading\n## Kept", "### "),
+            "### Title\n\ntext # not a heading\n## Kept\n"
+        );
+        assert_eq!(demoted("# Title", "## "), "## Title\n");
+    }
 
     #[test]
     fn criterion_output_is_parsed_without_the_change_blocks() {

@@ -7,7 +7,13 @@
 //! in-memory log, a no-op state machine, empty requests, `C` clients writing sequentially.
 //!
 //! [`failover`] measures the time to elect a new leader after a leader crash, in the simulator,
-//! after Figure 16 of the Raft paper (the `failover` binary).
+//! after Figure 16 of the Raft paper (the `failover` binary); the `failover-processes` binary does
+//! the same with real `concord serve` processes killed with SIGKILL ([`processes`]).
+//!
+//! `restart-bench` measures how long a cluster whose durable logs hold 1M entries takes to serve
+//! again after a restart; `loopback-bench` measures throughput and latency with the members in
+//! separate processes on loopback, beside the transport's own round trip and the raw fsync time.
+//! [`stats`] holds the percentile and `/proc` helpers they share.
 //!
 //! ```
 //! let machine = concord_bench::NoopStateMachine;
@@ -18,6 +24,8 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod failover;
+pub mod processes;
+pub mod stats;
 
 use bytes::Bytes;
 use concord_core::command::{Command, CommandOutput, CommandResult};

@@ -15,7 +15,7 @@
 //! - **stale read**: an `ok` read returned a value older than an acknowledged write that completed
 //!   before the read began (and that is not itself reported as lost).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::io::BufRead;
 
@@ -316,9 +316,19 @@ pub fn check_jsonl<R: BufRead>(input: R) -> Result<CheckReport, CheckError> {
     Ok(check_events(&events)?)
 }
 
-/// Checks a history given as events, with the default linearizability search limit.
+/// Search steps allowed per operation of a key, beyond [`SEARCH_STEPS_MAX`]: a search walks the
+/// operations concurrent with each one (clients, plus every unknown-outcome write still open), so
+/// a long history needs a limit that grows with it.
+pub const SEARCH_STEPS_PER_OPERATION: u64 = 500;
+
+/// Checks a history given as events, allowing the linearizability search
+/// `max(SEARCH_STEPS_MAX, SEARCH_STEPS_PER_OPERATION × operations)` steps per key.
 pub fn check_events(events: &[HistoryEvent]) -> Result<CheckReport, HistoryError> {
-    check_events_with_limit(events, SEARCH_STEPS_MAX)
+    let operations = events.iter().filter(|event| event.event_type == EventType::Invoke).count() as u64;
+    check_events_with_limit(
+        events,
+        SEARCH_STEPS_MAX.max(SEARCH_STEPS_PER_OPERATION.saturating_mul(operations)),
+    )
 }
 
 /// Checks a history given as events, allowing the linearizability search `steps_max` steps per key.
@@ -554,27 +564,36 @@ fn read_value(operation: &Operation) -> Option<Option<i64>> {
     }
 }
 
-/// The register checks of one key (see the module docs for the definitions).
+/// The register checks of one key (see the module docs for the definitions). O(n log n) in the
+/// key's operations: a long chaos run records hundreds of thousands.
 fn check_register(key: &str, operations: &[&Operation], report: &mut CheckReport) {
-    let writers: Vec<(&Operation, i64)> = operations
-        .iter()
-        .filter_map(|operation| possibly_written(operation).map(|value| (*operation, value)))
-        .collect();
-    let acknowledged: Vec<&Operation> =
-        operations.iter().copied().filter(|operation| acknowledged_write(operation)).collect();
-    // `value` is older than `write`: absent, or only ever written by operations acknowledged before
-    // `write` was invoked.
-    let older = |value: Option<i64>, write: &Operation| match value {
+    // Per value written: the earliest invocation of a write of it, and the time after which it is
+    // "older" than any write invoked later (the latest completion of its producers if all were
+    // acknowledged; `u64::MAX` — never older — if one may have written it without acknowledgment).
+    let mut first_invoked: HashMap<i64, u64> = HashMap::new();
+    let mut older_after: HashMap<i64, u64> = HashMap::new();
+    for operation in operations {
+        let Some(value) = possibly_written(operation) else { continue };
+        let first = first_invoked.entry(value).or_insert(operation.invoked_at_nanos);
+        *first = (*first).min(operation.invoked_at_nanos);
+        let done = match operation.completed_at_nanos {
+            Some(done) if acknowledged_write(operation) => done,
+            _ => u64::MAX,
+        };
+        let threshold = older_after.entry(value).or_insert(done);
+        *threshold = (*threshold).max(done);
+    }
+    // `value` is older than a write invoked at `invoked_at`: absent, or only ever written by
+    // operations acknowledged before that.
+    let older = |value: Option<i64>, invoked_at: u64| match value {
         None => true,
-        Some(value) => {
-            let mut producers = writers.iter().filter(|(_, written)| *written == value).peekable();
-            producers.peek().is_some()
-                && producers.all(|(producer, _)| {
-                    acknowledged_write(producer)
-                        && producer.completed_at_nanos.is_some_and(|done| done < write.invoked_at_nanos)
-                })
-        }
+        Some(value) => older_after.get(&value).is_some_and(|&after| after < invoked_at),
     };
+    let mut acknowledged: Vec<&Operation> = operations
+        .iter()
+        .copied()
+        .filter(|operation| acknowledged_write(operation) && operation.completed_at_nanos.is_some())
+        .collect();
     let reads: Vec<(&Operation, Option<i64>, u64)> = operations
         .iter()
         .filter_map(|operation| {
@@ -583,14 +602,11 @@ fn check_register(key: &str, operations: &[&Operation], report: &mut CheckReport
         })
         .collect();
 
-    let mut never_written = Vec::new();
+    let mut never_written = HashSet::new();
     for &(read, value, completed_at) in &reads {
         let Some(value) = value else { continue };
-        let written = writers
-            .iter()
-            .any(|(writer, written)| *written == value && writer.invoked_at_nanos <= completed_at);
-        if !written {
-            never_written.push(read.id);
+        if first_invoked.get(&value).map_or(true, |&invoked| invoked > completed_at) {
+            never_written.insert(read.id);
             report.record(Violation {
                 kind: ViolationKind::ValueNeverWritten,
                 key: key.to_owned(),
@@ -603,12 +619,12 @@ fn check_register(key: &str, operations: &[&Operation], report: &mut CheckReport
 
     // The final read: the `ok` read invoked last (ties: the one recorded last).
     let final_read = reads.iter().max_by_key(|(read, _, _)| read.invoked_at_nanos);
-    let mut lost = Vec::new();
+    let mut lost = HashSet::new();
     if let Some(&(final_read, value, _)) = final_read {
         for write in &acknowledged {
             let Some(completed_at) = write.completed_at_nanos else { continue };
-            if completed_at < final_read.invoked_at_nanos && older(value, write) {
-                lost.push(write.id);
+            if completed_at < final_read.invoked_at_nanos && older(value, write.invoked_at_nanos) {
+                lost.insert(write.id);
                 report.record(Violation {
                     kind: ViolationKind::LostAcknowledgedWrite,
                     key: key.to_owned(),
@@ -623,16 +639,28 @@ fn check_register(key: &str, operations: &[&Operation], report: &mut CheckReport
         }
     }
 
+    // Stale reads: the acknowledged writes (not lost) by completion time, with the latest
+    // invocation among each prefix, answer "did some write completed before this read begin after
+    // the read's value was superseded?" by a binary search.
+    acknowledged.retain(|write| !lost.contains(&write.id));
+    acknowledged.sort_by_key(|write| write.completed_at_nanos);
+    let mut latest_invoked = Vec::with_capacity(acknowledged.len());
+    let mut latest = 0u64;
+    for write in &acknowledged {
+        latest = latest.max(write.invoked_at_nanos);
+        latest_invoked.push(latest);
+    }
     for &(read, value, _) in &reads {
         if never_written.contains(&read.id) {
             continue;
         }
-        let missed = acknowledged
-            .iter()
-            .filter(|write| !lost.contains(&write.id))
-            .filter(|write| write.completed_at_nanos.is_some_and(|done| done < read.invoked_at_nanos))
-            .filter(|write| older(value, write))
-            .max_by_key(|write| write.completed_at_nanos);
+        let before =
+            acknowledged.partition_point(|write| write.completed_at_nanos < Some(read.invoked_at_nanos));
+        if before == 0 || !older(value, latest_invoked[before - 1]) {
+            continue;
+        }
+        // The evidence: the latest-completing such write.
+        let missed = acknowledged[..before].iter().rev().find(|write| older(value, write.invoked_at_nanos));
         if let Some(missed) = missed {
             report.record(Violation {
                 kind: ViolationKind::StaleRead,

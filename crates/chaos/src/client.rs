@@ -27,6 +27,24 @@ use serde_json::{json, Value};
 
 use crate::format::{EventType, Function, HistoryEvent, JsonLinesWriter};
 
+/// Register `index` of key generation `generation`.
+pub fn register_key(generation: u64, index: u64) -> String {
+    format!("g{generation}k{index}")
+}
+
+/// Counter `index` of key generation `generation`.
+pub fn counter_key(generation: u64, index: u64) -> String {
+    format!("g{generation}c{index}")
+}
+
+/// The key generations a run of `duration` uses with keys rotated every `key_period`.
+pub fn generations(duration: Duration, key_period: Duration) -> u64 {
+    (duration.as_nanos() / key_period.as_nanos().max(1)) as u64 + 1
+}
+
+/// Pause after a request could not connect (the node is down or restarting).
+pub const CONNECT_BACKOFF: Duration = Duration::from_millis(100);
+
 /// Process ids of one client run are `first_process + thread + generation * PROCESS_STRIDE`.
 pub const PROCESS_STRIDE: u64 = 1_000;
 
@@ -45,6 +63,9 @@ pub struct ClientOptions {
     pub register_keys: u64,
     /// Counter keys `c0…`.
     pub counter_keys: u64,
+    /// Clients move to fresh keys every this long (Jepsen's independent keys): each key's history
+    /// stays short, so checking it stays fast however long the run.
+    pub key_period: Duration,
     /// Per-request timeout.
     pub request_timeout: Duration,
     /// Run until this long after `origin`.
@@ -186,6 +207,7 @@ pub fn run<W: Write + Send>(
                     rng: ChaCha8Rng::seed_from_u64(options.seed ^ (options.first_process + thread) << 16),
                     next_value: 0,
                     known: Default::default(),
+                    refused: false,
                 };
                 let mut done = ClientTotals::default();
                 for _ in 0..options.operations_max {
@@ -200,7 +222,9 @@ pub fn run<W: Write + Send>(
                             process.id += PROCESS_STRIDE;
                         }
                     }
-                    std::thread::sleep(options.think_time);
+                    // A node that is down refuses at once: wait a little instead of spinning.
+                    let pause = if process.refused { CONNECT_BACKOFF } else { options.think_time };
+                    std::thread::sleep(pause);
                 }
                 let mut totals = totals.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                 totals.ok += done.ok;
@@ -225,6 +249,8 @@ struct Process<'a> {
     next_value: u64,
     /// The last value this process saw per register key (its CAS guesses).
     known: std::collections::BTreeMap<String, Value>,
+    /// The last request could not connect.
+    refused: bool,
 }
 
 impl Process<'_> {
@@ -235,10 +261,11 @@ impl Process<'_> {
     }
 
     fn step<W: Write>(&mut self, output: &Mutex<ClientOutput<W>>) -> EventType {
-        let register = format!("k{}", self.rng.gen_range(0..self.options.register_keys.max(1)));
+        let generation = self.clock.now() / (self.options.key_period.as_nanos() as u64).max(1);
+        let register = register_key(generation, self.rng.gen_range(0..self.options.register_keys.max(1)));
         let roll = self.rng.gen_range(0..100);
         let (f, key, value, local, method, path, body) = if roll < 10 && self.options.counter_keys > 0 {
-            let key = format!("c{}", self.rng.gen_range(0..self.options.counter_keys));
+            let key = counter_key(generation, self.rng.gen_range(0..self.options.counter_keys));
             let delta = self.rng.gen_range(1..=5);
             let path = format!("/v1/counter/{key}/add");
             (Function::Add, key, json!(delta), false, "POST", path, Some(json!({ "delta": delta })))
@@ -273,6 +300,7 @@ impl Process<'_> {
         let body_bytes = body.as_ref().map(|body| body.to_string().into_bytes());
         let outcome = self.client.request(method, &path, body_bytes.as_deref());
         let completion = classify(f, &outcome);
+        self.refused = matches!(outcome, Err(ClientError::Connect { .. }));
         let time = self.clock.now();
         let (event_type, completion_value, error) = match completion {
             Completion::Ok(read) => {
@@ -288,7 +316,7 @@ impl Process<'_> {
         let completed = event(event_type, completion_value.clone(), time, error);
         if event_type == EventType::Ok {
             match f {
-                Function::Read if !key.starts_with('c') => {
+                Function::Read => {
                     self.known.insert(key.clone(), completion_value);
                 }
                 Function::Write => {

@@ -56,7 +56,7 @@ pub mod summary;
 pub use checker::{
     check_events, check_events_with_limit, check_jsonl, to_sim_history, CheckError, CheckReport,
     FunctionCounts, HistoryError, OperationSummary, Summary, Violation, ViolationKind,
-    REPORTED_VIOLATIONS_PER_KIND_MAX,
+    REPORTED_VIOLATIONS_PER_KIND_MAX, SEARCH_STEPS_PER_OPERATION,
 };
 pub use format::{
     read_history, read_nemesis, EventType, Function, HistoryEvent, JsonLinesReader, JsonLinesWriter,

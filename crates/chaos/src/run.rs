@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::checker::{check_events, CheckReport};
-use crate::client::{unix_nanos_now, RunClock, PROCESS_STRIDE};
+use crate::client::{generations, unix_nanos_now, RunClock, PROCESS_STRIDE};
 use crate::format::{read_history, EventType, HistoryEvent, JsonLinesWriter, NemesisEvent, NemesisPhase};
 use crate::nemesis::{Fault, Nemesis, NemesisTiming};
 use crate::netns::{delete_stale_namespaces, run_command, Network};
@@ -35,6 +35,11 @@ pub const COUNTER_KEYS: u64 = 2;
 pub const FIRST_LEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait, after healing, for every node to hold the same state.
 pub const CONVERGENCE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Clients move to fresh keys this often (see [`crate::client::ClientOptions::key_period`]).
+pub const KEY_PERIOD: Duration = Duration::from_secs(10);
+/// Process ids of the clients of node `i` start at `(i + 1) × PROCESS_RANGE`: room for ten thousand
+/// retired processes (one per unknown outcome) per node before ranges could meet.
+pub const PROCESS_RANGE: u64 = 10_000 * PROCESS_STRIDE;
 /// Client processes per node.
 pub const PROCESSES_PER_NODE: u64 = 3;
 /// Operations per client process, at most (a bound, not a target).
@@ -284,6 +289,7 @@ fn probe(network: &Network, options: &RunOptions, node: usize, values: bool) -> 
     let mut command = network.command_in(node, &options.client.display().to_string());
     command.args(["probe", "--node", &api_url(node)]);
     command.args(["--registers", &REGISTER_KEYS.to_string(), "--counters", &COUNTER_KEYS.to_string()]);
+    command.args(["--generations", &generations(options.duration, KEY_PERIOD).to_string()]);
     if !values {
         command.arg("--status-only");
     }
@@ -387,8 +393,9 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> Result<RunReport, Str
             .arg("client")
             .args(["--node", &api_url(node), "--node-name", &node_name(node)])
             .args(["--processes", &PROCESSES_PER_NODE.to_string()])
-            .args(["--first-process", &((node as u64 + 1) * 100 * PROCESS_STRIDE).to_string()])
+            .args(["--first-process", &((node as u64 + 1) * PROCESS_RANGE).to_string()])
             .args(["--registers", &REGISTER_KEYS.to_string(), "--counters", &COUNTER_KEYS.to_string()])
+            .args(["--key-period-ms", &KEY_PERIOD.as_millis().to_string()])
             .args(["--origin-unix-ns", &origin.to_string()])
             .args(["--duration-ms", &options.duration.as_millis().to_string()])
             .args(["--operations-max", &OPERATIONS_PER_PROCESS_MAX.to_string()])
@@ -505,7 +512,8 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> Result<RunReport, Str
         .command_in(0, &options.client.display().to_string())
         .args(["final-reads", "--node", &api_url(0), "--node-name", &node_name(0)])
         .args(["--registers", &REGISTER_KEYS.to_string(), "--origin-unix-ns", &origin.to_string()])
-        .args(["--first-process", &(99 * 100 * PROCESS_STRIDE).to_string()])
+        .args(["--generations", &generations(options.duration, KEY_PERIOD).to_string()])
+        .args(["--first-process", &(99 * PROCESS_RANGE).to_string()])
         .arg("--history")
         .arg(&final_reads)
         .status()

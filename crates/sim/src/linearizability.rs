@@ -287,7 +287,12 @@ fn check_key(key: &str, operations: &[&Operation], steps_max: u64) -> Result<(),
 
     let mut remaining_definite = candidates.iter().filter(|candidate| candidate.definite()).count();
     let mut linearized = vec![0u64; candidates.len().div_ceil(64)];
-    let mut explored: HashSet<(Vec<u64>, Option<i64>)> = HashSet::new();
+    // The explored set keys on a 128-bit Zobrist fingerprint of `linearized`, updated in O(1) per
+    // step: storing the bitset itself would cost O(operations) per step in time and memory, which
+    // a chaos run's history (tens of thousands of operations per key) cannot afford. A collision
+    // (odds about 2^-128 per pair) could only prune a branch, i.e. report a violation, never hide one.
+    let mut fingerprint = (0u64, 0u64);
+    let mut explored: HashSet<(u64, u64, Option<i64>)> = HashSet::new();
     // Each frame: the call linearized, the phase it was found in, the state before it.
     let mut stack: Vec<(usize, Phase, Option<i64>)> = Vec::new();
     let mut state: Option<i64> = None;
@@ -296,8 +301,8 @@ fn check_key(key: &str, operations: &[&Operation], steps_max: u64) -> Result<(),
     let mut phase = Phase::Definite;
     let mut entry = list.next[HEAD];
     let mut steps = 0u64;
-    // The deepest point reached, for the error message: (depth, stuck candidate, order, state).
-    let mut best: Option<(usize, usize, Vec<usize>, Option<i64>)> = None;
+    // The deepest point reached, for the error message.
+    let mut best: Option<Deepest> = None;
 
     while remaining_definite > 0 {
         steps += 1;
@@ -317,8 +322,11 @@ fn check_key(key: &str, operations: &[&Operation], steps_max: u64) -> Result<(),
             let candidate = &candidates[position];
             if let Some(next_state) = step(state, candidate.operation.kind, candidate.response) {
                 let (word, bit) = (position / 64, 1u64 << (position % 64));
-                linearized[word] |= bit;
-                if explored.insert((linearized.clone(), next_state)) {
+                let key_of = zobrist(position);
+                let next_fingerprint = (fingerprint.0 ^ key_of.0, fingerprint.1 ^ key_of.1);
+                if explored.insert((next_fingerprint.0, next_fingerprint.1, next_state)) {
+                    linearized[word] |= bit;
+                    fingerprint = next_fingerprint;
                     stack.push((entry, phase, state));
                     state = next_state;
                     list.lift(entry);
@@ -329,16 +337,24 @@ fn check_key(key: &str, operations: &[&Operation], steps_max: u64) -> Result<(),
                     entry = list.next[HEAD];
                     continue;
                 }
-                linearized[word] &= !bit;
             }
             entry = list.next[entry];
             continue;
         }
         if let Phase::Definite = phase {
             // The first return: the operations invoked so far are all the candidates.
-            if entry != NONE && best.as_ref().map_or(true, |(depth, ..)| stack.len() >= *depth) {
-                let order_so_far = stack.iter().map(|(call, ..)| list.events[*call].candidate).collect();
-                best = Some((stack.len(), list.events[entry].candidate, order_so_far, state));
+            if entry != NONE && best.as_ref().map_or(true, |deepest| stack.len() >= deepest.depth) {
+                let recent = stack.len().saturating_sub(REPORTED_OPERATIONS_MAX);
+                best = Some(Deepest {
+                    depth: stack.len(),
+                    stuck: list.events[entry].candidate,
+                    recent_order: stack[recent..]
+                        .iter()
+                        .map(|(call, ..)| list.events[*call].candidate)
+                        .collect(),
+                    placed: linearized.clone(),
+                    state,
+                });
             }
             let frontier = if entry == NONE { u64::MAX } else { list.events[entry].time };
             phase = Phase::Unknown { frontier };
@@ -351,6 +367,8 @@ fn check_key(key: &str, operations: &[&Operation], steps_max: u64) -> Result<(),
         };
         let position = list.events[call].candidate;
         linearized[position / 64] &= !(1u64 << (position % 64));
+        let key_of = zobrist(position);
+        fingerprint = (fingerprint.0 ^ key_of.0, fingerprint.1 ^ key_of.1);
         state = previous_state;
         list.unlift(call);
         if candidates[position].definite() {
@@ -362,12 +380,34 @@ fn check_key(key: &str, operations: &[&Operation], steps_max: u64) -> Result<(),
     Ok(())
 }
 
-fn not_linearizable(
-    key: &str,
-    candidates: &[Candidate<'_>],
-    best: Option<(usize, usize, Vec<usize>, Option<i64>)>,
-) -> LinearizabilityError {
-    let Some((_, stuck, order, state)) = best else {
+/// The deepest point the search reached: what the error message shows.
+struct Deepest {
+    /// Operations linearized there.
+    depth: usize,
+    /// The operation that returned there and could not be placed.
+    stuck: usize,
+    /// The last operations of the order found (at most `REPORTED_OPERATIONS_MAX`).
+    recent_order: Vec<usize>,
+    /// Which operations were placed (a bitset by position).
+    placed: Vec<u64>,
+    /// The state after them.
+    state: Option<i64>,
+}
+
+/// Two independent 64-bit keys per position (SplitMix64), XORed into the explored-set fingerprint.
+fn zobrist(position: usize) -> (u64, u64) {
+    fn split_mix(mut value: u64) -> u64 {
+        value = value.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        value = (value ^ (value >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        value = (value ^ (value >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        value ^ (value >> 31)
+    }
+    let position = position as u64;
+    (split_mix(position), split_mix(position ^ 0xD1B5_4A32_D192_ED03))
+}
+
+fn not_linearizable(key: &str, candidates: &[Candidate<'_>], best: Option<Deepest>) -> LinearizabilityError {
+    let Some(Deepest { stuck, recent_order: order, placed, state, .. }) = best else {
         return LinearizabilityError::Inconclusive {
             key: key.to_owned(),
             steps: 0,
@@ -376,14 +416,10 @@ fn not_linearizable(
     };
     let stuck_operation = candidates[stuck].operation;
     let deadline = stuck_operation.completed_at_nanos.unwrap_or(u64::MAX);
-    let placed: HashSet<usize> = order.iter().copied().collect();
-    let linearized = order
-        .iter()
-        .skip(order.len().saturating_sub(REPORTED_OPERATIONS_MAX))
-        .map(|&position| candidates[position].operation.clone())
-        .collect();
+    let is_placed = |position: usize| placed[position / 64] & (1u64 << (position % 64)) != 0;
+    let linearized = order.iter().map(|&position| candidates[position].operation.clone()).collect();
     let candidates_next = (0..candidates.len())
-        .filter(|position| !placed.contains(position) && *position != stuck)
+        .filter(|&position| !is_placed(position) && position != stuck)
         .filter(|&position| candidates[position].operation.invoked_at_nanos <= deadline)
         .take(REPORTED_OPERATIONS_MAX)
         .map(|position| candidates[position].operation.clone())

@@ -46,6 +46,10 @@ struct Args {
     /// Take a snapshot every this many entries (0: never). Set it on long runs so memory stays flat.
     #[arg(long, default_value_t = 0)]
     snapshot_interval: u64,
+    /// Sample resident memory (VmRSS) every this many completed writes (0: never) and print the
+    /// series on an `rss:` line, to show that memory stays flat on long runs.
+    #[arg(long, default_value_t = 0)]
+    rss_every: u64,
 }
 
 fn main() {
@@ -147,6 +151,9 @@ async fn run(args: Args) -> Result<(), String> {
     let total = per_client * args.clients;
     let started = Instant::now();
     let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let completed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sampler =
+        (args.rss_every > 0).then(|| tokio::spawn(sample_resident(completed.clone(), args.rss_every, total)));
     // Per-operation latencies, sampled (every 16th operation) to keep memory bounded.
     let latencies = Arc::new(std::sync::Mutex::new(Vec::<u64>::with_capacity((total / 16 + 1) as usize)));
     let mut tasks = Vec::new();
@@ -154,6 +161,7 @@ async fn run(args: Args) -> Result<(), String> {
         let node = target.clone();
         let failures = failures.clone();
         let latencies = latencies.clone();
+        let completed = completed.clone();
         let batch = args.batch;
         tasks.push(tokio::spawn(async move {
             let key = format!("client-{client}");
@@ -180,6 +188,7 @@ async fn run(args: Args) -> Result<(), String> {
                     }
                 }
                 done += round;
+                completed.fetch_add(round, std::sync::atomic::Ordering::Relaxed);
             }
         }));
     }
@@ -187,6 +196,12 @@ async fn run(args: Args) -> Result<(), String> {
         task.await.map_err(|e| e.to_string())?;
     }
     let elapsed = started.elapsed();
+    if let Some(sampler) = sampler {
+        let series = sampler.await.map_err(|e| e.to_string())?;
+        let points: Vec<String> =
+            series.iter().map(|(writes, kibibytes)| format!("{writes}={}", kibibytes / 1024)).collect();
+        println!("rss: MiB after writes: {}", points.join(" "));
+    }
     let failed = failures.load(std::sync::atomic::Ordering::Relaxed);
     println!(
         "clients: {}, n: {}, members: {}, batch: {}: time: {:?}, ns/op: {}, op/ms: {}",
@@ -225,6 +240,39 @@ async fn run(args: Args) -> Result<(), String> {
         return Err(format!("{failed} of {total} writes failed"));
     }
     Ok(())
+}
+
+/// Samples this process's resident memory each time another `every` writes have completed (checked
+/// every millisecond), until `total` writes are done: at most `total / every + 1` samples.
+async fn sample_resident(
+    completed: Arc<std::sync::atomic::AtomicU64>,
+    every: u64,
+    total: u64,
+) -> Vec<(u64, u64)> {
+    let mut series = Vec::new();
+    if let Some(kibibytes) = concord_bench::stats::resident_kibibytes() {
+        series.push((0, kibibytes));
+    }
+    // Marks every `every` writes, and the last write when `total` is not a multiple of `every`.
+    let mut next_mark = every.min(total);
+    // Bounded: give up if the writes stop making progress (the run then fails on its own).
+    let mut last_progress = Instant::now();
+    while last_progress.elapsed() < Duration::from_secs(60) {
+        let done = completed.load(std::sync::atomic::Ordering::Relaxed);
+        if done >= next_mark {
+            last_progress = Instant::now();
+            if let Some(kibibytes) = concord_bench::stats::resident_kibibytes() {
+                series.push((next_mark, kibibytes));
+            }
+            if next_mark == total {
+                break;
+            }
+            next_mark = (next_mark + every).min(total);
+        } else {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    series
 }
 
 /// Peak resident set size of this process (VmHWM), in MiB.

@@ -104,6 +104,8 @@ enum Commands {
         registers: u64,
         #[arg(long, default_value_t = 2)]
         counters: u64,
+        #[arg(long, default_value_t = 10_000)]
+        key_period_ms: u64,
         #[arg(long)]
         origin_unix_ns: u64,
         #[arg(long)]
@@ -127,6 +129,8 @@ enum Commands {
         node_name: String,
         #[arg(long, default_value_t = 5)]
         registers: u64,
+        #[arg(long, default_value_t = 1)]
+        generations: u64,
         #[arg(long)]
         origin_unix_ns: u64,
         #[arg(long)]
@@ -142,6 +146,8 @@ enum Commands {
         registers: u64,
         #[arg(long, default_value_t = 2)]
         counters: u64,
+        #[arg(long, default_value_t = 1)]
+        generations: u64,
         #[arg(long)]
         status_only: bool,
     },
@@ -252,6 +258,7 @@ fn run_command(command: Commands) -> Result<u8, String> {
             first_process,
             registers,
             counters,
+            key_period_ms,
             origin_unix_ns,
             duration_ms,
             operations_max,
@@ -267,6 +274,7 @@ fn run_command(command: Commands) -> Result<u8, String> {
                 first_process,
                 register_keys: registers,
                 counter_keys: counters,
+                key_period: Duration::from_millis(key_period_ms.max(1)),
                 request_timeout: Duration::from_millis(timeout_ms),
                 duration: Duration::from_millis(duration_ms),
                 operations_max,
@@ -282,16 +290,26 @@ fn run_command(command: Commands) -> Result<u8, String> {
             );
             Ok(0)
         }
-        Commands::FinalReads { node, node_name, registers, origin_unix_ns, first_process, history } => {
+        Commands::FinalReads {
+            node,
+            node_name,
+            registers,
+            generations,
+            origin_unix_ns,
+            first_process,
+            history,
+        } => {
             let client = HttpClient::new(&node, Duration::from_secs(3)).map_err(|error| error.to_string())?;
             let clock = RunClock::new(origin_unix_ns);
             let mut writer = create(&history)?;
             let mut all_ok = true;
-            for register in 0..registers {
-                let key = format!("k{register}");
+            let keys =
+                (0..generations).flat_map(|generation| (0..registers).map(move |index| (generation, index)));
+            for (number, (generation, index)) in keys.enumerate() {
+                let key = client::register_key(generation, index);
                 let mut done = false;
                 for attempt in 0..20u64 {
-                    let process = first_process + register * 100 + attempt;
+                    let process = first_process + number as u64 * 100 + attempt;
                     let event = |event_type, value, time| HistoryEvent {
                         process,
                         event_type,
@@ -321,7 +339,7 @@ fn run_command(command: Commands) -> Result<u8, String> {
             writer.flush().map_err(|error| error.to_string())?;
             Ok(if all_ok { 0 } else { 1 })
         }
-        Commands::Probe { node, registers, counters, status_only } => {
+        Commands::Probe { node, registers, counters, generations, status_only } => {
             let client = HttpClient::new(&node, Duration::from_secs(2)).map_err(|error| error.to_string())?;
             let status = client.get("/v1/status").map_err(|error| error.to_string())?;
             if !status.is_success() {
@@ -329,8 +347,10 @@ fn run_command(command: Commands) -> Result<u8, String> {
             }
             let mut values = serde_json::Map::new();
             if !status_only {
-                for register in 0..registers {
-                    let key = format!("k{register}");
+                for (generation, index) in (0..generations)
+                    .flat_map(|generation| (0..registers).map(move |index| (generation, index)))
+                {
+                    let key = client::register_key(generation, index);
                     let response = client.get(&format!("/v1/kv/{key}")).map_err(|error| error.to_string())?;
                     let value = match response.status {
                         200 => response.json()["value"].clone(),
@@ -339,8 +359,10 @@ fn run_command(command: Commands) -> Result<u8, String> {
                     };
                     values.insert(key, value);
                 }
-                for counter in 0..counters {
-                    let key = format!("c{counter}");
+                for (generation, index) in (0..generations)
+                    .flat_map(|generation| (0..counters).map(move |index| (generation, index)))
+                {
+                    let key = client::counter_key(generation, index);
                     let response =
                         client.get(&format!("/v1/counter/{key}")).map_err(|error| error.to_string())?;
                     if !response.is_success() {
