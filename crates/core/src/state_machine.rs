@@ -6,7 +6,7 @@
 //! the same snapshot bytes on every replica (maps are ordered, nothing reads a clock or an RNG; time
 //! comes from the leader's stamp in [`ApplyContext`]).
 
-use std::collections::{btree_map, hash_map, BTreeMap, HashMap, VecDeque};
+use std::collections::{hash_map, BTreeMap, HashMap, VecDeque};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -345,9 +345,47 @@ impl StateMachine for KvStateMachine {
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct ClientRecord {
-    results: BTreeMap<u64, CommandResult>,
+    results: SequenceResults,
     // Results for sequences at or below this were forgotten: a retry of one must not apply again.
     forgotten_through: u64,
+}
+
+/// One client's stored results, sorted by sequence. A client's sequences arrive almost always in
+/// increasing order and the oldest is evicted first, so a deque sorted by sequence inserts at the
+/// back and removes at the front — far cheaper per applied entry than a tree map. Encoded exactly
+/// like a `BTreeMap<u64, CommandResult>` (snapshots do not change).
+#[derive(Clone, Debug, Default)]
+struct SequenceResults(VecDeque<(u64, CommandResult)>);
+
+impl SequenceResults {
+    /// `Ok(position)` of `sequence`, or `Err(position)` where it would be inserted.
+    fn search(&self, sequence: u64) -> Result<usize, usize> {
+        match self.0.back() {
+            // The common case: a new sequence above every stored one.
+            Some((last, _)) if *last < sequence => Err(self.0.len()),
+            None => Err(0),
+            _ => self.0.binary_search_by_key(&sequence, |(stored, _)| *stored),
+        }
+    }
+
+    fn remove(&mut self, sequence: u64) {
+        if let Ok(position) = self.search(sequence) {
+            self.0.remove(position);
+        }
+    }
+}
+
+impl Serialize for SequenceResults {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(sequence, result)| (sequence, result)))
+    }
+}
+
+impl<'de> Deserialize<'de> for SequenceResults {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<u64, CommandResult>::deserialize(deserializer)?;
+        Ok(SequenceResults(map.into_iter().collect()))
+    }
 }
 
 /// A state machine plus the exactly-once session table (Raft thesis §6.3).
@@ -436,30 +474,30 @@ impl Replica {
         };
         // One lookup in each table finds both a stored result and the slot for a new one (this
         // runs for every applied entry).
-        let (slot, forgotten_through) = match self.clients.entry(session.client) {
-            hash_map::Entry::Occupied(known) => {
-                let record = known.into_mut();
-                (record.results.entry(session.sequence), Some(record.forgotten_through))
-            }
-            hash_map::Entry::Vacant(new) => {
-                (new.insert(ClientRecord::default()).results.entry(session.sequence), None)
-            }
+        let (record, known) = match self.clients.entry(session.client) {
+            hash_map::Entry::Occupied(known) => (known.into_mut(), true),
+            hash_map::Entry::Vacant(new) => (new.insert(ClientRecord::default()), false),
         };
-        let slot = match slot {
-            btree_map::Entry::Occupied(stored) => return stored.get().clone(),
-            btree_map::Entry::Vacant(slot) => slot,
+        let slot = match record.results.search(session.sequence) {
+            Ok(stored) => return record.results.0[stored].1.clone(),
+            Err(slot) => slot,
         };
-        if forgotten_through.is_some_and(|through| session.sequence <= through) {
+        if known && session.sequence <= record.forgotten_through {
             return Err(CommandFailure::SessionExpired);
         }
         let result = self.machine.apply(context, command);
-        slot.insert(storable(&result));
+        let stored = (session.sequence, storable(&result));
+        if slot == record.results.0.len() {
+            record.results.0.push_back(stored);
+        } else {
+            record.results.0.insert(slot, stored);
+        }
         // Indexes only grow, so the queue stays in apply order without sorting.
         self.retention.push_back((context.index.0, session));
         while self.retention.len() > self.results_max {
             let Some((_, oldest)) = self.retention.pop_front() else { break };
             if let Some(record) = self.clients.get_mut(&oldest.client) {
-                record.results.remove(&oldest.sequence);
+                record.results.remove(oldest.sequence);
                 record.forgotten_through = record.forgotten_through.max(oldest.sequence);
             }
         }
@@ -530,5 +568,47 @@ impl std::fmt::Debug for Replica {
             .field("applied_term", &self.applied_term)
             .field("sessions", &self.retention.len())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn results(pairs: &[(u64, i64)]) -> Vec<(u64, CommandResult)> {
+        pairs
+            .iter()
+            .map(|(sequence, counter)| {
+                (*sequence, Ok(CommandOutput { counter: Some(*counter), ..CommandOutput::default() }))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sequence_results_encode_exactly_like_the_tree_map_they_replace() {
+        let pairs = results(&[(1, 10), (4, 40), (9, 90)]);
+        let deque = SequenceResults(pairs.iter().cloned().collect());
+        let map: BTreeMap<u64, CommandResult> = pairs.into_iter().collect();
+        let encoded = postcard::to_allocvec(&deque).expect("encodes");
+        assert_eq!(encoded, postcard::to_allocvec(&map).expect("encodes"));
+        let decoded: SequenceResults = postcard::from_bytes(&encoded).expect("decodes");
+        assert_eq!(decoded.0, deque.0);
+    }
+
+    #[test]
+    fn sequence_results_stay_sorted_when_sequences_arrive_out_of_order() {
+        let mut table = SequenceResults::default();
+        for (sequence, counter) in [(5, 50), (2, 20), (7, 70), (3, 30)] {
+            let Err(slot) = table.search(sequence) else { panic!("{sequence} is new") };
+            table.0.insert(slot, results(&[(sequence, counter)]).remove(0));
+        }
+        let order: Vec<u64> = table.0.iter().map(|(sequence, _)| *sequence).collect();
+        assert_eq!(order, [2, 3, 5, 7]);
+        assert_eq!(table.search(5), Ok(2));
+        assert_eq!(table.search(4), Err(2));
+        table.remove(3);
+        table.remove(6); // absent: nothing happens
+        let order: Vec<u64> = table.0.iter().map(|(sequence, _)| *sequence).collect();
+        assert_eq!(order, [2, 5, 7]);
     }
 }

@@ -78,4 +78,11 @@ pub trait Transport: Send + Sync + 'static {
     fn remove_peer(&self, peer: &NodeId);
     /// Closes every link; later calls fail with `Closed`.
     async fn close(&self);
+
+    /// The transport as `Any`, for an in-process transport whose driver (in the same crate)
+    /// recognises it behind an `Arc<dyn Transport>` and hands it messages without the codec.
+    /// Others keep the default: `None`.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }

@@ -6,7 +6,7 @@
 //! rule), `apply` (applying entries, membership taking effect, compaction) and `clients`
 //! (proposals, batching, ReadIndex and leases).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
@@ -68,7 +68,8 @@ enum State {
 }
 
 struct PendingProposal {
-    deadline: Instant,
+    /// Its key in `proposal_deadlines`.
+    deadline: DeadlineKey,
     /// Identifies the command itself: a restarted process may reuse a proposal id, and an entry
     /// of its earlier life must not answer the new proposal.
     fingerprint: u64,
@@ -148,7 +149,7 @@ pub struct Raft {
     term_start_index: LogIndex,
     transfer: Option<Transfer>,
     batch: Vec<Proposal>,
-    batch_ids: BTreeSet<ProposalId>,
+    batch_ids: HashSet<ProposalId, BuildHasherDefault<ProposalIdHasher>>,
     batch_deadline: Option<Instant>,
     membership_proposals: BTreeMap<LogIndex, ProposalId>,
     promotions: BTreeMap<NodeId, ProposalId>,
@@ -157,8 +158,11 @@ pub struct Raft {
     remote_reads: usize,
 
     // Proposals and reads made on this node.
-    pending: BTreeMap<ProposalId, PendingProposal>,
-    proposal_deadlines: BTreeSet<(Instant, ProposalId)>,
+    /// Hashed (every proposal goes in and out): iterated only after sorting.
+    pending: HashMap<ProposalId, PendingProposal, BuildHasherDefault<ProposalIdHasher>>,
+    /// Keyed by deadline and registration number: ordering integers, not ids, per proposal.
+    proposal_deadlines: BTreeMap<DeadlineKey, ProposalId>,
+    proposals_registered: u64,
     local_reads: BTreeMap<ReadId, Instant>,
     read_deadlines: BTreeSet<(Instant, ReadId)>,
     apply_waits: BTreeSet<(LogIndex, ReadId)>,
@@ -189,6 +193,8 @@ pub struct Raft {
     /// Whether anyone takes the per-entry events (`Mechanism::set_entry_events_wanted`).
     entry_events_wanted: bool,
     ready_number: u64,
+    /// Scratch space for quorum arithmetic (commit index, read rounds), kept between calls.
+    quorum_scratch: Vec<u64>,
     /// For each handed-out Ready with writes: its number and the log's last index and term then.
     unacknowledged: VecDeque<(u64, LogIndex, Term)>,
 
@@ -207,6 +213,9 @@ impl std::fmt::Debug for Raft {
             .finish_non_exhaustive()
     }
 }
+
+/// When a pending proposal times out, and its registration number (unique, so keys never collide).
+type DeadlineKey = (Instant, u64);
 
 /// FNV-1a over a proposal id (its origin's bytes and its sequence), for `proposal_index`, which
 /// hashes every appended entry's id: SipHash costs several times more there. Flooding resistance
@@ -363,6 +372,12 @@ impl Raft {
         let voted_for = if hard_state.term == term { hard_state.voted_for } else { None };
         let commit = log.snapshot_index();
         let persisted = log.last_index();
+        // Share the membership's allocation of our own id: ids are compared constantly (quorum
+        // counts, progress lookups), and clones of one allocation compare by pointer.
+        let node_id = memberships
+            .last()
+            .and_then(|(_, membership)| membership.members.get_key_value(&node_id))
+            .map_or(node_id.clone(), |(id, _)| id.clone());
         let mut raft = Raft {
             id: node_id,
             rng: ChaCha8Rng::seed_from_u64(seed),
@@ -395,15 +410,16 @@ impl Raft {
             term_start_index: LogIndex::ZERO,
             transfer: None,
             batch: Vec::new(),
-            batch_ids: BTreeSet::new(),
+            batch_ids: HashSet::default(),
             batch_deadline: None,
             membership_proposals: BTreeMap::new(),
             promotions: BTreeMap::new(),
             leader_reads: VecDeque::new(),
             deferred_reads: Vec::new(),
             remote_reads: 0,
-            pending: BTreeMap::new(),
-            proposal_deadlines: BTreeSet::new(),
+            pending: HashMap::default(),
+            proposal_deadlines: BTreeMap::new(),
+            proposals_registered: 0,
             local_reads: BTreeMap::new(),
             read_deadlines: BTreeSet::new(),
             apply_waits: BTreeSet::new(),
@@ -424,6 +440,7 @@ impl Raft {
             events: Vec::new(),
             entry_events_wanted: true,
             ready_number: 0,
+            quorum_scratch: Vec::new(),
             unacknowledged: VecDeque::new(),
             config,
             #[cfg(feature = "broken-variants")]
@@ -715,7 +732,13 @@ impl Raft {
         if !self.membership_now().contains(from) && !self.progress.contains_key(from) {
             return;
         }
-        self.last_heard.insert(from.clone(), now);
+        // Runs for every message: update in place, cloning the id only for a new peer.
+        match self.last_heard.get_mut(from) {
+            Some(heard) => *heard = now,
+            None => {
+                self.last_heard.insert(from.clone(), now);
+            }
+        }
         if self.unreachable.remove(from) {
             self.events.push(Event::NodeReconnected { node: from.clone() });
         }
@@ -1017,8 +1040,7 @@ impl Mechanism for Raft {
                 None => return invalid("not a member"),
             },
         }
-        let deadline = now + self.config.timeout;
-        self.proposal_deadlines.insert((deadline, id.clone()));
+        let deadline = self.track_deadline(now, &id);
         self.pending.insert(
             id.clone(),
             PendingProposal { deadline, fingerprint: 0, key: node.to_string(), value: None, index: None },
@@ -1094,12 +1116,12 @@ impl Mechanism for Raft {
             return;
         }
         self.start_if_needed(now);
-        while let Some((deadline, id)) = self.proposal_deadlines.first().cloned() {
-            if deadline > now {
+        while let Some(entry) = self.proposal_deadlines.first_entry() {
+            if entry.key().0 > now {
                 break;
             }
+            let id = entry.remove();
             self.fail_proposal(&id, ProposalError::Timeout);
-            self.proposal_deadlines.remove(&(deadline, id));
         }
         while let Some((deadline, id)) = self.read_deadlines.first().copied() {
             if deadline > now {
@@ -1174,7 +1196,7 @@ impl Mechanism for Raft {
         }
         let mut earliest = Instant::MAX;
         let mut consider = |instant: Instant| earliest = earliest.min(instant);
-        if let Some((deadline, _)) = self.proposal_deadlines.first() {
+        if let Some(((deadline, _), _)) = self.proposal_deadlines.first_key_value() {
             consider(*deadline);
         }
         if let Some((deadline, _)) = self.read_deadlines.first() {

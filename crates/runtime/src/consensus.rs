@@ -1,6 +1,7 @@
 //! The `Consensus` handle, its builder, and the node task that drives a mechanism.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,7 @@ use tokio::sync::{broadcast, oneshot, Notify};
 use crate::callback::{CallbackTransport, MessageSender};
 use crate::clock::Clock;
 use crate::error::{ReadError, StartError};
+use crate::memory::{LocalDelivery, MemoryTransport};
 use crate::stream::{EventStream, KeySubscription};
 
 /// Builds and starts a node: `Consensus::builder("agent-001").config(cfg).transport(t).start().await`.
@@ -197,7 +199,7 @@ impl ConsensusBuilder {
             clock,
             state: Mutex::new(NodeState {
                 mechanism,
-                proposals: HashMap::new(),
+                proposals: HashMap::default(),
                 reads: HashMap::new(),
                 partition: PartitionTracker { started: start, ..PartitionTracker::default() },
                 failure: None,
@@ -212,6 +214,10 @@ impl ConsensusBuilder {
             stopped: Notify::new(),
             transport,
         });
+        if let Some(memory) = memory_transport(&shared.transport) {
+            let receiver: Arc<dyn LocalDelivery> = shared.clone();
+            memory.set_local_delivery(Arc::downgrade(&receiver));
+        }
         let driver = tokio::spawn(drive(shared.clone(), storage));
         let receiver = tokio::spawn(receive(shared.clone()));
         Ok(Consensus { shared, tasks: Arc::new(Mutex::new(Some((driver, receiver)))) })
@@ -271,10 +277,41 @@ pub(crate) struct Shared {
 
 struct NodeState {
     mechanism: Box<dyn Mechanism>,
-    proposals: HashMap<ProposalId, oneshot::Sender<ProposalResult>>,
+    /// Callers waiting for proposals made here, by sequence number (their origin is this node).
+    proposals: HashMap<u64, PendingCall, BuildHasherDefault<SequenceHasher>>,
     reads: HashMap<ReadId, oneshot::Sender<Result<LogIndex, ProposalError>>>,
     partition: PartitionTracker,
     failure: Option<String>,
+}
+
+/// A caller waiting for the result of a proposal made on this node.
+struct PendingCall {
+    sender: oneshot::Sender<ProposalResult>,
+    /// When the node task answers `Timeout` if no result came (`None`: the caller times out itself).
+    /// Checked by the node task at each partition check rather than by a timer per proposal.
+    give_up_at: Option<tokio::time::Instant>,
+}
+
+/// Hashes the sequence numbers keying `NodeState::proposals` (one insert and one removal per
+/// proposal): a multiplicative hash is enough for numbers this node hands out itself.
+#[derive(Default)]
+struct SequenceHasher(u64);
+
+impl std::hash::Hasher for SequenceHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.write_u64(u64::from(*byte));
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        let mixed = (self.0 ^ value).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = mixed ^ (mixed >> 32);
+    }
 }
 
 /// Tracks whether this node reaches a quorum, for `partition:detected` / `partition:healed` and the
@@ -465,10 +502,13 @@ impl Consensus {
         }
         let deadline = tokio::time::Instant::now() + self.shared.config.timeout;
         let mut attempt = 0u32;
+        // Set once an attempt ended with an unknown outcome: its entry may still commit, so a later
+        // attempt refused up front (not leader, no quorum, busy) must not report a definite failure.
+        let mut outcome_unknown = false;
         loop {
             attempt += 1;
             let proposal = Proposal { id: id.clone(), session: Some(session), command: command.clone() };
-            let result = self.submit_once(proposal, deadline).await;
+            let mut result = self.submit_once(proposal, deadline).await;
             // Retry what may succeed on another try, with the same session (so at most once):
             // leadership changed, or no leader is known yet (an election is under way).
             let retryable = match &result.error {
@@ -476,6 +516,11 @@ impl Consensus {
                 Some(ProposalError::NotLeader { leader: None }) => self.shared.config.forward_to_leader,
                 _ => false,
             };
+            if outcome_unknown && refused_before_proposing(result.error.as_ref()) {
+                result.error = Some(ProposalError::LeadershipLost);
+            }
+            outcome_unknown |=
+                matches!(result.error, Some(ProposalError::LeadershipLost | ProposalError::Timeout));
             let retry =
                 retryable && tokio::time::Instant::now() < deadline && attempt < PROPOSAL_ATTEMPTS_MAX;
             if !retry {
@@ -514,20 +559,22 @@ impl Consensus {
                 return ProposalResult::failed(id, key, error);
             }
             let (sender, receiver) = oneshot::channel();
-            state.proposals.insert(id.clone(), sender);
+            // The mechanism times proposals out itself; this outer bound only guards against a
+            // result that never comes.
+            let give_up_at = Some(deadline + shared.config.heartbeat_interval * 2);
+            state.proposals.insert(id.sequence, PendingCall { sender, give_up_at });
             receiver
         };
         self.shared.wake.notify_one();
-        // The mechanism times proposals out itself; this outer bound only guards against a result
-        // that never comes (e.g. the node stopped).
-        let grace = deadline + self.shared.config.heartbeat_interval * 2;
-        match tokio::time::timeout_at(grace, receiver).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => ProposalResult::failed(id, key, ProposalError::Stopped),
-            Err(_) => {
-                self.shared.state.lock().proposals.remove(&id);
-                ProposalResult::failed(id, key, ProposalError::Timeout)
+        match receiver.await {
+            Ok(mut result) => {
+                // Answers made without the command at hand (timeout, stop) leave the key empty.
+                if result.key.is_empty() {
+                    result.key = key;
+                }
+                result
             }
+            Err(_) => ProposalResult::failed(id, key, ProposalError::Stopped),
         }
     }
 
@@ -689,7 +736,7 @@ impl Consensus {
             let now = self.shared.clock.now();
             state.mechanism.change_membership(now, id.clone(), change)?;
             let (sender, receiver) = oneshot::channel();
-            state.proposals.insert(id.clone(), sender);
+            state.proposals.insert(id.sequence, PendingCall { sender, give_up_at: None });
             receiver
         };
         self.shared.wake.notify_one();
@@ -701,7 +748,7 @@ impl Consensus {
             }
             Ok(Err(_)) => Err(ProposalError::Stopped),
             Err(_) => {
-                self.shared.state.lock().proposals.remove(&id);
+                self.shared.state.lock().proposals.remove(&id.sequence);
                 Err(ProposalError::Timeout)
             }
         }
@@ -785,8 +832,10 @@ impl Consensus {
         }
         {
             let mut state = self.shared.state.lock();
-            for (id, sender) in state.proposals.drain() {
-                let _ = sender.send(ProposalResult::failed(id, "", ProposalError::Stopped));
+            let origin = self.shared.node_id.clone();
+            for (sequence, call) in state.proposals.drain() {
+                let id = ProposalId { origin: origin.clone(), sequence };
+                let _ = call.sender.send(ProposalResult::failed(id, "", ProposalError::Stopped));
             }
             for (_, sender) in state.reads.drain() {
                 let _ = sender.send(Err(ProposalError::Stopped));
@@ -794,6 +843,15 @@ impl Consensus {
         }
         self.shared.transport.close().await;
     }
+}
+
+/// Errors that say a proposal was refused before it reached any log: a definite failure, unless an
+/// earlier attempt of the same proposal may still commit.
+fn refused_before_proposing(error: Option<&ProposalError>) -> bool {
+    matches!(
+        error,
+        Some(ProposalError::NotLeader { .. } | ProposalError::NoQuorum { .. } | ProposalError::Busy { .. })
+    )
 }
 
 fn read_only_error(state: &NodeState, config: &Config) -> Option<ProposalError> {
@@ -818,82 +876,119 @@ fn quorum_required(config: &Config, voters: usize) -> usize {
 /// core documents (send, persist, send persisted, advance, deliver).
 /// Tells the transport about members added or removed (or whose address changed) since the last
 /// call, so authenticating transports accept new members and drop removed ones.
-fn sync_transport_peers(shared: &Shared, known: &mut BTreeMap<NodeId, String>) {
+///
+/// `known` is in id order, like the membership, so the check that runs every round is one pass
+/// over both (ids cloned from the membership compare by pointer).
+fn sync_transport_peers(shared: &Shared, known: &mut Vec<(NodeId, String)>) {
     let current: BTreeMap<NodeId, NodeInfo> = {
         let state = shared.state.lock();
         let membership = state.mechanism.membership();
         if membership.members.len() == known.len()
-            && membership.members.values().all(|m| known.get(&m.info.id) == Some(&m.info.address))
+            && membership
+                .members
+                .values()
+                .zip(known.iter())
+                .all(|(member, (id, address))| member.info.id == *id && member.info.address == *address)
         {
             return;
         }
         membership.members.values().map(|m| (m.info.id.clone(), m.info.clone())).collect()
     };
+    let known_map: BTreeMap<&NodeId, &String> = known.iter().map(|(id, address)| (id, address)).collect();
     for (id, info) in &current {
-        if *id != shared.node_id && known.get(id) != Some(&info.address) {
+        if *id != shared.node_id && known_map.get(id) != Some(&&info.address) {
             if let Err(error) = shared.transport.add_peer(info) {
                 tracing::warn!(peer = %id, %error, "transport refused a new member");
             }
         }
     }
-    for id in known.keys() {
-        if !current.contains_key(id) && *id != shared.node_id {
+    for id in known_map.keys() {
+        if !current.contains_key(*id) && **id != shared.node_id {
             shared.transport.remove_peer(id);
         }
     }
+    drop(known_map);
     *known = current.into_iter().map(|(id, info)| (id, info.address)).collect();
 }
 
 async fn drive(shared: Arc<Shared>, storage: Box<dyn Storage>) {
-    let mut known_peers: BTreeMap<NodeId, String> = BTreeMap::new();
+    let mut known_peers: Vec<(NodeId, String)> = Vec::new();
     sync_transport_peers(&shared, &mut known_peers);
     let blocking = storage.is_blocking();
     let storage = Arc::new(std::sync::Mutex::new(storage));
     let partition_check = shared.config.heartbeat_interval;
     let mut next_partition_check = shared.clock.now() + partition_check;
+    let mut busy = false;
+    let sleep = tokio::time::sleep_until(shared.clock.tokio_instant(next_partition_check));
+    tokio::pin!(sleep);
     loop {
         if shared.halted.load(Ordering::Acquire)
             || (shared.stopping.load(Ordering::Acquire) && pending_is_empty(&shared))
         {
             break;
         }
-        let deadline = {
-            let state = shared.state.lock();
-            state
-                .mechanism
-                .poll_timeout()
-                .unwrap_or(concord_core::time::Instant::MAX)
-                .min(next_partition_check)
-        };
+        // Asked once per round: a deadline that moved earlier meanwhile is caught by the next
+        // round, which then does not sleep.
+        let mechanism_deadline =
+            shared.state.lock().mechanism.poll_timeout().unwrap_or(concord_core::time::Instant::MAX);
+        let wake_at = shared.clock.tokio_instant(mechanism_deadline.min(next_partition_check));
+        // One timer for the task's life, moved only when the deadline does: registering a new one
+        // every round costs more than the round's own work when rounds are small. `stop` wakes
+        // the task through `wake` after setting `halted`.
+        if sleep.deadline() != wake_at {
+            sleep.as_mut().reset(wake_at);
+        }
         tokio::select! {
+            biased;
             _ = shared.wake.notified() => {}
-            _ = tokio::time::sleep_until(shared.clock.tokio_instant(deadline)) => {}
-            _ = shared.stopped.notified() => {}
+            _ = &mut sleep => {}
         }
         // Let the tasks that are ready run first (clients proposing, the receive task handing
         // over frames): whatever they add now goes into this round's batch instead of one round
-        // per proposal. Costs one trip through the scheduler when nothing else is ready.
-        tokio::task::yield_now().await;
+        // per proposal. Costs one trip through the scheduler when nothing else is ready, so it is
+        // skipped when at most one caller waits here and the last round wrote at most one entry
+        // (nothing to batch with: latency matters).
+        if busy || shared.state.lock().proposals.len() > 1 {
+            tokio::task::yield_now().await;
+        }
         let now = shared.clock.now();
-        {
-            let mut state = shared.state.lock();
-            if state.mechanism.poll_timeout().is_some_and(|at| at <= now) {
-                state.mechanism.handle_timeout(now);
-            }
+        if mechanism_deadline <= now {
+            shared.state.lock().mechanism.handle_timeout(now);
         }
         if now >= next_partition_check {
             next_partition_check = now + partition_check;
+            give_up_overdue_proposals(&shared);
             let events = shared.state.lock().update_partition(&shared.config, now);
             for event in events {
                 let _ = shared.events.send(event);
             }
         }
-        if !process_ready(&shared, &storage, blocking).await {
-            break;
+        match process_ready(&shared, &storage, blocking).await {
+            Some(entries_written) => busy = entries_written > 1,
+            None => break,
         }
         sync_transport_peers(&shared, &mut known_peers);
         if shared.stopping.load(Ordering::Acquire) && pending_is_empty(&shared) {
             break;
+        }
+    }
+}
+
+/// Answers `Timeout` to callers whose result is overdue (it will not come any more, e.g. a message
+/// was lost with the node that held the proposal).
+fn give_up_overdue_proposals(shared: &Shared) {
+    let now = tokio::time::Instant::now();
+    let mut state = shared.state.lock();
+    let overdue: Vec<u64> = state
+        .proposals
+        .iter()
+        .filter(|(_, call)| call.give_up_at.is_some_and(|at| at <= now))
+        .map(|(sequence, _)| *sequence)
+        .collect();
+    for sequence in overdue {
+        if let Some(call) = state.proposals.remove(&sequence) {
+            let id = ProposalId { origin: shared.node_id.clone(), sequence };
+            let _ = call.sender.send(ProposalResult::failed(id, "", ProposalError::Timeout));
         }
     }
 }
@@ -903,19 +998,21 @@ fn pending_is_empty(shared: &Shared) -> bool {
     state.proposals.is_empty() && state.reads.is_empty()
 }
 
-/// Drains every Ready. Returns false once storage has failed (the node stops acknowledging).
+/// Drains every Ready. Returns how many log entries it wrote, or `None` once storage has failed
+/// (the node stops acknowledging).
 async fn process_ready(
     shared: &Arc<Shared>,
     storage: &Arc<std::sync::Mutex<Box<dyn Storage>>>,
     blocking: bool,
-) -> bool {
+) -> Option<usize> {
     // A bound on the work done per wake-up, so one busy node cannot starve the receive task.
     const READY_ROUNDS_MAX: usize = 64;
+    let mut entries_written = 0;
     for _ in 0..READY_ROUNDS_MAX {
         let ready: Ready = {
             let mut state = shared.state.lock();
             if state.failure.is_some() || !state.mechanism.has_ready() {
-                return state.failure.is_none();
+                return state.failure.is_none().then_some(entries_written);
             }
             // Checked under the state lock, which `Consensus::listen` takes after subscribing:
             // a new receiver is never missed.
@@ -926,6 +1023,7 @@ async fn process_ready(
         };
         let Ready { number, messages, persist, persisted_messages, results, reads, events } = ready;
         send_all(shared, messages).await;
+        entries_written += persist.entries.len();
         if !persist.is_empty() {
             let outcome = if blocking {
                 let storage = storage.clone();
@@ -945,14 +1043,18 @@ async fn process_ready(
                 tracing::error!(node = %shared.node_id, %error, "storage failed; the node stops acknowledging writes");
                 let mut state = shared.state.lock();
                 state.failure = Some(error.clone());
-                for (id, sender) in state.proposals.drain() {
-                    let _ =
-                        sender.send(ProposalResult::failed(id, "", ProposalError::Storage(error.clone())));
+                for (sequence, call) in state.proposals.drain() {
+                    let id = ProposalId { origin: shared.node_id.clone(), sequence };
+                    let _ = call.sender.send(ProposalResult::failed(
+                        id,
+                        "",
+                        ProposalError::Storage(error.clone()),
+                    ));
                 }
                 for (_, sender) in state.reads.drain() {
                     let _ = sender.send(Err(ProposalError::Storage(error.clone())));
                 }
-                return false;
+                return None;
             }
         }
         send_all(shared, persisted_messages).await;
@@ -961,8 +1063,11 @@ async fn process_ready(
             let now = shared.clock.now();
             state.mechanism.advance(now, number);
             for result in results {
-                if let Some(sender) = state.proposals.remove(&result.proposal_id) {
-                    let _ = sender.send(result);
+                if result.proposal_id.origin != shared.node_id {
+                    continue;
+                }
+                if let Some(call) = state.proposals.remove(&result.proposal_id.sequence) {
+                    let _ = call.sender.send(result);
                 }
             }
             for read in reads {
@@ -986,11 +1091,60 @@ async fn process_ready(
     }
     // More work remains: come back without waiting.
     shared.wake.notify_one();
-    true
+    Some(entries_written)
+}
+
+/// The in-process transport behind `transport`, if it is one: messages to its nodes skip the codec.
+fn memory_transport(transport: &Arc<dyn Transport>) -> Option<&MemoryTransport> {
+    transport.as_any()?.downcast_ref::<MemoryTransport>()
+}
+
+impl LocalDelivery for Shared {
+    fn deliver(&self, from: &NodeId, cluster_id: ClusterId, messages: Vec<concord_core::message::Message>) {
+        if cluster_id != self.cluster_id {
+            tracing::warn!(%from, ?cluster_id, "dropping messages of another cluster");
+            return;
+        }
+        // A halted node has stopped its receive task too: it takes nothing more.
+        if self.halted.load(Ordering::Acquire) {
+            return;
+        }
+        {
+            let mut state = self.state.lock();
+            let now = self.clock.now();
+            // The membership's own copy of the id: the mechanism compares ids all the time, and
+            // clones of one allocation compare by pointer instead of by bytes.
+            let from = match state.mechanism.membership().members.get_key_value(from) {
+                Some((member, _)) => member.clone(),
+                None => from.clone(),
+            };
+            for message in messages {
+                if let Err(error) = state.mechanism.handle_message(now, from.clone(), message) {
+                    tracing::warn!(%error, "dropping message");
+                }
+            }
+        }
+        self.wake.notify_one();
+    }
 }
 
 async fn send_all(shared: &Shared, messages: Vec<Outbound>) {
     if messages.is_empty() {
+        return;
+    }
+    if let Some(memory) = memory_transport(&shared.transport) {
+        // Mechanisms emit each peer's messages together (one peer, then the next): hand over each
+        // run as it ends, which keeps per-peer order without grouping into a map first.
+        let mut messages = messages.into_iter().peekable();
+        while let Some(Outbound { to, message }) = messages.next() {
+            let mut run = vec![message];
+            while let Some(next) = messages.next_if(|next| next.to == to) {
+                run.push(next.message);
+            }
+            if let Err(error) = memory.send_messages(&to, shared.cluster_id, run, &shared.codec) {
+                tracing::debug!(peer = %to, %error, "send failed");
+            }
+        }
         return;
     }
     // Group by destination so each peer gets one send (one flush) per round.

@@ -1,12 +1,14 @@
 //! The in-memory transport: every node of a cluster in one process, with fault injection.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use concord_core::id::{NodeId, NodeInfo};
+use concord_core::codec::{Codec, Envelope};
+use concord_core::id::{ClusterId, NodeId, NodeInfo};
+use concord_core::message::Message;
 use concord_core::transport::{Incoming, Transport, TransportError};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -32,8 +34,18 @@ pub struct MemoryNetwork {
     inner: Arc<Mutex<NetworkState>>,
 }
 
+/// A node in this process that takes messages as values: nodes run by this crate register one, so
+/// messages between them skip encoding, decoding and the receive task's wake-up. Frames (from
+/// anyone) still go through the inbox.
+pub(crate) trait LocalDelivery: Send + Sync {
+    /// Hands over `messages` sent by `from` in cluster `cluster_id`, in order.
+    fn deliver(&self, from: &NodeId, cluster_id: ClusterId, messages: Vec<Message>);
+}
+
 struct NetworkState {
     inboxes: HashMap<NodeId, mpsc::Sender<Incoming>>,
+    // Weak: the node owns its transport, which must not keep the node alive.
+    local_receivers: HashMap<NodeId, Weak<dyn LocalDelivery>>,
     // Directed links that drop everything: (from, to).
     blocked: HashSet<(NodeId, NodeId)>,
     drop_per_million: u32,
@@ -46,6 +58,7 @@ impl Default for NetworkState {
     fn default() -> Self {
         NetworkState {
             inboxes: HashMap::new(),
+            local_receivers: HashMap::new(),
             blocked: HashSet::new(),
             drop_per_million: 0,
             delay: Duration::ZERO,
@@ -64,6 +77,15 @@ impl NetworkState {
         x ^= x << 17;
         self.rng = x;
         x
+    }
+
+    /// Which of `count` items the fault injection drops (empty: none).
+    fn draw_drops(&mut self, count: usize) -> Vec<bool> {
+        if self.drop_per_million == 0 {
+            return Vec::new();
+        }
+        let threshold = u64::from(self.drop_per_million);
+        (0..count).map(|_| self.next_random() % 1_000_000 < threshold).collect()
     }
 
     fn notify(&self, node: &NodeId, incoming: Incoming) {
@@ -106,6 +128,7 @@ impl MemoryNetwork {
         let mut state = self.inner.lock();
         let (sender, receiver) = mpsc::channel(state.inbox_frames_max);
         state.inboxes.insert(id.clone(), sender);
+        state.local_receivers.remove(&id);
         Arc::new(MemoryTransport {
             id,
             network: self.clone(),
@@ -180,9 +203,78 @@ pub struct MemoryTransport {
     closed: std::sync::atomic::AtomicBool,
 }
 
-#[async_trait]
-impl Transport for MemoryTransport {
-    async fn send(&self, to: &NodeId, frames: Vec<Bytes>) -> Result<(), TransportError> {
+impl MemoryTransport {
+    /// Lets `receiver` take messages sent to this node by other nodes of this crate as values.
+    pub(crate) fn set_local_delivery(&self, receiver: Weak<dyn LocalDelivery>) {
+        self.network.inner.lock().local_receivers.insert(self.id.clone(), receiver);
+    }
+
+    /// Sends `messages` to `to`: as values when `to` registered a [`LocalDelivery`], else encoded
+    /// with `codec` as frames. Faults (cut links, drops, delay) apply either way.
+    pub(crate) fn send_messages(
+        &self,
+        to: &NodeId,
+        cluster_id: ClusterId,
+        messages: Vec<Message>,
+        codec: &Codec,
+    ) -> Result<(), TransportError> {
+        if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(TransportError::Closed);
+        }
+        let (receiver, delay, drops) = {
+            let mut state = self.network.inner.lock();
+            match state.local_receivers.get(to).map(Weak::upgrade) {
+                Some(Some(receiver)) => {
+                    if state.blocked.contains(&(self.id.clone(), to.clone())) {
+                        return Ok(()); // a cut link loses messages silently, as a real one does
+                    }
+                    let drops = state.draw_drops(messages.len());
+                    (Some(receiver), state.delay, drops)
+                }
+                _ => (None, Duration::ZERO, Vec::new()),
+            }
+        };
+        let Some(receiver) = receiver else {
+            let frames = messages
+                .into_iter()
+                .filter_map(|message| {
+                    let envelope = Envelope { cluster_id, from: self.id.clone(), to: to.clone(), message };
+                    codec
+                        .encode(&envelope)
+                        .map_err(|error| {
+                            tracing::error!(%to, kind = envelope.message.kind(), %error, "cannot encode message")
+                        })
+                        .ok()
+                })
+                .collect();
+            return self.send_frames(to, frames);
+        };
+        let messages: Vec<Message> = if drops.is_empty() {
+            messages
+        } else {
+            messages
+                .into_iter()
+                .zip(drops)
+                .filter(|(_, dropped)| !dropped)
+                .map(|(message, _)| message)
+                .collect()
+        };
+        if messages.is_empty() {
+            return Ok(());
+        }
+        if delay.is_zero() {
+            receiver.deliver(&self.id, cluster_id, messages);
+        } else {
+            let from = self.id.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                receiver.deliver(&from, cluster_id, messages);
+            });
+        }
+        Ok(())
+    }
+
+    fn send_frames(&self, to: &NodeId, frames: Vec<Bytes>) -> Result<(), TransportError> {
         if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(TransportError::Closed);
         }
@@ -194,12 +286,7 @@ impl Transport for MemoryTransport {
             let Some(inbox) = state.inboxes.get(to).cloned() else {
                 return Err(TransportError::UnknownPeer(to.clone()));
             };
-            let drops: Vec<bool> = if state.drop_per_million == 0 {
-                Vec::new()
-            } else {
-                let threshold = u64::from(state.drop_per_million);
-                (0..frames.len()).map(|_| state.next_random() % 1_000_000 < threshold).collect()
-            };
+            let drops = state.draw_drops(frames.len());
             (inbox, state.delay, drops)
         };
         let limit = inbox.max_capacity();
@@ -231,6 +318,13 @@ impl Transport for MemoryTransport {
         }
         Ok(())
     }
+}
+
+#[async_trait]
+impl Transport for MemoryTransport {
+    async fn send(&self, to: &NodeId, frames: Vec<Bytes>) -> Result<(), TransportError> {
+        self.send_frames(to, frames)
+    }
 
     async fn recv(&self) -> Result<Incoming, TransportError> {
         let mut inbox = self.inbox.lock().await;
@@ -257,9 +351,17 @@ impl Transport for MemoryTransport {
 
     fn remove_peer(&self, _peer: &NodeId) {}
 
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
     async fn close(&self) {
         self.closed.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.network.inner.lock().inboxes.remove(&self.id);
+        {
+            let mut state = self.network.inner.lock();
+            state.inboxes.remove(&self.id);
+            state.local_receivers.remove(&self.id);
+        }
         self.inbox.lock().await.close();
     }
 }
@@ -293,5 +395,74 @@ impl concord_core::storage::Storage for SharedMemoryStorage {
 
     fn is_blocking(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use concord_core::config::Config;
+    use concord_core::id::Term;
+    use concord_core::message::RaftMessage;
+
+    use super::*;
+
+    /// Records what it is handed.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(NodeId, ClusterId, Message)>>);
+
+    impl LocalDelivery for Recorder {
+        fn deliver(&self, from: &NodeId, cluster_id: ClusterId, messages: Vec<Message>) {
+            let mut seen = self.0.lock();
+            seen.extend(messages.into_iter().map(|message| (from.clone(), cluster_id, message)));
+        }
+    }
+
+    fn timeout_now(term: u64) -> Message {
+        Message::Raft(RaftMessage::TimeoutNow { term: Term(term) })
+    }
+
+    #[tokio::test]
+    async fn messages_go_as_values_to_local_nodes_and_as_frames_to_everyone_else() {
+        let network = MemoryNetwork::new();
+        let a = network.transport("a");
+        let b = network.transport("b");
+        let c = network.transport("c");
+        let recorder = Arc::new(Recorder::default());
+        let receiver: Arc<dyn LocalDelivery> = recorder.clone();
+        b.set_local_delivery(Arc::downgrade(&receiver));
+        let codec = Codec::from_config(&Config::default());
+        let cluster = ClusterId(7);
+
+        a.send_messages(&NodeId::new("b"), cluster, vec![timeout_now(1), timeout_now(2)], &codec).unwrap();
+        let seen = recorder.0.lock().clone();
+        assert_eq!(
+            seen,
+            vec![(NodeId::new("a"), cluster, timeout_now(1)), (NodeId::new("a"), cluster, timeout_now(2))]
+        );
+
+        // `c` takes frames: it gets the same message encoded.
+        a.send_messages(&NodeId::new("c"), cluster, vec![timeout_now(3)], &codec).unwrap();
+        let Incoming::Frame { from, frame } = c.recv().await.unwrap() else { panic!("a frame") };
+        assert_eq!(from, NodeId::new("a"));
+        let envelope = codec.decode_for(cluster, &frame).unwrap();
+        assert_eq!((envelope.from, envelope.to, envelope.message), (from, NodeId::new("c"), timeout_now(3)));
+
+        // Faults apply to values too: a cut link and certain loss deliver nothing.
+        network.cut("a", "b");
+        a.send_messages(&NodeId::new("b"), cluster, vec![timeout_now(4)], &codec).unwrap();
+        network.heal();
+        network.set_drop_probability(1.0);
+        a.send_messages(&NodeId::new("b"), cluster, vec![timeout_now(5)], &codec).unwrap();
+        network.set_drop_probability(0.0);
+        assert_eq!(recorder.0.lock().len(), 2);
+
+        // A closed receiver takes nothing more; a dropped one falls back to frames.
+        b.close().await;
+        assert_eq!(
+            a.send_messages(&NodeId::new("b"), cluster, vec![timeout_now(6)], &codec),
+            Err(TransportError::UnknownPeer(NodeId::new("b")))
+        );
+        assert_eq!(recorder.0.lock().len(), 2);
+        drop(receiver);
     }
 }

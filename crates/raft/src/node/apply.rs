@@ -91,7 +91,7 @@ impl Raft {
         }
         let Some(id) = ours else { return };
         let Some(pending) = self.pending.remove(&id) else { return };
-        self.proposal_deadlines.remove(&(pending.deadline, id.clone()));
+        self.proposal_deadlines.remove(&pending.deadline);
         let voters = self.membership_now().voter_count();
         let quorum_required = majority(voters);
         let in_favor = if self.state == State::Leader { self.holders(index) } else { quorum_required };
@@ -139,7 +139,7 @@ impl Raft {
     pub(super) fn on_membership_committed(&mut self, now: Instant, index: LogIndex) {
         if let Some(id) = self.membership_proposals.remove(&index) {
             if let Some(pending) = self.pending.remove(&id) {
-                self.proposal_deadlines.remove(&(pending.deadline, id.clone()));
+                self.proposal_deadlines.remove(&pending.deadline);
                 let voters = self.membership_now().voter_count();
                 let quorum_required = majority(voters);
                 let result = ProposalResult {

@@ -3,9 +3,16 @@
 use super::*;
 
 impl Raft {
+    /// Schedules the timeout of proposal `id`, made now.
+    pub(super) fn track_deadline(&mut self, now: Instant, id: &ProposalId) -> DeadlineKey {
+        self.proposals_registered += 1;
+        let key = (now + self.config.timeout, self.proposals_registered);
+        self.proposal_deadlines.insert(key, id.clone());
+        key
+    }
+
     pub(super) fn register_proposal(&mut self, now: Instant, proposal: &Proposal) {
-        let deadline = now + self.config.timeout;
-        self.proposal_deadlines.insert((deadline, proposal.id.clone()));
+        let deadline = self.track_deadline(now, &proposal.id);
         self.pending.insert(
             proposal.id.clone(),
             PendingProposal {
@@ -20,7 +27,7 @@ impl Raft {
 
     pub(super) fn fail_proposal(&mut self, id: &ProposalId, error: ProposalError) {
         if let Some(pending) = self.pending.remove(id) {
-            self.proposal_deadlines.remove(&(pending.deadline, id.clone()));
+            self.proposal_deadlines.remove(&pending.deadline);
             self.results.push(ProposalResult::failed(id.clone(), pending.key, error));
         }
         // An AddVoter that timed out stops waiting for its learner (a dead learner must not block
@@ -143,18 +150,19 @@ impl Raft {
         if self.state != State::Leader {
             return;
         }
-        let mut rounds: Vec<u64> = self
-            .voters()
-            .iter()
-            .map(|voter| {
-                if *voter == self.id {
-                    self.round
-                } else {
-                    self.progress.get(voter).map_or(0, |progress| progress.acked_round)
-                }
-            })
-            .collect();
-        let Some(acked) = quorum_value(&mut rounds) else { return };
+        // Runs for every append response: reuse one buffer instead of allocating two.
+        let mut rounds = std::mem::take(&mut self.quorum_scratch);
+        rounds.clear();
+        rounds.extend(self.membership_now().voters().map(|voter| {
+            if *voter == self.id {
+                self.round
+            } else {
+                self.progress.get(voter).map_or(0, |progress| progress.acked_round)
+            }
+        }));
+        let acked = quorum_value(&mut rounds);
+        self.quorum_scratch = rounds;
+        let Some(acked) = acked else { return };
         while self.leader_reads.front().is_some_and(|read| read.round <= acked) {
             if let Some(read) = self.leader_reads.pop_front() {
                 self.answer_origin(read.origin, Ok(read.index));

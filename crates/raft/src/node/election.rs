@@ -28,12 +28,14 @@ impl Raft {
 
     pub(super) fn on_leadership_lost(&mut self) {
         let commit = self.commit;
-        let lost: Vec<ProposalId> = self
+        let mut lost: Vec<ProposalId> = self
             .pending
             .iter()
             .filter(|(_, pending)| pending.index.map_or(true, |index| index > commit))
             .map(|(id, _)| id.clone())
             .collect();
+        // The map is hashed: sort so the results come out in the same order on every run.
+        lost.sort_unstable();
         for id in lost {
             self.fail_proposal(&id, ProposalError::LeadershipLost);
         }

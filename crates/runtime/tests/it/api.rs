@@ -426,29 +426,76 @@ async fn a_retried_proposal_applies_once_across_a_leader_change() {
     let mut config = raft_config();
     config.timeout = Duration::from_secs(5);
     let nodes = cluster(&network, 3, config).await;
-    let leader = wait_for_leader(&nodes).await;
-    assert_eq!(nodes[leader].add("counter", 10).await.unwrap(), 10);
-    let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
-    let before: Vec<LogIndex> = others.iter().map(|i| nodes[*i].debug_state().last_log_index).collect();
     // The leader can still send (followers store its entry) but never hears back, so it cannot
     // commit; check-quorum makes it step down and its proposal ends with an unknown outcome.
-    for other in &others {
-        network.cut(nodes[*other].node_id().as_str(), nodes[leader].node_id().as_str());
-    }
+    let (leader, others) = deafen_leader_after_counter(&network, &nodes).await;
     let adding = {
         let node = nodes[leader].clone();
         tokio::spawn(async move { node.add("counter", 1).await })
     };
-    wait_until(Duration::from_secs(5), "followers store the entry", || {
-        others.iter().zip(&before).all(|(i, before)| nodes[*i].debug_state().last_log_index > *before)
-    })
-    .await;
+    wait_for_entry_on(&nodes, &others).await;
     wait_until(Duration::from_secs(10), "the old leader steps down", || !nodes[leader].is_leader()).await;
     network.heal();
     let result = tokio::time::timeout(Duration::from_secs(10), adding).await.expect("answered").unwrap();
     assert_eq!(result, Ok(11), "the retry returns the first application's result");
     let read_on = others[0];
     assert_eq!(nodes[read_on].read::<i64>("counter").await.unwrap(), Some(11), "applied exactly once");
+    stop_all(&nodes).await;
+}
+
+/// Sets `counter` to 10 through the leader, then cuts every follower-to-leader link: the leader's
+/// next entries still reach the followers, but it never hears back. Returns the leader and the others.
+async fn deafen_leader_after_counter(network: &MemoryNetwork, nodes: &[Consensus]) -> (usize, Vec<usize>) {
+    let leader = wait_for_leader(nodes).await;
+    assert_eq!(nodes[leader].add("counter", 10).await.unwrap(), 10);
+    let others: Vec<usize> = (0..nodes.len()).filter(|i| *i != leader).collect();
+    for other in &others {
+        network.cut(nodes[*other].node_id().as_str(), nodes[leader].node_id().as_str());
+    }
+    (leader, others)
+}
+
+/// Waits until each of `others` stored one more entry than it holds now.
+async fn wait_for_entry_on(nodes: &[Consensus], others: &[usize]) {
+    let before: Vec<LogIndex> = others.iter().map(|i| nodes[*i].debug_state().last_log_index).collect();
+    wait_until(Duration::from_secs(5), "followers store the entry", || {
+        others.iter().zip(&before).all(|(i, before)| nodes[*i].debug_state().last_log_index > *before)
+    })
+    .await;
+}
+
+/// Found by `cargo xtask chaos`: a proposal whose first attempt reached the log, then lost its
+/// leader, must not end in a definite refusal (not leader, no quorum) from a later attempt — the
+/// first attempt's entry may commit under the next leader, and here it does.
+#[tokio::test(start_paused = true)]
+async fn a_refused_retry_after_an_unknown_outcome_is_not_a_definite_failure() {
+    let network = MemoryNetwork::new();
+    let mut config = raft_config();
+    config.timeout = Duration::from_secs(5);
+    let nodes = cluster(&network, 3, config).await;
+    // The leader's entry reaches the followers, but it never hears from them again: it steps down,
+    // and the followers elect a leader that commits the entry. Nothing heals during the proposal.
+    let (leader, others) = deafen_leader_after_counter(&network, &nodes).await;
+    let adding = {
+        let node = nodes[leader].clone();
+        tokio::spawn(
+            async move { node.propose_command(Command::Add { key: "counter".into(), delta: 1 }).await },
+        )
+    };
+    wait_for_entry_on(&nodes, &others).await;
+    let result = tokio::time::timeout(Duration::from_secs(20), adding).await.expect("answered").unwrap();
+    wait_until(Duration::from_secs(20), "a follower takes over", || {
+        others.iter().any(|i| nodes[*i].is_leader())
+    })
+    .await;
+    let read_on = others.iter().copied().find(|i| nodes[*i].is_leader()).unwrap();
+    assert_eq!(nodes[read_on].read::<i64>("counter").await.unwrap(), Some(11), "the entry committed");
+    assert!(!result.accepted);
+    assert!(
+        matches!(result.error, Some(ProposalError::LeadershipLost | ProposalError::Timeout)),
+        "an entry that committed was reported as refused: {result:?}"
+    );
+    network.heal();
     stop_all(&nodes).await;
 }
 
