@@ -12,7 +12,8 @@ use crate::format::{EventType, Function, HistoryEvent, NemesisEvent, NemesisPhas
 pub struct PhaseAvailability {
     /// `healthy` (no fault), a fault's name, or `after-heal` (after the final heal).
     pub phase: String,
-    /// Operations that completed `ok`.
+    /// Operations the cluster served: completed `ok`, or a CAS answered with a conflict (its
+    /// expectation did not hold — an answer, not an outage).
     pub ok: u64,
     /// Operations that completed `fail`.
     pub fail: u64,
@@ -75,8 +76,10 @@ pub fn availability(
                 phases.len() - 1
             }
         };
+        let conflict = event.f == Function::Cas && event.error.as_deref() == Some("conflict");
         match event.event_type {
             EventType::Ok => phases[index].ok += 1,
+            EventType::Fail if conflict => phases[index].ok += 1,
             EventType::Fail => phases[index].fail += 1,
             EventType::Info | EventType::Invoke => phases[index].info += 1,
         }
@@ -142,6 +145,11 @@ mod tests {
             event(2, EventType::Fail, Function::Read, json!(null), 180),
             event(2, EventType::Invoke, Function::Read, json!(null), 600),
             event(2, EventType::Ok, Function::Read, json!(1), 610),
+            event(3, EventType::Invoke, Function::Cas, json!([5, 6]), 620),
+            HistoryEvent {
+                error: Some("conflict".into()),
+                ..event(3, EventType::Fail, Function::Cas, json!([5, 6]), 630)
+            },
         ];
         let phases = availability(&events, &nemesis, 500);
         assert_eq!(
@@ -149,7 +157,7 @@ mod tests {
             vec![
                 PhaseAvailability { phase: "healthy".into(), ok: 1, fail: 0, info: 0 },
                 PhaseAvailability { phase: "kill".into(), ok: 0, fail: 1, info: 1 },
-                PhaseAvailability { phase: "after-heal".into(), ok: 1, fail: 0, info: 0 },
+                PhaseAvailability { phase: "after-heal".into(), ok: 2, fail: 0, info: 0 },
             ]
         );
     }

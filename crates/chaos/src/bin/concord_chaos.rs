@@ -34,7 +34,9 @@ fn print_summary(report: &run::RunReport) {
     }
     let faults: Vec<String> = report.faults.iter().map(|(name, count)| format!("{name} ×{count}")).collect();
     println!("faults: {}", if faults.is_empty() { "none".into() } else { faults.join(", ") });
-    println!("availability (operations by the phase they began in):");
+    println!(
+        "availability (operations by the phase they began in; ok includes CAS answered with a conflict):"
+    );
     for phase in &report.availability {
         let total = phase.ok + phase.fail + phase.info;
         let percent = if total == 0 { 0.0 } else { 100.0 * phase.ok as f64 / total as f64 };
