@@ -294,23 +294,33 @@ struct RunResult {
     elapsed: Duration,
     latency: DurationSummary,
     failed: u64,
+    /// Failed writes by error code (`timeout`, `busy`, …).
+    failed_by_code: std::collections::BTreeMap<&'static str, u64>,
 }
 
 async fn client_run(leader: &Consensus, clients: u64, writes: u64) -> Result<RunResult, String> {
     let per_client = (writes / clients).max(1);
     let failures = Arc::new(AtomicU64::new(0));
+    let failure_codes =
+        Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<&'static str, u64>::new()));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for client in 0..clients {
         let node = leader.clone();
         let failures = failures.clone();
+        let failure_codes = failure_codes.clone();
         tasks.push(tokio::spawn(async move {
             let key = format!("client-{client}");
             let mut latencies = Vec::with_capacity(per_client as usize);
             for _ in 0..per_client {
                 let sent = Instant::now();
-                if !node.propose_bytes(&key, Bytes::new()).await.accepted {
+                let result = node.propose_bytes(&key, Bytes::new()).await;
+                if !result.accepted {
                     failures.fetch_add(1, Ordering::Relaxed);
+                    let code = result.error.as_ref().map_or("unknown", |error| error.code());
+                    if let Ok(mut codes) = failure_codes.lock() {
+                        *codes.entry(code).or_default() += 1;
+                    }
                 }
                 latencies.push(sent.elapsed());
             }
@@ -329,6 +339,7 @@ async fn client_run(leader: &Consensus, clients: u64, writes: u64) -> Result<Run
         elapsed,
         latency,
         failed: failures.load(Ordering::Relaxed),
+        failed_by_code: failure_codes.lock().map(|codes| codes.clone()).unwrap_or_default(),
     })
 }
 
@@ -534,7 +545,13 @@ fn markdown(
             result.ops_per_second(),
             micros(result.latency.median),
             micros(result.latency.p99),
-            result.failed,
+            if result.failed_by_code.is_empty() {
+                result.failed.to_string()
+            } else {
+                let codes: Vec<String> =
+                    result.failed_by_code.iter().map(|(code, count)| format!("{code} {count}")).collect();
+                format!("{} ({})", result.failed, codes.join(", "))
+            },
             goals.join("; ")
         ));
     }
