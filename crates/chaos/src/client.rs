@@ -2,7 +2,8 @@
 //! node's HTTP API and record every operation in the history format.
 //!
 //! It runs *inside* a node's network namespace (`concord-chaos client …` under `ip netns exec`),
-//! so its traffic never leaves through the host's routes. Each process (a thread) has at most one
+//! so its traffic never leaves through the host's routes. Processes talk to their own node; while it
+//! refuses connections (killed, restarting) they move to the other nodes in turn, over the bridge. Each process (a thread) has at most one
 //! operation outstanding; after an operation of unknown outcome (`info`) the process is retired and
 //! a fresh process id takes over, as in Jepsen — an `info` operation stays concurrent with
 //! everything after it.
@@ -45,6 +46,9 @@ pub fn generations(duration: Duration, key_period: Duration) -> u64 {
 /// Pause after a request could not connect (the node is down or restarting).
 pub const CONNECT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Operations a process runs against a fallback node before it tries its own node again.
+pub const FALLBACK_OPERATIONS_MAX: u64 = 50;
+
 /// Process ids of one client run are `first_process + thread + generation * PROCESS_STRIDE`.
 pub const PROCESS_STRIDE: u64 = 1_000;
 
@@ -55,6 +59,9 @@ pub struct ClientOptions {
     pub node: String,
     /// The node's name, recorded in each event.
     pub node_name: String,
+    /// Other nodes (`(name, http://HOST:PORT)`), tried in turn while `node` refuses connections;
+    /// a process goes back to its own node after [`FALLBACK_OPERATIONS_MAX`] operations elsewhere.
+    pub fallbacks: Vec<(String, String)>,
     /// Concurrent processes (threads).
     pub processes: u64,
     /// The first process id; ids of different client runs must not overlap.
@@ -188,20 +195,30 @@ pub fn run<W: Write + Send>(
     output: ClientOutput<W>,
     stop: &AtomicBool,
 ) -> Result<ClientTotals, String> {
-    let client =
-        HttpClient::new(&options.node, options.request_timeout).map_err(|error| error.to_string())?;
+    let mut targets = vec![(
+        options.node_name.clone(),
+        HttpClient::new(&options.node, options.request_timeout).map_err(|error| error.to_string())?,
+    )];
+    for (name, url) in &options.fallbacks {
+        targets.push((
+            name.clone(),
+            HttpClient::new(url, options.request_timeout).map_err(|error| error.to_string())?,
+        ));
+    }
     let output = Arc::new(Mutex::new(output));
     let totals = Mutex::new(ClientTotals::default());
     let deadline = options.duration.as_nanos() as u64;
     std::thread::scope(|scope| {
         for thread in 0..options.processes {
-            let client = client.clone();
+            let targets = targets.clone();
             let output = Arc::clone(&output);
             let totals = &totals;
             scope.spawn(move || {
                 let mut process = Process {
                     options,
-                    client,
+                    targets,
+                    current: 0,
+                    away: 0,
                     clock,
                     id: options.first_process + thread,
                     rng: ChaCha8Rng::seed_from_u64(options.seed ^ (options.first_process + thread) << 16),
@@ -222,8 +239,21 @@ pub fn run<W: Write + Send>(
                             process.id += PROCESS_STRIDE;
                         }
                     }
-                    // A node that is down refuses at once: wait a little instead of spinning.
-                    let pause = if process.refused { CONNECT_BACKOFF } else { options.think_time };
+                    // A node that is down refuses at once: try the next node, and wait a little
+                    // instead of spinning.
+                    let pause = if process.refused {
+                        process.current = (process.current + 1) % process.targets.len();
+                        process.away = 0;
+                        CONNECT_BACKOFF
+                    } else {
+                        options.think_time
+                    };
+                    if process.current != 0 {
+                        process.away += 1;
+                        if process.away >= FALLBACK_OPERATIONS_MAX {
+                            process.current = 0;
+                        }
+                    }
                     std::thread::sleep(pause);
                 }
                 let mut totals = totals.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -242,7 +272,12 @@ pub fn run<W: Write + Send>(
 /// One client process.
 struct Process<'a> {
     options: &'a ClientOptions,
-    client: HttpClient,
+    /// Its own node first, then the fallbacks: `(name, client)`.
+    targets: Vec<(String, HttpClient)>,
+    /// The target in use.
+    current: usize,
+    /// Operations run on a fallback since leaving its own node.
+    away: u64,
     clock: RunClock,
     id: u64,
     rng: ChaCha8Rng,
@@ -293,12 +328,12 @@ impl Process<'_> {
             key: key.clone(),
             value,
             time,
-            node: Some(self.options.node_name.clone()),
+            node: Some(self.targets[self.current].0.clone()),
             error,
         };
         let invoke = event(EventType::Invoke, value.clone(), self.clock.now(), None);
         let body_bytes = body.as_ref().map(|body| body.to_string().into_bytes());
-        let outcome = self.client.request(method, &path, body_bytes.as_deref());
+        let outcome = self.targets[self.current].1.request(method, &path, body_bytes.as_deref());
         let completion = classify(f, &outcome);
         self.refused = matches!(outcome, Err(ClientError::Connect { .. }));
         let time = self.clock.now();

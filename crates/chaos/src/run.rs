@@ -392,6 +392,10 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> Result<RunReport, Str
         command
             .arg("client")
             .args(["--node", &api_url(node), "--node-name", &node_name(node)])
+            .args((1..options.nodes).flat_map(|step| {
+                let other = (node + step) % options.nodes;
+                ["--fallback".to_owned(), format!("{}={}", node_name(other), api_url(other))]
+            }))
             .args(["--processes", &PROCESSES_PER_NODE.to_string()])
             .args(["--first-process", &((node as u64 + 1) * PROCESS_RANGE).to_string()])
             .args(["--registers", &REGISTER_KEYS.to_string(), "--counters", &COUNTER_KEYS.to_string()])

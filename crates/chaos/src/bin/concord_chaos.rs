@@ -98,6 +98,9 @@ enum Commands {
         node: String,
         #[arg(long)]
         node_name: String,
+        /// Another node, `NAME=URL`, used while `--node` refuses connections (repeatable).
+        #[arg(long = "fallback", value_name = "NAME=URL")]
+        fallbacks: Vec<String>,
         #[arg(long, default_value_t = 3)]
         processes: u64,
         #[arg(long)]
@@ -256,6 +259,7 @@ fn run_command(command: Commands) -> Result<u8, String> {
         Commands::Client {
             node,
             node_name,
+            fallbacks,
             processes,
             first_process,
             registers,
@@ -269,9 +273,19 @@ fn run_command(command: Commands) -> Result<u8, String> {
             history,
             local_reads,
         } => {
+            let fallbacks = fallbacks
+                .iter()
+                .map(|fallback| {
+                    fallback
+                        .split_once('=')
+                        .map(|(name, url)| (name.to_owned(), url.to_owned()))
+                        .ok_or_else(|| format!("--fallback {fallback:?}: expected NAME=URL"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             let options = ClientOptions {
                 node,
                 node_name,
+                fallbacks,
                 processes,
                 first_process,
                 register_keys: registers,
