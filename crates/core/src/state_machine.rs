@@ -280,11 +280,56 @@ impl KvStateMachine {
     }
 }
 
+impl KvStateMachine {
+    // One command outside a batch (nearly every applied entry): the same outcome as a batch of
+    // one, without the staged view, and the key copied only when it is new.
+    fn apply_single(&mut self, context: &ApplyContext, command: &Command) -> CommandResult {
+        if let Command::Put { key, value } = command {
+            // The most common command: `plan` would only check that the key is not a lock's,
+            // so check that here and find the slot once instead of twice.
+            if !key.starts_with(LOCK_KEY_PREFIX) {
+                if let Some(slot) = self.slots.get_mut(key.as_str()) {
+                    slot.version += 1;
+                    let old_value = slot.value.replace(value.clone());
+                    let change = KeyChange {
+                        key: key.clone(),
+                        old_value,
+                        new_value: Some(value.clone()),
+                        version: slot.version,
+                    };
+                    return Ok(CommandOutput { changes: vec![change], ..CommandOutput::default() });
+                }
+            }
+        }
+        let (new_value, counter) = self.plan(context, command, &BTreeMap::new())?;
+        let key = command.key();
+        let change = match self.slots.get_mut(key) {
+            Some(slot) => {
+                slot.version += 1;
+                let old_value = std::mem::replace(&mut slot.value, new_value.clone());
+                KeyChange { key: key.to_owned(), old_value, new_value, version: slot.version }
+            }
+            None => {
+                let change = KeyChange { key: key.to_owned(), old_value: None, new_value, version: 1 };
+                self.slots.insert(
+                    key.to_owned(),
+                    Slot { value: change.new_value.clone(), version: change.version },
+                );
+                change
+            }
+        };
+        Ok(CommandOutput { changes: vec![change], counter, ..CommandOutput::default() })
+    }
+}
+
 impl StateMachine for KvStateMachine {
     fn apply(&mut self, context: &ApplyContext, command: &Command) -> CommandResult {
         // Plan every command against a staged view first and commit only if all succeed: that is
         // what makes a batch all-or-nothing.
         let is_batch = matches!(command, Command::Batch(_));
+        if !is_batch {
+            return self.apply_single(context, command);
+        }
         let commands: &[Command] = match command {
             Command::Batch(commands) => commands,
             _ => std::slice::from_ref(command),
@@ -369,8 +414,27 @@ impl SequenceResults {
     }
 
     fn remove(&mut self, sequence: u64) {
-        if let Ok(position) = self.search(sequence) {
-            self.0.remove(position);
+        // Eviction follows apply order, which is sequence order give or take the proposals in
+        // flight together, so the result to drop sits at or near the front: search from there
+        // (doubling steps, then halving) instead of across the whole table, which is large.
+        let length = self.0.len();
+        let mut end = 1.min(length);
+        while end < length && self.0[end - 1].0 < sequence {
+            end = (end * 2).min(length);
+        }
+        // Every position at or after `end` holds a sequence of at least `self.0[end - 1]`, which
+        // is at least `sequence`: if it is stored, it is before `end`.
+        let (mut low, mut high) = (0, end);
+        while low < high {
+            let middle = low + (high - low) / 2;
+            if self.0[middle].0 < sequence {
+                low = middle + 1;
+            } else {
+                high = middle;
+            }
+        }
+        if self.0.get(low).is_some_and(|(stored, _)| *stored == sequence) {
+            self.0.remove(low);
         }
     }
 }
@@ -593,6 +657,68 @@ mod tests {
         assert_eq!(encoded, postcard::to_allocvec(&map).expect("encodes"));
         let decoded: SequenceResults = postcard::from_bytes(&encoded).expect("decodes");
         assert_eq!(decoded.0, deque.0);
+    }
+
+    #[test]
+    fn a_single_command_changes_state_exactly_as_a_batch_of_one_does() {
+        // `apply` takes a shorter path outside batches; its outputs and states must be the
+        // batch path's (failures differ only by the batch's wrapping).
+        let lock_key = format!("{LOCK_KEY_PREFIX}l");
+        let put = |key: &str, value: &'static [u8]| Command::Put {
+            key: key.into(),
+            value: Bytes::from_static(value),
+        };
+        let commands = vec![
+            put("a", b"1"),
+            put("a", b"2"),
+            Command::Add { key: "n".into(), delta: 5 },
+            Command::Add { key: "n".into(), delta: -2 },
+            Command::Add { key: "a".into(), delta: 1 },
+            Command::CompareAndSwap { key: "a".into(), expected: Expectation::Version(2), new: None },
+            Command::CompareAndSwap { key: "a".into(), expected: Expectation::Version(9), new: None },
+            put("a", b"3"),
+            Command::Delete { key: "b".into() },
+            put(&lock_key, b"x"),
+            Command::Lock(LockCommand::Acquire { key: lock_key.clone(), holder: "h".into(), ttl_ms: 10 }),
+            Command::Lock(LockCommand::Acquire { key: lock_key.clone(), holder: "g".into(), ttl_ms: 10 }),
+        ];
+        let (mut single, mut batched) = (KvStateMachine::new(), KvStateMachine::new());
+        for (position, command) in commands.into_iter().enumerate() {
+            let context =
+                ApplyContext { index: LogIndex(position as u64 + 1), term: Term(1), timestamp_ms: 100 };
+            let alone = single.apply(&context, &command);
+            let in_batch = batched.apply(&context, &Command::Batch(vec![command.clone()]));
+            match (alone, in_batch) {
+                (Ok(alone), Ok(in_batch)) => assert_eq!(alone, in_batch, "{command:?}"),
+                (Err(alone), Err(CommandFailure::BatchAborted { position: 0, reason })) => {
+                    assert_eq!(alone, *reason, "{command:?}")
+                }
+                (alone, in_batch) => panic!("{command:?}: alone {alone:?}, in a batch {in_batch:?}"),
+            }
+            assert_eq!(single, batched, "after {command:?}");
+        }
+    }
+
+    #[test]
+    fn sequence_results_remove_finds_every_sequence_wherever_it_sits() {
+        // Sequences stored out of order, then removed in another order (near the front, deep
+        // inside, at the back, absent): the table always matches a tree map given the same calls.
+        let sequences: Vec<u64> = (0..200u64).map(|i| (i * 37) % 211 + 1).collect();
+        let mut table = SequenceResults::default();
+        let mut model = BTreeMap::new();
+        for &sequence in &sequences {
+            let Err(slot) = table.search(sequence) else { panic!("{sequence} is new") };
+            table.0.insert(slot, results(&[(sequence, 0)]).remove(0));
+            model.insert(sequence, ());
+        }
+        let removals = sequences.iter().rev().step_by(3).chain(sequences.iter()).copied().chain([0, 500]);
+        for sequence in removals {
+            table.remove(sequence);
+            model.remove(&sequence);
+            let stored: Vec<u64> = table.0.iter().map(|(sequence, _)| *sequence).collect();
+            assert_eq!(stored, model.keys().copied().collect::<Vec<_>>(), "after removing {sequence}");
+        }
+        assert!(table.0.is_empty());
     }
 
     #[test]

@@ -89,6 +89,21 @@ impl RaftLog {
         self.entries.push_back(entry);
     }
 
+    /// Appends entries the caller has checked to continue the log (contiguous, terms not
+    /// decreasing); into an empty log the vector is taken over without copying.
+    pub(crate) fn extend_checked(&mut self, entries: Vec<Entry>) {
+        if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
+            assert_eq!(first.index, self.last_index().next(), "log entries are contiguous");
+            assert!(first.term >= self.last_term(), "terms never decrease along the log");
+            assert_eq!(last.index.0 - first.index.0 + 1, entries.len() as u64, "log entries are contiguous");
+        }
+        if self.entries.is_empty() {
+            self.entries = VecDeque::from(entries);
+        } else {
+            self.entries.extend(entries);
+        }
+    }
+
     /// Drops `from` and everything after it.
     pub(crate) fn truncate_from(&mut self, from: LogIndex) {
         assert!(from > self.snapshot_index, "a snapshot's entries are committed and never truncated");

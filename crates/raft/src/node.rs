@@ -341,21 +341,21 @@ impl Raft {
                 replica.applied()
             )));
         }
-        for entry in recovered.entries {
-            if entry.index != log.last_index().next() || entry.term < log.last_term() {
+        let (mut last_index, mut last_term) = (log.last_index(), log.last_term());
+        for entry in &recovered.entries {
+            if entry.index != last_index.next() || entry.term < last_term {
                 return Err(SetupError::Recovered(format!(
                     "entry {} (term {}) does not follow {} (term {})",
-                    entry.index,
-                    entry.term,
-                    log.last_index(),
-                    log.last_term()
+                    entry.index, entry.term, last_index, last_term
                 )));
             }
+            (last_index, last_term) = (entry.index, entry.term);
             if let EntryPayload::Membership(membership) = &entry.payload {
                 memberships.push((entry.index, membership.clone()));
             }
-            log.push(entry);
         }
+        // Checked contiguous just above; the recovered vector becomes the log without a copy.
+        log.extend_checked(recovered.entries);
         // The first element is the base that truncation never removes: the snapshot's
         // membership, or the bootstrap one at index 0.
         let has_membership_entries =
@@ -447,15 +447,12 @@ impl Raft {
             bug: None,
         };
         raft.reported_role = raft.role();
-        let proposals: Vec<(ProposalId, LogIndex)> = raft
-            .log
-            .entries()
-            .filter_map(|entry| match &entry.payload {
-                EntryPayload::Command(proposal) => Some((proposal.id.clone(), entry.index)),
-                _ => None,
-            })
-            .collect();
-        raft.proposal_index.extend(proposals);
+        raft.proposal_index.reserve(raft.log.len());
+        for entry in raft.log.entries() {
+            if let EntryPayload::Command(proposal) = &entry.payload {
+                raft.proposal_index.insert(proposal.id.clone(), entry.index);
+            }
+        }
         Ok(raft)
     }
 

@@ -188,7 +188,10 @@ impl ConsensusBuilder {
             seed,
             replica,
         };
-        let mechanism = build_mechanism(setup)?;
+        let mut mechanism = build_mechanism(setup)?;
+        // Nobody can listen yet (the channel is made just below; `listen` turns them on): without
+        // this, a restarted node would build an event for every entry it replays from its log.
+        mechanism.set_entry_events_wanted(false);
         let (events, _) = broadcast::channel(self.config.max_event_backlog as usize);
         let start = clock.now();
         let shared = Arc::new(Shared {
