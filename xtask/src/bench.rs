@@ -20,6 +20,23 @@ struct ClusterRun {
     rss_every: u64,
 }
 
+impl ClusterRun {
+    /// Raft, memory storage, in-memory transport, no snapshots, no memory samples: the base every
+    /// row of the table varies.
+    fn raft(clients: u64, writes: u64) -> ClusterRun {
+        ClusterRun {
+            mechanism: "raft",
+            clients,
+            writes,
+            batch: 1,
+            durable: false,
+            snapshot_interval: 0,
+            transport: "memory",
+            rss_every: 0,
+        }
+    }
+}
+
 /// openraft's `benchmarks/minimal` on this machine kind (2 vCPU), median put/s, from the issue.
 fn openraft_reference(clients: u64, batch: u64) -> Option<u64> {
     match (clients, batch) {
@@ -55,63 +72,22 @@ pub(crate) fn run(args: &[String]) -> i32 {
         (4096, 1_000_000, 1),
         (4096, 1_000_000, 4),
     ] {
-        runs.push(ClusterRun {
-            mechanism: "raft",
-            clients,
-            writes: writes / scale,
-            batch,
-            durable: false,
-            snapshot_interval: 0,
-            transport: "memory",
-            rss_every: 0,
-        });
+        runs.push(ClusterRun { batch, ..ClusterRun::raft(clients, writes / scale) });
     }
     // Durable group commit, and a long run with snapshots whose peak memory must stay flat.
-    runs.push(ClusterRun {
-        mechanism: "raft",
-        clients: 256,
-        writes: 300_000 / scale,
-        batch: 1,
-        durable: true,
-        snapshot_interval: 0,
-        transport: "memory",
-        rss_every: 0,
-    });
+    runs.push(ClusterRun { durable: true, ..ClusterRun::raft(256, 300_000 / scale) });
     // Resident memory over 10M writes (quick: 1M), sampled every 1M (quick: 100k).
     runs.push(ClusterRun {
-        mechanism: "raft",
-        clients: 256,
-        writes: 10_000_000 / scale,
-        batch: 1,
-        durable: false,
         snapshot_interval: 10_000,
-        transport: "memory",
         rss_every: 1_000_000 / scale,
+        ..ClusterRun::raft(256, 10_000_000 / scale)
     });
     // Real loopback sockets between the three nodes (still one process).
     for transport in ["ws", "zmq"] {
         for (clients, writes) in [(1, 10_000), (64, 200_000), (256, 300_000)] {
-            runs.push(ClusterRun {
-                mechanism: "raft",
-                clients,
-                writes: writes / scale,
-                batch: 1,
-                durable: false,
-                snapshot_interval: 0,
-                transport,
-                rss_every: 0,
-            });
+            runs.push(ClusterRun { transport, ..ClusterRun::raft(clients, writes / scale) });
         }
-        runs.push(ClusterRun {
-            mechanism: "raft",
-            clients: 256,
-            writes: 300_000 / scale,
-            batch: 1,
-            durable: true,
-            snapshot_interval: 0,
-            transport,
-            rss_every: 0,
-        });
+        runs.push(ClusterRun { durable: true, transport, ..ClusterRun::raft(256, 300_000 / scale) });
     }
     for (clients, writes) in [(1, 20_000), (64, 200_000), (256, 200_000)] {
         runs.push(ClusterRun {

@@ -16,6 +16,9 @@ async fn racing_updates_end_at_the_consensus_value(config: Config) {
     let left = Optimistic::new(cluster.nodes[0].clone());
     let right = Optimistic::new(cluster.nodes[1].clone());
     let mut left_rollbacks = left.rollbacks();
+    // Hold every message for a while (virtual time stands still while this task keeps yielding),
+    // so all eight updates are pending together however fast the cluster decides.
+    cluster.network.set_delay(Duration::from_millis(20));
     let mut tasks = Vec::new();
     for (name, handle) in [("left", &left), ("right", &right)] {
         for step in 0..4u32 {
@@ -33,6 +36,7 @@ async fn racing_updates_end_at_the_consensus_value(config: Config) {
     }
     assert_eq!(left.view::<String>("title").expect("view").as_deref(), Some("left-3"));
     assert_eq!(right.view::<String>("title").expect("view").as_deref(), Some("right-3"));
+    cluster.network.set_delay(Duration::ZERO);
     let mut applied = Vec::new();
     let mut left_rolled_back = 0;
     for task in tasks {
