@@ -38,6 +38,11 @@ pub fn counter_key(generation: u64, index: u64) -> String {
     format!("g{generation}c{index}")
 }
 
+/// Every `(generation, index)` of a run with `generations` generations of `per_generation` keys.
+pub fn generation_keys(generations: u64, per_generation: u64) -> impl Iterator<Item = (u64, u64)> {
+    (0..generations).flat_map(move |generation| (0..per_generation).map(move |index| (generation, index)))
+}
+
 /// The key generations a run of `duration` uses with keys rotated every `key_period`.
 pub fn generations(duration: Duration, key_period: Duration) -> u64 {
     (duration.as_nanos() / key_period.as_nanos().max(1)) as u64 + 1
@@ -397,8 +402,11 @@ mod tests {
             classify(Function::Cas, &response(409, json!({"code": "conflict"}))),
             Completion::Fail(_)
         ));
-        // A conflict on an add (not a counter) is not a CAS: unknown is the safe answer only where
-        // the write may have happened; here the API says it did not, but we stay conservative.
+        // Only a CAS conflict is a definite failure here; any other write's conflict stays unknown.
+        assert!(matches!(
+            classify(Function::Add, &response(409, json!({"code": "conflict"}))),
+            Completion::Info(_)
+        ));
         assert!(matches!(
             classify(Function::Write, &response(504, json!({"code": "timeout"}))),
             Completion::Info(_)

@@ -666,21 +666,6 @@ pub fn summary_json(options: &RunOptions, report: &RunReport) -> Value {
     })
 }
 
-/// Values of `history` completions by outcome, for printing.
-pub fn outcome_counts(events: &[HistoryEvent]) -> BTreeMap<&'static str, u64> {
-    let mut counts = BTreeMap::new();
-    for event in events {
-        let name = match event.event_type {
-            EventType::Invoke => continue,
-            EventType::Ok => "ok",
-            EventType::Fail => "fail",
-            EventType::Info => "info",
-        };
-        *counts.entry(name).or_default() += 1;
-    }
-    counts
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -319,8 +319,7 @@ fn run_command(command: Commands) -> Result<u8, String> {
             let clock = RunClock::new(origin_unix_ns);
             let mut writer = create(&history)?;
             let mut all_ok = true;
-            let keys =
-                (0..generations).flat_map(|generation| (0..registers).map(move |index| (generation, index)));
+            let keys = client::generation_keys(generations, registers);
             for (number, (generation, index)) in keys.enumerate() {
                 let key = client::register_key(generation, index);
                 let mut done = false;
@@ -363,9 +362,7 @@ fn run_command(command: Commands) -> Result<u8, String> {
             }
             let mut values = serde_json::Map::new();
             if !status_only {
-                for (generation, index) in (0..generations)
-                    .flat_map(|generation| (0..registers).map(move |index| (generation, index)))
-                {
+                for (generation, index) in client::generation_keys(generations, registers) {
                     let key = client::register_key(generation, index);
                     let response = client.get(&format!("/v1/kv/{key}")).map_err(|error| error.to_string())?;
                     let value = match response.status {
@@ -375,9 +372,7 @@ fn run_command(command: Commands) -> Result<u8, String> {
                     };
                     values.insert(key, value);
                 }
-                for (generation, index) in (0..generations)
-                    .flat_map(|generation| (0..counters).map(move |index| (generation, index)))
-                {
+                for (generation, index) in client::generation_keys(generations, counters) {
                     let key = client::counter_key(generation, index);
                     let response =
                         client.get(&format!("/v1/counter/{key}")).map_err(|error| error.to_string())?;
