@@ -100,9 +100,9 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Bytes {
 
 /// The log payload of an aborted slot of `key`.
 pub(crate) fn abort_payload(key: &str) -> EntryPayload {
-    EntryPayload::Command(Proposal {
+    EntryPayload::Command(std::sync::Arc::new(Proposal {
         id: ProposalId { origin: NodeId::new(ABORT_ORIGIN), sequence: 0 },
         session: None,
         command: Command::Delete { key: key.to_owned() },
-    })
+    }))
 }

@@ -1299,7 +1299,7 @@ impl Majority {
                     }
                 }
                 outcome = Some(AppliedOutcome { index, result });
-                payload = EntryPayload::Command(proposal.clone());
+                payload = EntryPayload::Command(std::sync::Arc::new(proposal.clone()));
             }
             Decision::Membership { membership, .. } => {
                 self.replica.skip(LogIndex(index), Term(self.epoch));
@@ -1828,7 +1828,7 @@ fn decode_entry(entry: &Entry) -> Option<(String, Decision)> {
         }
         EntryPayload::Command(proposal) => (
             proposal.command.key().to_owned(),
-            Decision::Proposal { proposal: proposal.clone(), timestamp_ms: entry.timestamp_ms },
+            Decision::Proposal { proposal: Proposal::clone(proposal), timestamp_ms: entry.timestamp_ms },
         ),
         EntryPayload::Membership(membership) => (
             MEMBERSHIP_KEY.to_owned(),

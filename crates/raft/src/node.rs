@@ -7,6 +7,7 @@
 //! (proposals, batching, ReadIndex and leases).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
@@ -148,7 +149,7 @@ pub struct Raft {
     commit_unsent: bool,
     term_start_index: LogIndex,
     transfer: Option<Transfer>,
-    batch: Vec<Proposal>,
+    batch: Vec<Arc<Proposal>>,
     batch_ids: HashSet<ProposalId, BuildHasherDefault<ProposalIdHasher>>,
     batch_deadline: Option<Instant>,
     membership_proposals: BTreeMap<LogIndex, ProposalId>,

@@ -35,11 +35,11 @@ fn entry(index: u64) -> Entry {
         index: LogIndex(index),
         term: Term(1),
         timestamp_ms: index,
-        payload: EntryPayload::Command(Proposal {
+        payload: EntryPayload::Command(std::sync::Arc::new(Proposal {
             id: ProposalId { origin: NodeId::new("bench"), sequence: index },
             session: None,
             command: Command::Custom(Bytes::from(vec![(index % 256) as u8; ENTRY_BYTES])),
-        }),
+        })),
     }
 }
 

@@ -41,14 +41,14 @@ fn entry(index: u64, term: u64, size: usize) -> Entry {
     let payload = if size == 0 {
         EntryPayload::Noop
     } else {
-        EntryPayload::Command(Proposal {
+        EntryPayload::Command(std::sync::Arc::new(Proposal {
             id: ProposalId { origin: NodeId::new("n1"), sequence: index },
             session: None,
             command: Command::Put {
                 key: format!("key-{index}"),
                 value: Bytes::from(vec![(index % 251) as u8; size]),
             },
-        })
+        }))
     };
     Entry { index: LogIndex(index), term: Term(term), timestamp_ms: index * 10, payload }
 }

@@ -7,6 +7,8 @@
 mod majority;
 mod raft;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -65,8 +67,9 @@ impl Entry {
 pub enum EntryPayload {
     /// Appended by a new leader to commit entries of earlier terms (Raft §5.4.2, §8).
     Noop,
-    /// A client command.
-    Command(Proposal),
+    /// A client command. Shared, not copied: the same entry sits in the log, in the pending persist
+    /// and in every follower's append message, so a clone is a reference-count increment.
+    Command(Arc<Proposal>),
     /// A new membership (takes effect when appended, as in one-server-at-a-time changes).
     Membership(Membership),
 }

@@ -55,14 +55,14 @@ fn compressible_append(entries: u64, value_bytes: usize) -> Envelope {
             index: LogIndex(index),
             term: Term(1),
             timestamp_ms: 1_700_000_000_000,
-            payload: EntryPayload::Command(Proposal {
+            payload: EntryPayload::Command(std::sync::Arc::new(Proposal {
                 id: ProposalId { origin: NodeId::new("agent-001"), sequence: index },
                 session: None,
                 command: Command::Put {
                     key: "player_score".into(),
                     value: Bytes::from(vec![0u8; value_bytes]),
                 },
-            }),
+            })),
         })
         .collect();
     envelope(Message::Raft(RaftMessage::Append {

@@ -244,7 +244,7 @@ pub fn proposal() -> impl Strategy<Value = Proposal> {
 pub fn entry() -> impl Strategy<Value = Entry> {
     let payload = prop_oneof![
         1 => Just(EntryPayload::Noop),
-        4 => proposal().prop_map(EntryPayload::Command),
+        4 => proposal().prop_map(|proposal| EntryPayload::Command(std::sync::Arc::new(proposal))),
         1 => membership().prop_map(EntryPayload::Membership),
     ];
     (log_index(), term(), any::<u64>(), payload).prop_map(|(index, term, timestamp_ms, payload)| Entry {

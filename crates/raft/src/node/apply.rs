@@ -226,10 +226,10 @@ impl Raft {
     pub(super) fn is_known_proposal(&self, proposal: &Proposal) -> bool {
         let in_log =
             self.proposal_index.get(&proposal.id).and_then(|index| self.log.entry(*index)).is_some_and(
-                |entry| matches!(&entry.payload, EntryPayload::Command(logged) if logged == proposal),
+                |entry| matches!(&entry.payload, EntryPayload::Command(logged) if **logged == *proposal),
             );
         in_log
-            || (self.batch_ids.contains(&proposal.id) && self.batch.iter().any(|batched| batched == proposal))
+            || (self.batch_ids.contains(&proposal.id) && self.batch.iter().any(|batched| **batched == *proposal))
             || self.compacted_proposal_set.contains(&(proposal.id.clone(), fingerprint(proposal)))
     }
 }

@@ -48,6 +48,7 @@ impl Raft {
         if proposal.id.origin == self.id {
             self.register_proposal(now, &proposal);
         }
+        let proposal = Arc::new(proposal);
         if self.config.batch_updates {
             self.batch_ids.insert(proposal.id.clone());
             self.batch.push(proposal);

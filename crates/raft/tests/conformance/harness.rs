@@ -64,7 +64,7 @@ pub fn command_entry(index: u64, term: u64) -> Entry {
         index: LogIndex(index),
         term: Term(term),
         timestamp_ms: index,
-        payload: EntryPayload::Command(proposal),
+        payload: EntryPayload::Command(std::sync::Arc::new(proposal)),
     }
 }
 

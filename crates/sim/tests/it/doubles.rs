@@ -121,7 +121,7 @@ impl Gossip {
             index: LogIndex(self.log_length),
             term: Term(0),
             timestamp_ms: 0,
-            payload: EntryPayload::Command(proposal),
+            payload: EntryPayload::Command(std::sync::Arc::new(proposal)),
         });
     }
 }
@@ -421,7 +421,7 @@ impl Mechanism for Primary {
             index,
             term: Term(1),
             timestamp_ms: now.as_millis(),
-            payload: EntryPayload::Command(proposal.clone()),
+            payload: EntryPayload::Command(std::sync::Arc::new(proposal.clone())),
         };
         self.pending.insert(index.0, proposal.id);
         self.ready.persist.entries.push(entry.clone());

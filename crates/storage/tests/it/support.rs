@@ -48,14 +48,14 @@ pub fn entry(index: u64, term: u64) -> Entry {
         index: LogIndex(index),
         term: Term(term),
         timestamp_ms: index,
-        payload: EntryPayload::Command(Proposal {
+        payload: EntryPayload::Command(std::sync::Arc::new(Proposal {
             id: ProposalId { origin: NodeId::new("writer"), sequence: index },
             session: None,
             command: Command::Put {
                 key: format!("key-{index}"),
                 value: Bytes::from(vec![(index % 256) as u8; 100]),
             },
-        }),
+        })),
     }
 }
 
