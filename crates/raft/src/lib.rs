@@ -73,6 +73,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+mod deadlines;
 mod log;
 mod node;
 mod progress;

@@ -7,8 +7,8 @@
 //! (proposals, batching, ReadIndex and leases).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::Arc;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -30,6 +30,7 @@ use concord_core::state_machine::{ApplyContext, Replica};
 use concord_core::storage::{HardState, Persist};
 use concord_core::time::Instant;
 
+use crate::deadlines::{DeadlineKey, DeadlineQueue};
 use crate::log::RaftLog;
 use crate::progress::{Progress, ReplicationState};
 use crate::quorum::{majority, quorum_value};
@@ -162,7 +163,7 @@ pub struct Raft {
     /// Hashed (every proposal goes in and out): iterated only after sorting.
     pending: HashMap<ProposalId, PendingProposal, BuildHasherDefault<ProposalIdHasher>>,
     /// Keyed by deadline and registration number: ordering integers, not ids, per proposal.
-    proposal_deadlines: BTreeMap<DeadlineKey, ProposalId>,
+    proposal_deadlines: DeadlineQueue,
     proposals_registered: u64,
     local_reads: BTreeMap<ReadId, Instant>,
     read_deadlines: BTreeSet<(Instant, ReadId)>,
@@ -216,7 +217,6 @@ impl std::fmt::Debug for Raft {
 }
 
 /// When a pending proposal times out, and its registration number (unique, so keys never collide).
-type DeadlineKey = (Instant, u64);
 
 /// FNV-1a over a proposal id (its origin's bytes and its sequence), for `proposal_index`, which
 /// hashes every appended entry's id: SipHash costs several times more there. Flooding resistance
@@ -419,7 +419,7 @@ impl Raft {
             deferred_reads: Vec::new(),
             remote_reads: 0,
             pending: HashMap::default(),
-            proposal_deadlines: BTreeMap::new(),
+            proposal_deadlines: DeadlineQueue::default(),
             proposals_registered: 0,
             local_reads: BTreeMap::new(),
             read_deadlines: BTreeSet::new(),
@@ -640,6 +640,11 @@ impl Raft {
 
     /// Work common to the end of every input.
     fn finish(&mut self, now: Instant) {
+        debug_assert_eq!(
+            self.pending.len(),
+            self.proposal_deadlines.len(),
+            "every pending proposal has exactly one deadline"
+        );
         if self.state == State::Leader {
             self.try_promote(now);
         }
@@ -1114,11 +1119,7 @@ impl Mechanism for Raft {
             return;
         }
         self.start_if_needed(now);
-        while let Some(entry) = self.proposal_deadlines.first_entry() {
-            if entry.key().0 > now {
-                break;
-            }
-            let id = entry.remove();
+        while let Some(id) = self.proposal_deadlines.pop_due(now) {
             self.fail_proposal(&id, ProposalError::Timeout);
         }
         while let Some((deadline, id)) = self.read_deadlines.first().copied() {
@@ -1194,8 +1195,8 @@ impl Mechanism for Raft {
         }
         let mut earliest = Instant::MAX;
         let mut consider = |instant: Instant| earliest = earliest.min(instant);
-        if let Some(((deadline, _), _)) = self.proposal_deadlines.first_key_value() {
-            consider(*deadline);
+        if let Some(deadline) = self.proposal_deadlines.first() {
+            consider(deadline);
         }
         if let Some((deadline, _)) = self.read_deadlines.first() {
             consider(*deadline);

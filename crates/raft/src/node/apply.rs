@@ -229,7 +229,8 @@ impl Raft {
                 |entry| matches!(&entry.payload, EntryPayload::Command(logged) if **logged == *proposal),
             );
         in_log
-            || (self.batch_ids.contains(&proposal.id) && self.batch.iter().any(|batched| **batched == *proposal))
+            || (self.batch_ids.contains(&proposal.id)
+                && self.batch.iter().any(|batched| **batched == *proposal))
             || self.compacted_proposal_set.contains(&(proposal.id.clone(), fingerprint(proposal)))
     }
 }

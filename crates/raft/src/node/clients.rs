@@ -6,9 +6,7 @@ impl Raft {
     /// Schedules the timeout of proposal `id`, made now.
     pub(super) fn track_deadline(&mut self, now: Instant, id: &ProposalId) -> DeadlineKey {
         self.proposals_registered += 1;
-        let key = (now + self.config.timeout, self.proposals_registered);
-        self.proposal_deadlines.insert(key, id.clone());
-        key
+        self.proposal_deadlines.push(now + self.config.timeout, self.proposals_registered, id.clone())
     }
 
     pub(super) fn register_proposal(&mut self, now: Instant, proposal: &Proposal) {
