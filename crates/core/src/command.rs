@@ -220,6 +220,17 @@ impl Command {
         keys
     }
 
+    /// The length in bytes of the longest key the command touches (0 for none), without collecting
+    /// them: size checks run for every proposal.
+    pub fn longest_key_bytes(&self) -> usize {
+        match self {
+            Command::Batch(commands) => commands.iter().map(Command::longest_key_bytes).max().unwrap_or(0),
+            Command::Custom(_) => 0,
+            Command::FencedPut { key, lock_key, .. } => key.len().max(lock_key.len()),
+            other => other.key().len(),
+        }
+    }
+
     fn collect_keys<'a>(&'a self, keys: &mut Vec<&'a str>) {
         match self {
             Command::Batch(commands) => commands.iter().for_each(|c| c.collect_keys(keys)),

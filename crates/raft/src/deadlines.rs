@@ -45,6 +45,13 @@ impl DeadlineQueue {
 
     /// Removes the deadline with `key`, if still queued.
     pub(crate) fn remove(&mut self, key: &DeadlineKey) {
+        // Proposals mostly finish in the order they were made: the front is the usual case.
+        if self.slots.front().is_some_and(|(front, _)| front == key) {
+            self.slots.pop_front();
+            self.live -= 1;
+            self.drop_front_holes();
+            return;
+        }
         let Ok(position) = self.slots.binary_search_by(|(slot_key, _)| slot_key.cmp(key)) else { return };
         if self.slots[position].1.take().is_some() {
             self.live -= 1;

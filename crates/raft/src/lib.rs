@@ -77,6 +77,7 @@ mod deadlines;
 mod log;
 mod node;
 mod progress;
+mod proposal_index;
 mod quorum;
 
 #[cfg(test)]

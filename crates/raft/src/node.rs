@@ -33,6 +33,7 @@ use concord_core::time::Instant;
 use crate::deadlines::{DeadlineKey, DeadlineQueue};
 use crate::log::RaftLog;
 use crate::progress::{Progress, ReplicationState};
+use crate::proposal_index::ProposalIndex;
 use crate::quorum::{majority, quorum_value};
 
 mod apply;
@@ -174,9 +175,8 @@ pub struct Raft {
     incoming_snapshot: Option<IncomingSnapshot>,
 
     /// Where each proposal in the in-memory log sits, and a bounded memory of compacted ones: a
-    /// forwarded proposal the network duplicated is appended only once. A hash map: only looked up,
-    /// never iterated (so its order cannot leak), and it holds every entry of the in-memory log.
-    proposal_index: HashMap<ProposalId, LogIndex, BuildHasherDefault<ProposalIdHasher>>,
+    /// forwarded proposal the network duplicated is appended only once.
+    proposal_index: ProposalIndex,
     compacted_proposals: VecDeque<(ProposalId, u64)>,
     compacted_proposal_set: BTreeSet<(ProposalId, u64)>,
 
@@ -216,11 +216,10 @@ impl std::fmt::Debug for Raft {
     }
 }
 
-/// When a pending proposal times out, and its registration number (unique, so keys never collide).
-
-/// FNV-1a over a proposal id (its origin's bytes and its sequence), for `proposal_index`, which
-/// hashes every appended entry's id: SipHash costs several times more there. Flooding resistance
-/// is not needed: proposal ids are chosen by the cluster's own nodes, not by clients.
+/// FNV-1a over a proposal id (its origin's bytes and its sequence), for the tables of proposals in
+/// flight (`pending`, `batch_ids`), which hash every proposal's id: SipHash costs several times
+/// more there. Flooding resistance is not needed: proposal ids are chosen by the cluster's own
+/// nodes, not by clients.
 #[derive(Default)]
 struct ProposalIdHasher(u64);
 
@@ -427,7 +426,7 @@ impl Raft {
             forwarded_reads: BTreeMap::new(),
             next_read_request: 1,
             incoming_snapshot: None,
-            proposal_index: HashMap::default(),
+            proposal_index: ProposalIndex::default(),
             compacted_proposals: VecDeque::new(),
             compacted_proposal_set: BTreeSet::new(),
             last_heard: BTreeMap::new(),
@@ -448,10 +447,9 @@ impl Raft {
             bug: None,
         };
         raft.reported_role = raft.role();
-        raft.proposal_index.reserve(raft.log.len());
         for entry in raft.log.entries() {
             if let EntryPayload::Command(proposal) = &entry.payload {
-                raft.proposal_index.insert(proposal.id.clone(), entry.index);
+                raft.proposal_index.insert(&proposal.id, entry.index);
             }
         }
         Ok(raft)
@@ -661,7 +659,7 @@ impl Raft {
         }
         let key = match &entry.payload {
             EntryPayload::Command(proposal) => {
-                self.proposal_index.insert(proposal.id.clone(), entry.index);
+                self.proposal_index.insert(&proposal.id, entry.index);
                 Some(proposal.command.key())
             }
             _ => None,

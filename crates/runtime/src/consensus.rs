@@ -383,14 +383,12 @@ impl Consensus {
 
     fn check_sizes(&self, command: &Command) -> Result<(), ProposalError> {
         let config = &self.shared.config;
-        for key in command.keys() {
-            if key.len() > config.max_key_bytes as usize {
-                return Err(ProposalError::Invalid(format!(
-                    "key of {} bytes exceeds maxKeyBytes ({})",
-                    key.len(),
-                    config.max_key_bytes
-                )));
-            }
+        let longest_key = command.longest_key_bytes();
+        if longest_key > config.max_key_bytes as usize {
+            return Err(ProposalError::Invalid(format!(
+                "key of {longest_key} bytes exceeds maxKeyBytes ({})",
+                config.max_key_bytes
+            )));
         }
         if let Command::Batch(commands) = command {
             if commands.len() > config.max_batch_commands as usize {

@@ -457,3 +457,12 @@ fn a_deeply_nested_failure_in_the_session_table_still_snapshots() {
     );
     assert!(matches!(retry, Err(CommandFailure::Unsupported(_))), "{retry:?}");
 }
+
+proptest! {
+    /// The size check's shortcut agrees with the keys the command lists.
+    #[test]
+    fn longest_key_bytes_is_the_longest_listed_key(command in strategies::command()) {
+        let listed = command.keys().iter().map(|key| key.len()).max().unwrap_or(0);
+        prop_assert_eq!(command.longest_key_bytes(), listed);
+    }
+}

@@ -225,7 +225,7 @@ impl Raft {
     /// Whether this very proposal (same id and same command) is already in the log or the batch.
     pub(super) fn is_known_proposal(&self, proposal: &Proposal) -> bool {
         let in_log =
-            self.proposal_index.get(&proposal.id).and_then(|index| self.log.entry(*index)).is_some_and(
+            self.proposal_index.get(&proposal.id).and_then(|index| self.log.entry(index)).is_some_and(
                 |entry| matches!(&entry.payload, EntryPayload::Command(logged) if **logged == *proposal),
             );
         in_log
