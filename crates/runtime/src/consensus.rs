@@ -13,10 +13,10 @@ use concord_core::config::{Config, MechanismKind};
 use concord_core::error::ProposalError;
 use concord_core::event::{DebugState, Event, PartitionSide, ProposalResult};
 use concord_core::id::{ClientSession, ClusterId, LogIndex, NodeId, NodeInfo, ProposalId};
-use concord_core::mechanism::{Mechanism, MembershipChange, Outbound, ReadId, Ready, Setup};
+use concord_core::mechanism::{Mechanism, MembershipChange, Outbound, ReadId, ReadResult, Ready, Setup};
 use concord_core::message::Proposal;
 use concord_core::state_machine::{Replica, StateMachine};
-use concord_core::storage::{MemoryStorage, Storage};
+use concord_core::storage::{MemoryStorage, Persist, Storage};
 use concord_core::transport::{Incoming, Transport};
 use concord_core::typed::{decode_value, encode_value};
 use parking_lot::Mutex;
@@ -216,12 +216,16 @@ impl ConsensusBuilder {
             halted: AtomicBool::new(false),
             stopped: Notify::new(),
             transport,
+            storage_blocking: storage.is_blocking(),
+            storage: Arc::new(std::sync::Mutex::new(storage)),
+            processing_ready: AtomicBool::new(false),
+            node_task_wakes_at: AtomicU64::new(0),
         });
         if let Some(memory) = memory_transport(&shared.transport) {
             let receiver: Arc<dyn LocalDelivery> = shared.clone();
             memory.set_local_delivery(Arc::downgrade(&receiver));
         }
-        let driver = tokio::spawn(drive(shared.clone(), storage));
+        let driver = tokio::spawn(drive(shared.clone()));
         let receiver = tokio::spawn(receive(shared.clone()));
         Ok(Consensus { shared, tasks: Arc::new(Mutex::new(Some((driver, receiver)))) })
     }
@@ -276,6 +280,15 @@ pub(crate) struct Shared {
     halted: AtomicBool,
     stopped: Notify,
     transport: Arc<dyn Transport>,
+    storage: Arc<std::sync::Mutex<Box<dyn Storage>>>,
+    /// Whether `storage` blocks (file storage: persisted on the blocking pool).
+    storage_blocking: bool,
+    /// Set while some task processes this node's Ready batches: they must be handled one at a time
+    /// and in order, by the node task or by a task delivering in-process messages to this node.
+    processing_ready: AtomicBool,
+    /// When the node task next wakes by itself (nanoseconds of the node's clock): work done by
+    /// another task wakes it earlier only if it moved a deadline before that.
+    node_task_wakes_at: AtomicU64,
 }
 
 struct NodeState {
@@ -912,11 +925,9 @@ fn sync_transport_peers(shared: &Shared, known: &mut Vec<(NodeId, String)>) {
     *known = current.into_iter().map(|(id, info)| (id, info.address)).collect();
 }
 
-async fn drive(shared: Arc<Shared>, storage: Box<dyn Storage>) {
+async fn drive(shared: Arc<Shared>) {
     let mut known_peers: Vec<(NodeId, String)> = Vec::new();
     sync_transport_peers(&shared, &mut known_peers);
-    let blocking = storage.is_blocking();
-    let storage = Arc::new(std::sync::Mutex::new(storage));
     let partition_check = shared.config.heartbeat_interval;
     let mut next_partition_check = shared.clock.now() + partition_check;
     let mut busy = false;
@@ -929,10 +940,14 @@ async fn drive(shared: Arc<Shared>, storage: Box<dyn Storage>) {
             break;
         }
         // Asked once per round: a deadline that moved earlier meanwhile is caught by the next
-        // round, which then does not sleep.
+        // round, which then does not sleep. While it is being read, a task processing this node's
+        // Ready inline must wake this one whatever deadline it sets (`process_ready_inline`).
+        shared.node_task_wakes_at.store(u64::MAX, Ordering::Release);
         let mechanism_deadline =
             shared.state.lock().mechanism.poll_timeout().unwrap_or(concord_core::time::Instant::MAX);
-        let wake_at = shared.clock.tokio_instant(mechanism_deadline.min(next_partition_check));
+        let wakes_at = mechanism_deadline.min(next_partition_check);
+        shared.node_task_wakes_at.store(wakes_at.as_nanos(), Ordering::Release);
+        let wake_at = shared.clock.tokio_instant(wakes_at);
         // One timer for the task's life, moved only when the deadline does: registering a new one
         // every round costs more than the round's own work when rounds are small. `stop` wakes
         // the task through `wake` after setting `halted`.
@@ -964,7 +979,14 @@ async fn drive(shared: Arc<Shared>, storage: Box<dyn Storage>) {
                 let _ = shared.events.send(event);
             }
         }
-        match process_ready(&shared, &storage, blocking).await {
+        // Another task may be processing this node's Ready (delivering in-process messages to it):
+        // wait for it, it is short and never awaits.
+        while !shared.enter_ready_processing() {
+            tokio::task::yield_now().await;
+        }
+        let processed = process_ready(&shared).await;
+        shared.leave_ready_processing();
+        match processed {
             Some(entries_written) => busy = entries_written > 1,
             None => break,
         }
@@ -999,100 +1021,169 @@ fn pending_is_empty(shared: &Shared) -> bool {
     state.proposals.is_empty() && state.reads.is_empty()
 }
 
+/// A bound on the Ready batches handled per wake-up, so one busy node cannot starve the others.
+const READY_ROUNDS_MAX: usize = 64;
+
+/// The next Ready of the node, taken under the state lock.
+// Moved out once per round and never stored: boxing the large variant would allocate per round.
+#[allow(clippy::large_enum_variant)]
+enum TakenReady {
+    Ready(Ready),
+    /// Nothing to do; the mechanism's next deadline.
+    Idle(concord_core::time::Instant),
+    /// Storage has failed: the node no longer acknowledges anything.
+    StorageFailed,
+}
+
+fn take_ready(shared: &Shared) -> TakenReady {
+    let mut state = shared.state.lock();
+    if state.failure.is_some() {
+        return TakenReady::StorageFailed;
+    }
+    if !state.mechanism.has_ready() {
+        return TakenReady::Idle(state.mechanism.poll_timeout().unwrap_or(concord_core::time::Instant::MAX));
+    }
+    // Checked under the state lock, which `Consensus::listen` takes after subscribing: a new
+    // receiver is never missed.
+    if shared.events.receiver_count() == 0 {
+        state.mechanism.set_entry_events_wanted(false);
+    }
+    TakenReady::Ready(state.mechanism.ready())
+}
+
+fn persist_now(storage: &std::sync::Mutex<Box<dyn Storage>>, persist: &Persist) -> Result<(), String> {
+    match storage.lock() {
+        Ok(mut storage) => storage.persist(persist).map_err(|e| e.to_string()),
+        Err(_) => Err("storage lock poisoned".to_owned()),
+    }
+}
+
+/// Storage failed: the node stops acknowledging, and every waiting caller gets the error.
+fn storage_failed(shared: &Shared, error: String) {
+    tracing::error!(node = %shared.node_id, %error, "storage failed; the node stops acknowledging writes");
+    let mut state = shared.state.lock();
+    state.failure = Some(error.clone());
+    for (sequence, call) in state.proposals.drain() {
+        let id = ProposalId { origin: shared.node_id.clone(), sequence };
+        let _ = call.sender.send(ProposalResult::failed(id, "", ProposalError::Storage(error.clone())));
+    }
+    for (_, sender) in state.reads.drain() {
+        let _ = sender.send(Err(ProposalError::Storage(error.clone())));
+    }
+}
+
+/// The last step of a Ready, once its writes are durable and its messages sent: acknowledge it,
+/// answer the callers, publish the events.
+fn finish_ready(
+    shared: &Shared,
+    number: u64,
+    results: Vec<ProposalResult>,
+    reads: Vec<ReadResult>,
+    events: Vec<Event>,
+) {
+    let extra_events = {
+        let mut state = shared.state.lock();
+        let now = shared.clock.now();
+        state.mechanism.advance(now, number);
+        for result in results {
+            if result.proposal_id.origin != shared.node_id {
+                continue;
+            }
+            if let Some(call) = state.proposals.remove(&result.proposal_id.sequence) {
+                let _ = call.sender.send(result);
+            }
+        }
+        for read in reads {
+            if let Some(sender) = state.reads.remove(&read.id) {
+                let _ = sender.send(read.result);
+            }
+        }
+        if events.iter().any(|e| matches!(e, Event::NodeUnreachable { .. } | Event::NodeReconnected { .. })) {
+            state.update_partition(&shared.config, now)
+        } else {
+            Vec::new()
+        }
+    };
+    for event in events.into_iter().chain(extra_events) {
+        // No subscriber is fine: events are then dropped.
+        let _ = shared.events.send(event);
+    }
+}
+
 /// Drains every Ready. Returns how many log entries it wrote, or `None` once storage has failed
-/// (the node stops acknowledging).
-async fn process_ready(
-    shared: &Arc<Shared>,
-    storage: &Arc<std::sync::Mutex<Box<dyn Storage>>>,
-    blocking: bool,
-) -> Option<usize> {
-    // A bound on the work done per wake-up, so one busy node cannot starve the receive task.
-    const READY_ROUNDS_MAX: usize = 64;
+/// (the node stops acknowledging). The caller holds `processing_ready`.
+async fn process_ready(shared: &Arc<Shared>) -> Option<usize> {
     let mut entries_written = 0;
     for _ in 0..READY_ROUNDS_MAX {
-        let ready: Ready = {
-            let mut state = shared.state.lock();
-            if state.failure.is_some() || !state.mechanism.has_ready() {
-                return state.failure.is_none().then_some(entries_written);
-            }
-            // Checked under the state lock, which `Consensus::listen` takes after subscribing:
-            // a new receiver is never missed.
-            if shared.events.receiver_count() == 0 {
-                state.mechanism.set_entry_events_wanted(false);
-            }
-            state.mechanism.ready()
+        let ready = match take_ready(shared) {
+            TakenReady::Ready(ready) => ready,
+            TakenReady::Idle(_) => return Some(entries_written),
+            TakenReady::StorageFailed => return None,
         };
         let Ready { number, messages, persist, persisted_messages, results, reads, events } = ready;
         send_all(shared, messages).await;
         entries_written += persist.entries.len();
         if !persist.is_empty() {
-            let outcome = if blocking {
-                let storage = storage.clone();
-                tokio::task::spawn_blocking(move || match storage.lock() {
-                    Ok(mut storage) => storage.persist(&persist).map_err(|e| e.to_string()),
-                    Err(_) => Err("storage lock poisoned".to_owned()),
-                })
-                .await
-                .unwrap_or_else(|error| Err(error.to_string()))
+            let outcome = if shared.storage_blocking {
+                let storage = shared.storage.clone();
+                tokio::task::spawn_blocking(move || persist_now(&storage, &persist))
+                    .await
+                    .unwrap_or_else(|error| Err(error.to_string()))
             } else {
-                match storage.lock() {
-                    Ok(mut storage) => storage.persist(&persist).map_err(|e| e.to_string()),
-                    Err(_) => Err("storage lock poisoned".to_owned()),
-                }
+                persist_now(&shared.storage, &persist)
             };
             if let Err(error) = outcome {
-                tracing::error!(node = %shared.node_id, %error, "storage failed; the node stops acknowledging writes");
-                let mut state = shared.state.lock();
-                state.failure = Some(error.clone());
-                for (sequence, call) in state.proposals.drain() {
-                    let id = ProposalId { origin: shared.node_id.clone(), sequence };
-                    let _ = call.sender.send(ProposalResult::failed(
-                        id,
-                        "",
-                        ProposalError::Storage(error.clone()),
-                    ));
-                }
-                for (_, sender) in state.reads.drain() {
-                    let _ = sender.send(Err(ProposalError::Storage(error.clone())));
-                }
+                storage_failed(shared, error);
                 return None;
             }
         }
         send_all(shared, persisted_messages).await;
-        let extra_events = {
-            let mut state = shared.state.lock();
-            let now = shared.clock.now();
-            state.mechanism.advance(now, number);
-            for result in results {
-                if result.proposal_id.origin != shared.node_id {
-                    continue;
-                }
-                if let Some(call) = state.proposals.remove(&result.proposal_id.sequence) {
-                    let _ = call.sender.send(result);
-                }
-            }
-            for read in reads {
-                if let Some(sender) = state.reads.remove(&read.id) {
-                    let _ = sender.send(read.result);
-                }
-            }
-            if events
-                .iter()
-                .any(|e| matches!(e, Event::NodeUnreachable { .. } | Event::NodeReconnected { .. }))
-            {
-                state.update_partition(&shared.config, now)
-            } else {
-                Vec::new()
-            }
-        };
-        for event in events.into_iter().chain(extra_events) {
-            // No subscriber is fine: events are then dropped.
-            let _ = shared.events.send(event);
-        }
+        finish_ready(shared, number, results, reads, events);
     }
     // More work remains: come back without waiting.
     shared.wake.notify_one();
     Some(entries_written)
+}
+
+/// How deep in-process deliveries may nest while processing each receiver's Ready in the
+/// delivering task (a node's reply to a node whose Ready is already being processed is only
+/// handed over). One level per node of a chain; the bound keeps the stack small.
+const INLINE_READY_DEPTH_MAX: u32 = 4;
+
+thread_local! {
+    static INLINE_READY_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Processes the node's Ready batches in the calling task, which just delivered in-process
+/// messages to it: the follower stores the entries and answers the leader right away, instead of
+/// waking its own task (and often the other worker thread) for it. Only for nodes whose storage
+/// does not block, and whose transport is the in-process one (nothing here awaits). Returns whether
+/// the node task must still wake: work remains, storage failed, or a deadline moved before its
+/// sleep ends.
+fn process_ready_inline(shared: &Shared) -> bool {
+    for _ in 0..READY_ROUNDS_MAX {
+        let ready = match take_ready(shared) {
+            TakenReady::Ready(ready) => ready,
+            TakenReady::Idle(deadline) => {
+                // A stopping node task waits for its callers to be answered, which may just
+                // have happened here.
+                return shared.stopping.load(Ordering::Acquire)
+                    || deadline.as_nanos() < shared.node_task_wakes_at.load(Ordering::Acquire);
+            }
+            TakenReady::StorageFailed => return true,
+        };
+        let Ready { number, messages, persist, persisted_messages, results, reads, events } = ready;
+        send_local(shared, messages);
+        if !persist.is_empty() {
+            if let Err(error) = persist_now(&shared.storage, &persist) {
+                storage_failed(shared, error);
+                return true;
+            }
+        }
+        send_local(shared, persisted_messages);
+        finish_ready(shared, number, results, reads, events);
+    }
+    true
 }
 
 /// The in-process transport behind `transport`, if it is one: messages to its nodes skip the codec.
@@ -1125,7 +1216,49 @@ impl LocalDelivery for Shared {
                 }
             }
         }
-        self.wake.notify_one();
+        let depth = INLINE_READY_DEPTH.with(std::cell::Cell::get);
+        if self.storage_blocking || depth >= INLINE_READY_DEPTH_MAX || !self.enter_ready_processing() {
+            self.wake.notify_one();
+            return;
+        }
+        INLINE_READY_DEPTH.with(|cell| cell.set(depth + 1));
+        let wake_node_task = process_ready_inline(self);
+        INLINE_READY_DEPTH.with(|cell| cell.set(depth));
+        self.leave_ready_processing();
+        if wake_node_task {
+            self.wake.notify_one();
+        }
+    }
+}
+
+impl Shared {
+    /// Takes the right to process this node's Ready batches; `false` if another task has it.
+    fn enter_ready_processing(&self) -> bool {
+        self.processing_ready.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok()
+    }
+
+    fn leave_ready_processing(&self) {
+        self.processing_ready.store(false, Ordering::Release);
+    }
+}
+
+/// Hands messages to in-process nodes (the in-process transport's path of `send_all`, which never
+/// awaits). Mechanisms emit each peer's messages together (one peer, then the next): each run is
+/// handed over as it ends, which keeps per-peer order without grouping into a map first.
+fn send_local(shared: &Shared, messages: Vec<Outbound>) {
+    let Some(memory) = memory_transport(&shared.transport) else {
+        debug_assert!(messages.is_empty(), "send_local is only used with the in-process transport");
+        return;
+    };
+    let mut messages = messages.into_iter().peekable();
+    while let Some(Outbound { to, message }) = messages.next() {
+        let mut run = vec![message];
+        while let Some(next) = messages.next_if(|next| next.to == to) {
+            run.push(next.message);
+        }
+        if let Err(error) = memory.send_messages(&to, shared.cluster_id, run, &shared.codec) {
+            tracing::debug!(peer = %to, %error, "send failed");
+        }
     }
 }
 
@@ -1133,19 +1266,8 @@ async fn send_all(shared: &Shared, messages: Vec<Outbound>) {
     if messages.is_empty() {
         return;
     }
-    if let Some(memory) = memory_transport(&shared.transport) {
-        // Mechanisms emit each peer's messages together (one peer, then the next): hand over each
-        // run as it ends, which keeps per-peer order without grouping into a map first.
-        let mut messages = messages.into_iter().peekable();
-        while let Some(Outbound { to, message }) = messages.next() {
-            let mut run = vec![message];
-            while let Some(next) = messages.next_if(|next| next.to == to) {
-                run.push(next.message);
-            }
-            if let Err(error) = memory.send_messages(&to, shared.cluster_id, run, &shared.codec) {
-                tracing::debug!(peer = %to, %error, "send failed");
-            }
-        }
+    if memory_transport(&shared.transport).is_some() {
+        send_local(shared, messages);
         return;
     }
     // Group by destination so each peer gets one send (one flush) per round.
