@@ -490,6 +490,8 @@ pub struct Replica {
     applied: LogIndex,
     applied_term: Term,
     last_timestamp_ms: u64,
+    /// Size of the last snapshot, to size the next one's buffer.
+    last_snapshot_bytes: std::cell::Cell<usize>,
 }
 
 /// Hashes the client ids keying the session table, looked up twice per applied entry. Ids are
@@ -555,6 +557,39 @@ fn storable(result: &CommandResult) -> CommandResult {
     }
 }
 
+/// A postcard output buffer made with a capacity (postcard's own vector flavor starts empty).
+struct SizedBuffer(Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for SizedBuffer {
+    type Output = Vec<u8>;
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.0)
+    }
+}
+
+/// [`ReplicaSnapshot`] borrowed from the replica: encodes to the same bytes (serde encodes a
+/// reference as what it refers to).
+#[derive(Serialize)]
+struct ReplicaSnapshotRef<'a> {
+    clients: BTreeMap<u64, &'a ClientRecord>,
+    retention: &'a VecDeque<(u64, ClientSession)>,
+    applied: LogIndex,
+    applied_term: Term,
+    last_timestamp_ms: u64,
+    machine: Bytes,
+}
+
 #[derive(Serialize, Deserialize)]
 struct ReplicaSnapshot {
     clients: BTreeMap<u64, ClientRecord>,
@@ -576,6 +611,7 @@ impl Replica {
             applied: LogIndex::ZERO,
             applied_term: Term(0),
             last_timestamp_ms: 0,
+            last_snapshot_bytes: std::cell::Cell::new(0),
         }
     }
 
@@ -664,15 +700,22 @@ impl Replica {
 
     /// The whole replica (sessions included) as deterministic bytes.
     pub fn snapshot(&self) -> Bytes {
-        let snapshot = ReplicaSnapshot {
-            clients: self.clients.iter().map(|(k, v)| (*k, v.clone())).collect(),
-            retention: self.retention.clone(),
+        // Encoded from borrows (the session table holds up to `results_max` results: copying it
+        // first would double the work), into a buffer sized like the last snapshot so that it
+        // does not grow by doubling.
+        let snapshot = ReplicaSnapshotRef {
+            clients: self.clients.iter().map(|(client, record)| (*client, record)).collect(),
+            retention: &self.retention,
             applied: self.applied,
             applied_term: self.applied_term,
             last_timestamp_ms: self.last_timestamp_ms,
             machine: self.machine.snapshot(),
         };
-        Bytes::from(postcard::to_allocvec(&snapshot).unwrap_or_default())
+        let hint = self.last_snapshot_bytes.get();
+        let buffer = SizedBuffer(Vec::with_capacity(hint + hint / 8));
+        let bytes = postcard::serialize_with_flavor(&snapshot, buffer).unwrap_or_default();
+        self.last_snapshot_bytes.set(bytes.len());
+        Bytes::from(bytes)
     }
 
     /// Replaces the replica's state with a snapshot's.
@@ -786,6 +829,25 @@ mod tests {
             assert_eq!(stored, model.keys().copied().collect::<Vec<_>>(), "after removing {sequence}");
         }
         assert!(table.0.is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_encoded_from_borrows_is_the_owned_encoding_and_sizes_the_next_buffer() {
+        let mut replica = Replica::key_value(50);
+        for index in 1..=120u64 {
+            let context = ApplyContext { index: LogIndex(index), term: Term(1), timestamp_ms: index };
+            let session = ClientSession { client: index % 3, sequence: index };
+            let command = Command::Add { key: format!("k{}", index % 7), delta: 1 };
+            let _ = replica.apply(&context, Some(session), &command);
+        }
+        let bytes = replica.snapshot();
+        assert_eq!(replica.last_snapshot_bytes.get(), bytes.len());
+        let (owned, rest) = postcard::take_from_bytes::<ReplicaSnapshot>(&bytes).expect("decodes");
+        assert!(rest.is_empty());
+        assert_eq!(postcard::to_allocvec(&owned).expect("encodes"), bytes.to_vec());
+        let mut restored = Replica::key_value(50);
+        restored.restore(&bytes).expect("restores");
+        assert_eq!(restored.snapshot(), bytes, "a restored replica snapshots to the same bytes");
     }
 
     #[test]

@@ -33,7 +33,7 @@ use concord_core::time::Instant;
 use crate::deadlines::{DeadlineKey, DeadlineQueue};
 use crate::log::RaftLog;
 use crate::progress::{Progress, ReplicationState};
-use crate::proposal_index::ProposalIndex;
+use crate::proposal_index::{ProposalIndex, ProposalMap};
 use crate::quorum::{majority, quorum_value};
 
 mod apply;
@@ -177,8 +177,10 @@ pub struct Raft {
     /// Where each proposal in the in-memory log sits, and a bounded memory of compacted ones: a
     /// forwarded proposal the network duplicated is appended only once.
     proposal_index: ProposalIndex,
+    /// The fingerprint of each remembered compacted proposal, and their order for forgetting the
+    /// oldest. One fingerprint per id: an id reused by a restarted origin replaces the older one.
     compacted_proposals: VecDeque<(ProposalId, u64)>,
-    compacted_proposal_set: BTreeSet<(ProposalId, u64)>,
+    compacted_fingerprints: ProposalMap<u64>,
 
     // Failure detection.
     last_heard: BTreeMap<NodeId, Instant>,
@@ -428,7 +430,7 @@ impl Raft {
             incoming_snapshot: None,
             proposal_index: ProposalIndex::default(),
             compacted_proposals: VecDeque::new(),
-            compacted_proposal_set: BTreeSet::new(),
+            compacted_fingerprints: ProposalMap::default(),
             last_heard: BTreeMap::new(),
             link_down: BTreeSet::new(),
             unreachable: BTreeSet::new(),

@@ -1,4 +1,5 @@
-//! Where each proposal of the in-memory log sits, by proposal id.
+//! Values kept per proposal id: where each proposal of the in-memory log sits, and which
+//! compacted proposals were seen.
 //!
 //! Every appended entry goes in, on every node, so this runs per write and holds the whole
 //! in-memory log. A hash map over all ids spends most of its time on cache misses once it is large
@@ -6,7 +7,7 @@
 //! hundreds of instructions per insert searching from its root.
 //!
 //! Ids are an origin and a sequence number that origin hands out in increasing order, and the log
-//! takes them nearly in that order. So each origin keeps a queue of (sequence, position) strictly
+//! takes them nearly in that order. So each origin keeps a queue of (sequence, value) strictly
 //! increasing by sequence: an insert above the newest is a push at the back, compaction removes
 //! from the front and truncation from the back, all in O(1) on hot cache lines. The few ids that
 //! arrive out of order (proposals in flight together, an origin that restarted and counts from 1
@@ -17,23 +18,35 @@ use std::collections::{BTreeMap, VecDeque};
 
 use concord_core::id::{LogIndex, NodeId, ProposalId};
 
-/// Positions are never 0 (the log starts at 1): 0 marks a removed slot of the queue.
-const HOLE: LogIndex = LogIndex::ZERO;
+/// Where each proposal of the in-memory log sits.
+pub(crate) type ProposalIndex = ProposalMap<LogIndex>;
 
-#[derive(Debug, Default)]
-pub(crate) struct ProposalIndex {
-    by_origin: BTreeMap<NodeId, Sequences>,
+#[derive(Debug)]
+pub(crate) struct ProposalMap<V> {
+    by_origin: BTreeMap<NodeId, Sequences<V>>,
 }
 
-#[derive(Debug, Default)]
-struct Sequences {
-    /// Strictly increasing by sequence; no hole at either end.
-    in_order: VecDeque<(u64, LogIndex)>,
+impl<V> Default for ProposalMap<V> {
+    fn default() -> Self {
+        ProposalMap { by_origin: BTreeMap::new() }
+    }
+}
+
+#[derive(Debug)]
+struct Sequences<V> {
+    /// Strictly increasing by sequence; `None` is a removed slot, never at either end.
+    in_order: VecDeque<(u64, Option<V>)>,
     /// Sequences that came below the newest of `in_order` and are not in it.
-    out_of_order: BTreeMap<u64, LogIndex>,
+    out_of_order: BTreeMap<u64, V>,
 }
 
-impl Sequences {
+impl<V> Default for Sequences<V> {
+    fn default() -> Self {
+        Sequences { in_order: VecDeque::new(), out_of_order: BTreeMap::new() }
+    }
+}
+
+impl<V: Copy> Sequences<V> {
     fn find(&self, sequence: u64) -> Result<usize, usize> {
         // Most look-ups are for recent proposals: check the back before searching.
         match self.in_order.back() {
@@ -43,27 +56,28 @@ impl Sequences {
         }
     }
 
-    fn insert(&mut self, sequence: u64, index: LogIndex) {
-        debug_assert!(index != HOLE, "log positions start at 1");
+    fn insert(&mut self, sequence: u64, value: V) {
         match self.find(sequence) {
-            Ok(position) => self.in_order[position].1 = index,
+            Ok(position) => self.in_order[position].1 = Some(value),
             Err(position) if position == self.in_order.len() => {
-                self.out_of_order.remove(&sequence);
-                self.in_order.push_back((sequence, index));
+                if !self.out_of_order.is_empty() {
+                    self.out_of_order.remove(&sequence);
+                }
+                self.in_order.push_back((sequence, Some(value)));
             }
             Err(_) => {
-                self.out_of_order.insert(sequence, index);
+                self.out_of_order.insert(sequence, value);
             }
         }
     }
 
     fn remove(&mut self, sequence: u64) {
         if let Ok(position) = self.find(sequence) {
-            self.in_order[position].1 = HOLE;
-            while self.in_order.front().is_some_and(|(_, index)| *index == HOLE) {
+            self.in_order[position].1 = None;
+            while self.in_order.front().is_some_and(|(_, value)| value.is_none()) {
                 self.in_order.pop_front();
             }
-            while self.in_order.back().is_some_and(|(_, index)| *index == HOLE) {
+            while self.in_order.back().is_some_and(|(_, value)| value.is_none()) {
                 self.in_order.pop_back();
             }
         }
@@ -72,9 +86,9 @@ impl Sequences {
         }
     }
 
-    fn get(&self, sequence: u64) -> Option<LogIndex> {
+    fn get(&self, sequence: u64) -> Option<V> {
         match self.find(sequence) {
-            Ok(position) => Some(self.in_order[position].1).filter(|index| *index != HOLE),
+            Ok(position) => self.in_order[position].1,
             // An id is in one place only: a removed slot is filled again by its own id.
             Err(_) => self.out_of_order.get(&sequence).copied(),
         }
@@ -85,14 +99,14 @@ impl Sequences {
     }
 }
 
-impl ProposalIndex {
-    /// Records that proposal `id` sits at `index` (replacing an older position of the same id).
-    pub(crate) fn insert(&mut self, id: &ProposalId, index: LogIndex) {
+impl<V: Copy> ProposalMap<V> {
+    /// Records `value` for proposal `id` (replacing an older value of the same id).
+    pub(crate) fn insert(&mut self, id: &ProposalId, value: V) {
         let sequences = match self.by_origin.get_mut(&id.origin) {
             Some(sequences) => sequences,
             None => self.by_origin.entry(id.origin.clone()).or_default(),
         };
-        sequences.insert(id.sequence, index);
+        sequences.insert(id.sequence, value);
     }
 
     pub(crate) fn remove(&mut self, id: &ProposalId) {
@@ -103,7 +117,7 @@ impl ProposalIndex {
         }
     }
 
-    pub(crate) fn get(&self, id: &ProposalId) -> Option<LogIndex> {
+    pub(crate) fn get(&self, id: &ProposalId) -> Option<V> {
         self.by_origin.get(&id.origin)?.get(id.sequence)
     }
 
@@ -204,8 +218,8 @@ mod tests {
                 }
             }
             for sequences in index.by_origin.values() {
-                prop_assert!(sequences.in_order.front().map_or(true, |(_, index)| *index != HOLE));
-                prop_assert!(sequences.in_order.back().map_or(true, |(_, index)| *index != HOLE));
+                prop_assert!(sequences.in_order.front().map_or(true, |(_, value)| value.is_some()));
+                prop_assert!(sequences.in_order.back().map_or(true, |(_, value)| value.is_some()));
                 prop_assert!(sequences.in_order.iter().zip(sequences.in_order.iter().skip(1)).all(|(a, b)| a.0 < b.0));
             }
         }

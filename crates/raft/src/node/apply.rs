@@ -207,17 +207,21 @@ impl Raft {
             if let Some(EntryPayload::Command(proposal)) =
                 self.log.entry(position).map(|entry| &entry.payload)
             {
-                let known = (proposal.id.clone(), fingerprint(proposal));
+                let print = fingerprint(proposal);
                 self.proposal_index.remove(&proposal.id);
-                if self.compacted_proposal_set.insert(known.clone()) {
-                    self.compacted_proposals.push_back(known);
+                if self.compacted_fingerprints.get(&proposal.id) != Some(print) {
+                    self.compacted_fingerprints.insert(&proposal.id, print);
+                    self.compacted_proposals.push_back((proposal.id.clone(), print));
                 }
             }
             position = position.next();
         }
         while self.compacted_proposals.len() > COMPACTED_PROPOSALS_REMEMBERED_MAX {
-            if let Some(old) = self.compacted_proposals.pop_front() {
-                self.compacted_proposal_set.remove(&old);
+            if let Some((id, print)) = self.compacted_proposals.pop_front() {
+                // Only if a newer proposal with this id did not replace it meanwhile.
+                if self.compacted_fingerprints.get(&id) == Some(print) {
+                    self.compacted_fingerprints.remove(&id);
+                }
             }
         }
     }
@@ -231,6 +235,6 @@ impl Raft {
         in_log
             || (self.batch_ids.contains(&proposal.id)
                 && self.batch.iter().any(|batched| **batched == *proposal))
-            || self.compacted_proposal_set.contains(&(proposal.id.clone(), fingerprint(proposal)))
+            || self.compacted_fingerprints.get(&proposal.id) == Some(fingerprint(proposal))
     }
 }
