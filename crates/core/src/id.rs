@@ -66,9 +66,24 @@ impl<'de> Deserialize<'de> for NodeId {
 
 // Ids are compared constantly (maps keyed by node or proposal). Most comparisons are between
 // clones of one allocation, so check the pointer before the bytes.
+/// Ids up to this long are compared byte by byte in place: ids are compared all the time (every
+/// membership and progress look-up), they are short, and a call into `memcmp` costs more than
+/// comparing a few bytes.
+const INLINE_COMPARE_BYTES_MAX: usize = 16;
+
 impl PartialEq for NodeId {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+        if Arc::ptr_eq(&self.0, &other.0) {
+            return true;
+        }
+        let (left, right) = (self.0.as_bytes(), other.0.as_bytes());
+        if left.len() != right.len() {
+            return false;
+        }
+        if left.len() <= INLINE_COMPARE_BYTES_MAX {
+            return left.iter().zip(right).all(|(a, b)| a == b);
+        }
+        left == right
     }
 }
 
@@ -83,10 +98,19 @@ impl PartialOrd for NodeId {
 impl Ord for NodeId {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         if Arc::ptr_eq(&self.0, &other.0) {
-            std::cmp::Ordering::Equal
-        } else {
-            self.0.cmp(&other.0)
+            return std::cmp::Ordering::Equal;
         }
+        let (left, right) = (self.0.as_bytes(), other.0.as_bytes());
+        if left.len().max(right.len()) <= INLINE_COMPARE_BYTES_MAX {
+            // Byte order, then length: the order of `str`.
+            for (a, b) in left.iter().zip(right) {
+                if a != b {
+                    return a.cmp(b);
+                }
+            }
+            return left.len().cmp(&right.len());
+        }
+        left.cmp(right)
     }
 }
 

@@ -623,7 +623,7 @@ impl Majority {
             slot: slot.clone(),
             ballot,
             epoch: self.epoch,
-            decision: decision.clone(),
+            decision: Box::new(decision.clone()),
         };
         if let Some(pending) = self.pending.get_mut(&id) {
             pending.launched = Some(Launched {
@@ -767,7 +767,10 @@ impl Majority {
         };
         if self.is_past(&slot) {
             if let Some(decision) = self.remembered_decision(&slot) {
-                self.send(&from, MajorityMessage::Decided { slot: slot.clone(), decision });
+                self.send(
+                    &from,
+                    MajorityMessage::Decided { slot: slot.clone(), decision: Box::new(decision) },
+                );
             }
             return against(self, "the slot is already decided".into());
         }
@@ -896,7 +899,11 @@ impl Majority {
 
     fn on_prepare(&mut self, now: Instant, from: NodeId, slot: Slot, ballot: Ballot, epoch: u64) {
         let reply = |node: &mut Self, outcome: PromiseOutcome| {
-            let message = MajorityMessage::Promise { slot: slot.clone(), ballot: ballot.clone(), outcome };
+            let message = MajorityMessage::Promise {
+                slot: slot.clone(),
+                ballot: ballot.clone(),
+                outcome: Box::new(outcome),
+            };
             node.send(&from, message);
         };
         if self.is_past(&slot) {
@@ -932,7 +939,8 @@ impl Majority {
             self.write_acceptance(&slot);
         }
         self.watch(now, &slot);
-        let message = MajorityMessage::Promise { slot, ballot, outcome: PromiseOutcome::Promised { voted } };
+        let message =
+            MajorityMessage::Promise { slot, ballot, outcome: Box::new(PromiseOutcome::Promised { voted }) };
         self.send_after_persist(&from, message);
     }
 
@@ -1042,7 +1050,7 @@ impl Majority {
 
     /// A value is chosen: tell everyone and apply it.
     fn decide(&mut self, now: Instant, slot: Slot, decision: Decision) {
-        let message = MajorityMessage::Decided { slot: slot.clone(), decision: decision.clone() };
+        let message = MajorityMessage::Decided { slot: slot.clone(), decision: Box::new(decision.clone()) };
         let members: Vec<NodeId> =
             self.membership.members.keys().filter(|id| **id != self.node_id).cloned().collect();
         for member in members {
@@ -1183,7 +1191,7 @@ impl Majority {
             slot: slot.clone(),
             ballot: recovery.ballot.clone(),
             epoch: self.epoch,
-            decision,
+            decision: Box::new(decision),
         };
         let voters = recovery.voters.clone();
         self.send_to_voters(&voters, &message);
@@ -1667,17 +1675,17 @@ impl Majority {
         }
         match message {
             MajorityMessage::Propose { slot, ballot, epoch, decision } => {
-                self.on_propose(now, from, slot, ballot, epoch, decision)
+                self.on_propose(now, from, slot, ballot, epoch, *decision)
             }
             MajorityMessage::Vote { slot, ballot, granted, reason } => {
                 self.on_vote(now, from, slot, ballot, granted, reason)
             }
-            MajorityMessage::Decided { slot, decision } => self.learn(now, slot, decision),
+            MajorityMessage::Decided { slot, decision } => self.learn(now, slot, *decision),
             MajorityMessage::Prepare { slot, ballot, epoch } => {
                 self.on_prepare(now, from, slot, ballot, epoch)
             }
             MajorityMessage::Promise { slot, ballot, outcome } => {
-                self.on_promise(now, from, slot, ballot, outcome)
+                self.on_promise(now, from, slot, ballot, *outcome)
             }
             MajorityMessage::Heartbeat { incarnation, applied, membership_epoch, state_digest } => {
                 self.on_heartbeat(now, from, incarnation, applied, membership_epoch, state_digest)

@@ -939,11 +939,11 @@ impl Mechanism for Raft {
             return Err(ProposalError::Busy { what: "pending proposals".into(), limit: limit as u64 });
         }
         let outcome = if self.state == State::Leader {
-            self.leader_accept(now, proposal)
+            self.leader_accept(now, Arc::new(proposal))
         } else if let (true, Some(leader)) = (self.config.forward_to_leader, self.leader.clone()) {
             self.register_proposal(now, &proposal);
             let term = self.term;
-            self.send(leader, RaftMessage::ForwardProposal { term, proposal });
+            self.send(leader, RaftMessage::ForwardProposal { term, proposal: Arc::new(proposal) });
             Ok(())
         } else {
             Err(self.not_leader())

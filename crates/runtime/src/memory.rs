@@ -1,6 +1,6 @@
 //! The in-memory transport: every node of a cluster in one process, with fault injection.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -43,9 +43,11 @@ pub(crate) trait LocalDelivery: Send + Sync {
 }
 
 struct NetworkState {
-    inboxes: HashMap<NodeId, mpsc::Sender<Incoming>>,
+    // Ordered maps: a network holds a handful of nodes, looked up on every send, and comparing a
+    // few short ids is cheaper than hashing one.
+    inboxes: BTreeMap<NodeId, mpsc::Sender<Incoming>>,
     // Weak: the node owns its transport, which must not keep the node alive.
-    local_receivers: HashMap<NodeId, Weak<dyn LocalDelivery>>,
+    local_receivers: BTreeMap<NodeId, Weak<dyn LocalDelivery>>,
     // Directed links that drop everything: (from, to).
     blocked: HashSet<(NodeId, NodeId)>,
     drop_per_million: u32,
@@ -57,8 +59,8 @@ struct NetworkState {
 impl Default for NetworkState {
     fn default() -> Self {
         NetworkState {
-            inboxes: HashMap::new(),
-            local_receivers: HashMap::new(),
+            inboxes: BTreeMap::new(),
+            local_receivers: BTreeMap::new(),
             blocked: HashSet::new(),
             drop_per_million: 0,
             delay: Duration::ZERO,

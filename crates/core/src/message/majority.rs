@@ -123,8 +123,8 @@ pub enum MajorityMessage {
         ballot: Ballot,
         /// The proposer's membership epoch: members of another epoch do not vote.
         epoch: u64,
-        /// The value.
-        decision: Decision,
+        /// The value (boxed: it is much larger than every other message, which all move by value).
+        decision: Box<Decision>,
     },
     /// A member's vote (Paxos phase 2b). A vote for is sent only after it is durable.
     Vote {
@@ -141,8 +141,8 @@ pub enum MajorityMessage {
     Decided {
         /// The slot.
         slot: Slot,
-        /// The value.
-        decision: Decision,
+        /// The value (boxed, as in `Propose`).
+        decision: Box<Decision>,
     },
     /// Recovery (Paxos phase 1a): promise not to vote below `ballot` and report your vote.
     Prepare {
@@ -159,8 +159,8 @@ pub enum MajorityMessage {
         slot: Slot,
         /// The ballot asked for.
         ballot: Ballot,
-        /// The answer.
-        outcome: PromiseOutcome,
+        /// The answer (boxed: it may carry a whole decision, and recovery is rare).
+        outcome: Box<PromiseOutcome>,
     },
     /// Periodic liveness and catch-up: how many decisions the sender has applied.
     Heartbeat {

@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -95,8 +97,8 @@ pub enum RaftMessage {
     ForwardProposal {
         /// Sender's term.
         term: Term,
-        /// The proposal.
-        proposal: Proposal,
+        /// The proposal (shared: the leader appends it as is).
+        proposal: Arc<Proposal>,
     },
     /// The leader could not take a forwarded proposal.
     ForwardRejected {

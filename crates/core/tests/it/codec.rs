@@ -406,11 +406,11 @@ fn nested_batch(depth: usize) -> Command {
 fn forward(command: Command) -> Envelope {
     envelope(Message::Raft(RaftMessage::ForwardProposal {
         term: Term(1),
-        proposal: Proposal {
+        proposal: std::sync::Arc::new(Proposal {
             id: ProposalId { origin: NodeId::new("a"), sequence: 1 },
             session: None,
             command,
-        },
+        }),
     }))
 }
 

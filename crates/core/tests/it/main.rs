@@ -2,6 +2,7 @@
 
 mod codec;
 mod config;
+mod id;
 mod state_machine;
 mod storage;
 mod strategies;

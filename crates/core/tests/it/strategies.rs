@@ -362,7 +362,8 @@ pub fn raft_message() -> impl Strategy<Value = RaftMessage> {
             }
         ),
         term().prop_map(|term| RaftMessage::TimeoutNow { term }),
-        (term(), proposal()).prop_map(|(term, proposal)| RaftMessage::ForwardProposal { term, proposal }),
+        (term(), proposal())
+            .prop_map(|(term, proposal)| RaftMessage::ForwardProposal { term, proposal: proposal.into() }),
         (term(), proposal_id(), proposal_error())
             .prop_map(|(term, proposal, error)| RaftMessage::ForwardRejected { term, proposal, error }),
         (term(), any::<u64>()).prop_map(|(term, request)| RaftMessage::ReadIndexRequest { term, request }),
@@ -416,12 +417,13 @@ pub fn promise_outcome() -> impl Strategy<Value = PromiseOutcome> {
 pub fn majority_message() -> impl Strategy<Value = MajorityMessage> {
     prop_oneof![
         (slot(), ballot(), epoch(), decision()).prop_map(|(slot, ballot, epoch, decision)| {
-            MajorityMessage::Propose { slot, ballot, epoch, decision }
+            MajorityMessage::Propose { slot, ballot, epoch, decision: Box::new(decision) }
         }),
         (slot(), ballot(), any::<bool>(), option::of("\\PC{0,16}")).prop_map(
             |(slot, ballot, granted, reason)| { MajorityMessage::Vote { slot, ballot, granted, reason } }
         ),
-        (slot(), decision()).prop_map(|(slot, decision)| MajorityMessage::Decided { slot, decision }),
+        (slot(), decision())
+            .prop_map(|(slot, decision)| MajorityMessage::Decided { slot, decision: Box::new(decision) }),
         (slot(), ballot(), epoch()).prop_map(|(slot, ballot, epoch)| MajorityMessage::Prepare {
             slot,
             ballot,
@@ -430,7 +432,7 @@ pub fn majority_message() -> impl Strategy<Value = MajorityMessage> {
         (slot(), ballot(), promise_outcome()).prop_map(|(slot, ballot, outcome)| MajorityMessage::Promise {
             slot,
             ballot,
-            outcome
+            outcome: Box::new(outcome)
         }),
         (any::<u64>(), any::<u64>(), epoch(), any::<u64>()).prop_map(
             |(incarnation, applied, membership_epoch, state_digest)| MajorityMessage::Heartbeat {

@@ -34,7 +34,11 @@ impl Raft {
     }
 
     /// The leader takes a proposal (made here or forwarded).
-    pub(super) fn leader_accept(&mut self, now: Instant, proposal: Proposal) -> Result<(), ProposalError> {
+    pub(super) fn leader_accept(
+        &mut self,
+        now: Instant,
+        proposal: Arc<Proposal>,
+    ) -> Result<(), ProposalError> {
         if self.transfer.is_some() {
             return Err(ProposalError::Busy { what: "leadership transfer in progress".into(), limit: 0 });
         }
@@ -46,7 +50,6 @@ impl Raft {
         if proposal.id.origin == self.id {
             self.register_proposal(now, &proposal);
         }
-        let proposal = Arc::new(proposal);
         if self.config.batch_updates {
             self.batch_ids.insert(proposal.id.clone());
             self.batch.push(proposal);

@@ -135,9 +135,9 @@ impl Mechanism for Gossip {
         match message {
             Message::Raft(RaftMessage::ForwardProposal { proposal, .. }) => {
                 // Apply at once (a duplicate applies twice: sessions are left out on purpose).
-                let _ = self.apply(&Proposal { session: None, ..proposal.clone() });
+                let _ = self.apply(&Proposal { session: None, ..Proposal::clone(&proposal) });
                 let sequence = proposal.id.sequence;
-                self.append(proposal);
+                self.append(Proposal::clone(&proposal));
                 self.staged_acks.push(sequence);
                 self.ready.persisted_messages.push(Outbound {
                     to: from,
@@ -166,7 +166,7 @@ impl Mechanism for Gossip {
                 to: peer.clone(),
                 message: Message::Raft(RaftMessage::ForwardProposal {
                     term: Term(0),
-                    proposal: proposal.clone(),
+                    proposal: std::sync::Arc::new(proposal.clone()),
                 }),
             });
         }
