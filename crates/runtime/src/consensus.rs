@@ -962,9 +962,11 @@ async fn drive(shared: Arc<Shared>) {
         // Let the tasks that are ready run first (clients proposing, the receive task handing
         // over frames): whatever they add now goes into this round's batch instead of one round
         // per proposal. Costs one trip through the scheduler when nothing else is ready, so it is
-        // skipped when at most one caller waits here and the last round wrote at most one entry
-        // (nothing to batch with: latency matters).
-        if busy || shared.state.lock().proposals.len() > 1 {
+        // skipped when no caller of this node waits and the last round wrote at most one entry.
+        // A single waiting caller is no sign that it is alone: the proposer wakes this task, which
+        // then often runs before the other callers made ready by the last round (tokio runs the
+        // task woken last first), and every write would commit alone.
+        if busy || !shared.state.lock().proposals.is_empty() {
             tokio::task::yield_now().await;
         }
         let now = shared.clock.now();
