@@ -1083,6 +1083,11 @@ fn finish_ready(
     reads: Vec<ReadResult>,
     events: Vec<Event>,
 ) {
+    // The callers are found under the state lock but answered after it is released: answering
+    // wakes each caller's task (and may wake another worker thread), which would otherwise lengthen
+    // the time new proposals wait for the lock.
+    let mut answers = Vec::with_capacity(results.len());
+    let mut read_answers = Vec::with_capacity(reads.len());
     let extra_events = {
         let mut state = shared.state.lock();
         let now = shared.clock.now();
@@ -1092,12 +1097,12 @@ fn finish_ready(
                 continue;
             }
             if let Some(call) = state.proposals.remove(&result.proposal_id.sequence) {
-                let _ = call.sender.send(result);
+                answers.push((call.sender, result));
             }
         }
         for read in reads {
             if let Some(sender) = state.reads.remove(&read.id) {
-                let _ = sender.send(read.result);
+                read_answers.push((sender, read.result));
             }
         }
         if events.iter().any(|e| matches!(e, Event::NodeUnreachable { .. } | Event::NodeReconnected { .. })) {
@@ -1106,6 +1111,12 @@ fn finish_ready(
             Vec::new()
         }
     };
+    for (sender, result) in answers {
+        let _ = sender.send(result);
+    }
+    for (sender, result) in read_answers {
+        let _ = sender.send(result);
+    }
     for event in events.into_iter().chain(extra_events) {
         // No subscriber is fine: events are then dropped.
         let _ = shared.events.send(event);
