@@ -18,6 +18,8 @@ struct ClusterRun {
     transport: &'static str,
     /// Sample resident memory every this many writes (0: never).
     rss_every: u64,
+    /// Tokio worker threads (0: cluster-bench's default, one per core).
+    workers: u64,
 }
 
 impl ClusterRun {
@@ -33,6 +35,7 @@ impl ClusterRun {
             snapshot_interval: 0,
             transport: "memory",
             rss_every: 0,
+            workers: 0,
         }
     }
 }
@@ -65,7 +68,9 @@ pub(crate) fn run(args: &[String]) -> i32 {
     let scale = if quick { 10 } else { 1 };
     let mut runs = Vec::new();
     for (clients, writes, batch) in [
-        (1, 50_000, 1),
+        // One client: long enough (50k writes even when quick) that thread placement at start
+        // does not decide the figure.
+        (1, 50_000 * scale, 1),
         (64, 500_000, 1),
         (256, 1_000_000, 1),
         (1024, 1_000_000, 1),
@@ -73,6 +78,11 @@ pub(crate) fn run(args: &[String]) -> i32 {
         (4096, 1_000_000, 4),
     ] {
         runs.push(ClusterRun { batch, ..ClusterRun::raft(clients, writes / scale) });
+    }
+    // The same on one tokio worker thread (a current-thread runtime, as in `#[tokio::test]`):
+    // no thread hand-offs, but the clients and the three nodes share one core.
+    for (clients, writes) in [(1, 50_000 * scale), (256, 1_000_000), (4096, 1_000_000)] {
+        runs.push(ClusterRun { workers: 1, ..ClusterRun::raft(clients, writes / scale) });
     }
     // Durable group commit, and a long run with snapshots whose peak memory must stay flat.
     runs.push(ClusterRun { durable: true, ..ClusterRun::raft(256, 300_000 / scale) });
@@ -99,6 +109,7 @@ pub(crate) fn run(args: &[String]) -> i32 {
             snapshot_interval: 0,
             transport: "memory",
             rss_every: 0,
+            workers: 0,
         });
     }
     // Cluster runs, then the process benchmarks (failover, restart, four loopback runs), the
@@ -125,6 +136,9 @@ pub(crate) fn run(args: &[String]) -> i32 {
             .args(["--transport", run.transport]);
         if run.rss_every > 0 {
             command.args(["--rss-every", &run.rss_every.to_string()]);
+        }
+        if run.workers > 0 {
+            command.args(["--workers", &run.workers.to_string()]);
         }
         if run.durable {
             command.arg("--data-dir").arg(&data_dir);
@@ -408,7 +422,8 @@ fn benchmarks_markdown(
     text.push_str("The openraft column is the issue's reference for openraft's `benchmarks/minimal` on this machine kind.\n\n");
     text.push_str("Durable rows use `--data-dir` (concord-storage, one fdatasync per persisted batch); the snapshot row\n");
     text.push_str("sets `--snapshot-interval 10000` and reports peak resident memory, which must not grow with the number of writes.\n\n");
-    text.push_str("| mechanism | storage | clients | batch | writes | concord ops/s | openraft ops/s | goal | latency and memory | output line |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    text.push_str("Tokio workers: cluster-bench's default is one worker thread per core; `1` runs clients and nodes on one thread.\n\n");
+    text.push_str("| mechanism | storage | clients | batch | tokio workers | writes | concord ops/s | openraft ops/s | goal | latency and memory | output line |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (run, line, latency, ops) in cluster_rows {
         let plain = !run.durable && run.snapshot_interval == 0 && run.transport == "memory";
         let reference =
@@ -445,11 +460,12 @@ fn benchmarks_markdown(
             _ => "",
         };
         text.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | `{}` |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | `{}` |\n",
             run.mechanism,
             storage,
             run.clients,
             run.batch,
+            if run.workers == 0 { "one per core".to_owned() } else { run.workers.to_string() },
             run.writes,
             ops.map_or("failed".to_owned(), |o| o.to_string()),
             reference.map_or("—".to_owned(), |r| r.to_string()),

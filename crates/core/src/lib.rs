@@ -44,6 +44,7 @@ pub mod command;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod hashing;
 pub mod id;
 pub mod mechanism;
 pub mod message;

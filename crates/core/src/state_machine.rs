@@ -15,6 +15,7 @@ use crate::command::{
     Command, CommandFailure, CommandOutput, CommandResult, Expectation, KeyChange, KeyState, LockCommand,
     LockState, LOCK_KEY_PREFIX,
 };
+use crate::hashing::U64Hashing;
 use crate::id::{ClientSession, LogIndex, Term, Version};
 
 /// Where in the log a command is applied, and the time the leader stamped on its entry.
@@ -483,7 +484,8 @@ impl<'de> Deserialize<'de> for SequenceResults {
 /// applying twice.
 pub struct Replica {
     machine: Box<dyn StateMachine>,
-    clients: HashMap<u64, ClientRecord, ClientIdHashing>,
+    /// Looked up twice per applied entry: a fast keyed hash (`U64Hashing`). Snapshots sort it.
+    clients: HashMap<u64, ClientRecord, U64Hashing>,
     // Apply order of retained results, oldest first, for deterministic eviction.
     retention: VecDeque<(u64, ClientSession)>,
     results_max: usize,
@@ -492,50 +494,6 @@ pub struct Replica {
     last_timestamp_ms: u64,
     /// Size of the last snapshot, to size the next one's buffer.
     last_snapshot_bytes: std::cell::Cell<usize>,
-}
-
-/// Hashes the client ids keying the session table, looked up twice per applied entry. Ids are
-/// random numbers the clients drew, so a keyed multiply-and-fold spreads them as well as SipHash
-/// at a fraction of its cost; the key (random per table, from the standard library's hasher
-/// seeds) keeps a peer that forges ids from aiming at one bucket. Iteration order never leaves
-/// the table: snapshots sort it.
-#[derive(Clone)]
-struct ClientIdHashing {
-    key: u64,
-}
-
-impl Default for ClientIdHashing {
-    fn default() -> Self {
-        use std::hash::BuildHasher;
-        ClientIdHashing { key: std::collections::hash_map::RandomState::new().hash_one(0x5e55_1075_u64) | 1 }
-    }
-}
-
-impl std::hash::BuildHasher for ClientIdHashing {
-    type Hasher = ClientIdHasher;
-
-    fn build_hasher(&self) -> ClientIdHasher {
-        ClientIdHasher(self.key)
-    }
-}
-
-struct ClientIdHasher(u64);
-
-impl std::hash::Hasher for ClientIdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.write_u64(u64::from(*byte));
-        }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        let mixed = (self.0 ^ value).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        self.0 = mixed ^ (mixed >> 29) ^ self.0.rotate_left(17);
-    }
 }
 
 /// The form of a result kept in the session table. A failure nested deeper than the codec allows

@@ -1,7 +1,6 @@
 //! The `Consensus` handle, its builder, and the node task that drives a mechanism.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +11,7 @@ use concord_core::command::{Command, Expectation};
 use concord_core::config::{Config, MechanismKind};
 use concord_core::error::ProposalError;
 use concord_core::event::{DebugState, Event, PartitionSide, ProposalResult};
+use concord_core::hashing::U64Hashing;
 use concord_core::id::{ClientSession, ClusterId, LogIndex, NodeId, NodeInfo, ProposalId};
 use concord_core::mechanism::{Mechanism, MembershipChange, Outbound, ReadId, ReadResult, Ready, Setup};
 use concord_core::message::Proposal;
@@ -294,7 +294,8 @@ pub(crate) struct Shared {
 struct NodeState {
     mechanism: Box<dyn Mechanism>,
     /// Callers waiting for proposals made here, by sequence number (their origin is this node).
-    proposals: HashMap<u64, PendingCall, BuildHasherDefault<SequenceHasher>>,
+    /// One insert and one removal per proposal: a fast keyed hash (`U64Hashing`).
+    proposals: HashMap<u64, PendingCall, U64Hashing>,
     reads: HashMap<ReadId, oneshot::Sender<Result<LogIndex, ProposalError>>>,
     partition: PartitionTracker,
     failure: Option<String>,
@@ -306,28 +307,6 @@ struct PendingCall {
     /// When the node task answers `Timeout` if no result came (`None`: the caller times out itself).
     /// Checked by the node task at each partition check rather than by a timer per proposal.
     give_up_at: Option<tokio::time::Instant>,
-}
-
-/// Hashes the sequence numbers keying `NodeState::proposals` (one insert and one removal per
-/// proposal): a multiplicative hash is enough for numbers this node hands out itself.
-#[derive(Default)]
-struct SequenceHasher(u64);
-
-impl std::hash::Hasher for SequenceHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.write_u64(u64::from(*byte));
-        }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        let mixed = (self.0 ^ value).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        self.0 = mixed ^ (mixed >> 32);
-    }
 }
 
 /// Tracks whether this node reaches a quorum, for `partition:detected` / `partition:healed` and the
