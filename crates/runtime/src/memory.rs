@@ -54,6 +54,8 @@ struct NetworkState {
     delay: Duration,
     inbox_frames_max: usize,
     rng: u64,
+    /// Messages (values or frames) sent over open links and not dropped.
+    messages_sent: u64,
 }
 
 impl Default for NetworkState {
@@ -66,6 +68,7 @@ impl Default for NetworkState {
             delay: Duration::ZERO,
             inbox_frames_max: INBOX_FRAMES_MAX,
             rng: 0x9E37_79B9_7F4A_7C15,
+            messages_sent: 0,
         }
     }
 }
@@ -82,12 +85,16 @@ impl NetworkState {
     }
 
     /// Which of `count` items the fault injection drops (empty: none).
+    /// Draws which of `count` messages on an open link are lost, and counts the others as sent.
     fn draw_drops(&mut self, count: usize) -> Vec<bool> {
         if self.drop_per_million == 0 {
+            self.messages_sent += count as u64;
             return Vec::new();
         }
         let threshold = u64::from(self.drop_per_million);
-        (0..count).map(|_| self.next_random() % 1_000_000 < threshold).collect()
+        let drops: Vec<bool> = (0..count).map(|_| self.next_random() % 1_000_000 < threshold).collect();
+        self.messages_sent += drops.iter().filter(|dropped| !**dropped).count() as u64;
+        drops
     }
 
     fn notify(&self, node: &NodeId, incoming: Incoming) {
@@ -122,6 +129,12 @@ impl MemoryNetwork {
         let network = Self::default();
         network.inner.lock().inbox_frames_max = frames.max(1);
         network
+    }
+
+    /// Messages the network has carried so far (over open links, not dropped): lets a test see
+    /// how many messages a workload costs, for instance that concurrent proposals share rounds.
+    pub fn messages_sent(&self) -> u64 {
+        self.inner.lock().messages_sent
     }
 
     /// Creates (or replaces) the transport of node `id`.

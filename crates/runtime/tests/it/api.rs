@@ -572,3 +572,31 @@ async fn every_member_tells_its_transport_about_membership_changes() {
     fourth.stop().await;
     stop_all(&nodes).await;
 }
+
+/// Concurrent proposers share replication rounds even on a single worker thread, where the node
+/// task woken by a proposer used to run before the other proposers and commit every write alone.
+/// Real time (a paused clock needs the current-thread runtime, which schedules differently); the
+/// wait is one election, and the check counts messages, not time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn concurrent_proposals_share_rounds_on_one_worker_thread() {
+    const PROPOSERS: u64 = 64;
+    let network = MemoryNetwork::new();
+    let nodes = cluster(&network, 3, raft_config()).await;
+    let leader = wait_for_leader(&nodes).await;
+    // Settle: the first write commits the leader's term.
+    assert!(nodes[leader].propose("warm-up", &0u64).await);
+    let before = network.messages_sent();
+    let proposals: Vec<_> = (0..PROPOSERS)
+        .map(|i| {
+            let node = nodes[leader].clone();
+            tokio::spawn(async move { node.propose(&format!("key-{i}"), &i).await })
+        })
+        .collect();
+    for proposal in proposals {
+        assert!(proposal.await.expect("proposer task"), "every proposal is accepted");
+    }
+    let messages = network.messages_sent() - before;
+    // One round per proposal costs at least an append and its answer per follower (4 each).
+    assert!(messages < 2 * PROPOSERS, "{messages} messages for {PROPOSERS} concurrent proposals");
+    stop_all(&nodes).await;
+}
