@@ -23,8 +23,8 @@ struct ClusterRun {
 }
 
 impl ClusterRun {
-    /// Raft, memory storage, in-memory transport, no snapshots, no memory samples: the base every
-    /// row of the table varies.
+    /// Raft, memory storage, in-memory transport, no snapshots, no memory samples, default workers:
+    /// the base every row of the table varies.
     fn raft(clients: u64, writes: u64) -> ClusterRun {
         ClusterRun {
             mechanism: "raft",
@@ -100,17 +100,7 @@ pub(crate) fn run(args: &[String]) -> i32 {
         runs.push(ClusterRun { durable: true, transport, ..ClusterRun::raft(256, 300_000 / scale) });
     }
     for (clients, writes) in [(1, 20_000), (64, 200_000), (256, 200_000)] {
-        runs.push(ClusterRun {
-            mechanism: "simple_majority",
-            clients,
-            writes: writes / scale,
-            batch: 1,
-            durable: false,
-            snapshot_interval: 0,
-            transport: "memory",
-            rss_every: 0,
-            workers: 0,
-        });
+        runs.push(ClusterRun { mechanism: "simple_majority", ..ClusterRun::raft(clients, writes / scale) });
     }
     // Cluster runs, then the process benchmarks (failover, restart, four loopback runs), the
     // simulated failover and criterion.
