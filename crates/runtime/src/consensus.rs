@@ -1,7 +1,7 @@
 //! The `Consensus` handle, its builder, and the node task that drives a mechanism.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +27,7 @@ use tokio::sync::{broadcast, oneshot, Notify};
 use crate::callback::{CallbackTransport, MessageSender};
 use crate::clock::Clock;
 use crate::error::{ReadError, StartError};
+use crate::inbox::{PendingCall, ProposalInbox, Pushed, Submission};
 use crate::memory::{LocalDelivery, MemoryTransport};
 use crate::stream::{EventStream, KeySubscription};
 
@@ -203,10 +204,13 @@ impl ConsensusBuilder {
             state: Mutex::new(NodeState {
                 mechanism,
                 proposals: HashMap::default(),
+                spare_submissions: Vec::new(),
                 reads: HashMap::new(),
                 partition: PartitionTracker { started: start, ..PartitionTracker::default() },
                 failure: None,
             }),
+            inbox: ProposalInbox::new(),
+            pending_calls: AtomicUsize::new(0),
             wake: Notify::new(),
             events,
             client_id: random_u64(),
@@ -269,6 +273,11 @@ pub(crate) struct Shared {
     cluster_id: ClusterId,
     clock: Clock,
     state: Mutex<NodeState>,
+    /// Proposals of this node's callers, until the node hands them to the mechanism.
+    inbox: ProposalInbox,
+    /// How many callers the mechanism holds proposals for (`NodeState::proposals`), as of the
+    /// last batch: with the inbox's own length, what `max_pending_proposals` bounds.
+    pending_calls: AtomicUsize,
     wake: Notify,
     pub(crate) events: broadcast::Sender<Event>,
     client_id: u64,
@@ -296,17 +305,12 @@ struct NodeState {
     /// Callers waiting for proposals made here, by sequence number (their origin is this node).
     /// One insert and one removal per proposal: a fast keyed hash (`U64Hashing`).
     proposals: HashMap<u64, PendingCall, U64Hashing>,
+    /// The inbox's last batch, emptied: swapped back into the inbox at the next take, so taking
+    /// allocates nothing.
+    spare_submissions: Vec<Submission>,
     reads: HashMap<ReadId, oneshot::Sender<Result<LogIndex, ProposalError>>>,
     partition: PartitionTracker,
     failure: Option<String>,
-}
-
-/// A caller waiting for the result of a proposal made on this node.
-struct PendingCall {
-    sender: oneshot::Sender<ProposalResult>,
-    /// When the node task answers `Timeout` if no result came (`None`: the caller times out itself).
-    /// Checked by the node task at each partition check rather than by a timer per proposal.
-    give_up_at: Option<tokio::time::Instant>,
 }
 
 /// Tracks whether this node reaches a quorum, for `partition:detected` / `partition:healed` and the
@@ -527,38 +531,23 @@ impl Consensus {
     async fn submit_once(&self, proposal: Proposal, deadline: tokio::time::Instant) -> ProposalResult {
         let id = proposal.id.clone();
         let key = proposal.command.key().to_owned();
-        let receiver = {
-            let shared = &self.shared;
-            if shared.stopping.load(Ordering::Acquire) {
-                return ProposalResult::failed(id, key, ProposalError::Stopped);
-            }
-            let mut state = shared.state.lock();
-            if let Some(failure) = &state.failure {
-                return ProposalResult::failed(id, key, ProposalError::Storage(failure.clone()));
-            }
-            if let Some(error) = read_only_error(&state, &shared.config) {
-                return ProposalResult::failed(id, key, error);
-            }
-            let limit = shared.config.max_pending_proposals as usize;
-            if state.proposals.len() >= limit {
-                return ProposalResult::failed(
-                    id,
-                    key,
-                    ProposalError::Busy { what: "pending proposals".into(), limit: limit as u64 },
-                );
-            }
-            let now = shared.clock.now();
-            if let Err(error) = state.mechanism.propose(now, proposal) {
-                return ProposalResult::failed(id, key, error);
-            }
-            let (sender, receiver) = oneshot::channel();
-            // The mechanism times proposals out itself; this outer bound only guards against a
-            // result that never comes.
-            let give_up_at = Some(deadline + shared.config.heartbeat_interval * 2);
-            state.proposals.insert(id.sequence, PendingCall { sender, give_up_at });
-            receiver
-        };
-        self.shared.wake.notify_one();
+        let shared = &self.shared;
+        if shared.stopping.load(Ordering::Acquire) {
+            return ProposalResult::failed(id, key, ProposalError::Stopped);
+        }
+        let (sender, receiver) = oneshot::channel();
+        // The mechanism times proposals out itself; this outer bound only guards against a
+        // result that never comes.
+        let give_up_at = Some(deadline + shared.config.heartbeat_interval * 2);
+        let submission = Submission { proposal, call: PendingCall { sender, give_up_at } };
+        // Left in the inbox, not proposed here: see `inbox`. Refusals that need the node's state
+        // (storage failed, read-only, not the leader) come back as the result.
+        let limit = shared.config.max_pending_proposals as usize;
+        match shared.inbox.push(submission, limit, shared.pending_calls.load(Ordering::Relaxed)) {
+            Ok(Pushed::First) => shared.wake.notify_one(),
+            Ok(Pushed::Queued) => {}
+            Err(error) => return ProposalResult::failed(id, key, error),
+        }
         match receiver.await {
             Ok(mut result) => {
                 // Answers made without the command at hand (timeout, stop) leave the key empty.
@@ -807,7 +796,7 @@ impl Consensus {
         while tokio::time::Instant::now() < drain_until {
             let pending = {
                 let state = self.shared.state.lock();
-                state.proposals.len() + state.reads.len()
+                state.proposals.len() + state.reads.len() + self.shared.inbox.len()
             };
             if pending == 0 {
                 break;
@@ -823,6 +812,11 @@ impl Consensus {
             let _ = driver.await;
             let _ = receiver.await;
         }
+        answer_submissions(
+            &self.shared,
+            self.shared.inbox.close(ProposalError::Stopped),
+            ProposalError::Stopped,
+        );
         {
             let mut state = self.shared.state.lock();
             let origin = self.shared.node_id.clone();
@@ -945,7 +939,7 @@ async fn drive(shared: Arc<Shared>) {
         // A single waiting caller is no sign that it is alone: the proposer wakes this task, which
         // then often runs before the other callers made ready by the last round (tokio runs the
         // task woken last first), and every write would commit alone.
-        if busy || !shared.state.lock().proposals.is_empty() {
+        if busy || !shared.inbox.is_empty() || !shared.state.lock().proposals.is_empty() {
             tokio::task::yield_now().await;
         }
         let now = shared.clock.now();
@@ -999,7 +993,55 @@ fn give_up_overdue_proposals(shared: &Shared) {
 
 fn pending_is_empty(shared: &Shared) -> bool {
     let state = shared.state.lock();
-    state.proposals.is_empty() && state.reads.is_empty()
+    state.proposals.is_empty() && state.reads.is_empty() && shared.inbox.is_empty()
+}
+
+/// Hands the proposals waiting in the inbox to the mechanism, or answers the refused ones. Runs
+/// under the state lock at the start of every Ready, by whichever task processes it.
+fn accept_submissions(shared: &Shared, state: &mut NodeState) {
+    let mut submissions = std::mem::take(&mut state.spare_submissions);
+    shared.inbox.take(&mut submissions);
+    if !submissions.is_empty() {
+        let now = shared.clock.now();
+        let limit = shared.config.max_pending_proposals as usize;
+        for Submission { proposal, call } in submissions.drain(..) {
+            let sequence = proposal.id.sequence;
+            let refusal = if let Some(failure) = &state.failure {
+                Some(ProposalError::Storage(failure.clone()))
+            } else if let Some(error) = read_only_error(state, &shared.config) {
+                Some(error)
+            } else if state.proposals.len() >= limit {
+                Some(ProposalError::Busy { what: "pending proposals".into(), limit: limit as u64 })
+            } else {
+                None
+            };
+            let outcome = match refusal {
+                Some(error) => Err(error),
+                None => state.mechanism.propose(now, proposal),
+            };
+            match outcome {
+                Ok(()) => {
+                    state.proposals.insert(sequence, call);
+                }
+                Err(error) => {
+                    // Answered under the lock: refusals are rare, and answering now keeps them in
+                    // order with the accepted ones.
+                    let id = ProposalId { origin: shared.node_id.clone(), sequence };
+                    let _ = call.sender.send(ProposalResult::failed(id, "", error));
+                }
+            }
+        }
+    }
+    state.spare_submissions = submissions;
+    shared.pending_calls.store(state.proposals.len(), Ordering::Relaxed);
+}
+
+/// Answers `error` to callers whose proposals never reached the mechanism.
+fn answer_submissions(shared: &Shared, submissions: Vec<Submission>, error: ProposalError) {
+    for Submission { proposal, call } in submissions {
+        let id = ProposalId { origin: shared.node_id.clone(), sequence: proposal.id.sequence };
+        let _ = call.sender.send(ProposalResult::failed(id, "", error.clone()));
+    }
 }
 
 /// A bound on the Ready batches handled per wake-up, so one busy node cannot starve the others.
@@ -1021,6 +1063,7 @@ fn take_ready(shared: &Shared) -> TakenReady {
     if state.failure.is_some() {
         return TakenReady::StorageFailed;
     }
+    accept_submissions(shared, &mut state);
     if !state.mechanism.has_ready() {
         return TakenReady::Idle(state.mechanism.poll_timeout().unwrap_or(concord_core::time::Instant::MAX));
     }
@@ -1042,6 +1085,8 @@ fn persist_now(storage: &std::sync::Mutex<Box<dyn Storage>>, persist: &Persist) 
 /// Storage failed: the node stops acknowledging, and every waiting caller gets the error.
 fn storage_failed(shared: &Shared, error: String) {
     tracing::error!(node = %shared.node_id, %error, "storage failed; the node stops acknowledging writes");
+    let waiting = shared.inbox.close(ProposalError::Storage(error.clone()));
+    answer_submissions(shared, waiting, ProposalError::Storage(error.clone()));
     let mut state = shared.state.lock();
     state.failure = Some(error.clone());
     for (sequence, call) in state.proposals.drain() {
@@ -1079,6 +1124,7 @@ fn finish_ready(
                 answers.push((call.sender, result));
             }
         }
+        shared.pending_calls.store(state.proposals.len(), Ordering::Relaxed);
         for read in reads {
             if let Some(sender) = state.reads.remove(&read.id) {
                 read_answers.push((sender, read.result));

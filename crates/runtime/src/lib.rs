@@ -63,6 +63,7 @@ mod callback;
 mod clock;
 mod consensus;
 mod error;
+mod inbox;
 mod memory;
 mod stream;
 
