@@ -24,7 +24,7 @@ fn append(entries: u64) -> Envelope {
             timestamp_ms: 1_700_000_000_000 + index,
             payload: EntryPayload::Command(std::sync::Arc::new(Proposal {
                 id: ProposalId { origin: NodeId::new("agent-001"), sequence: index },
-                session: Some(ClientSession { client: 77, sequence: index }),
+                session: Some(ClientSession::new(77, index)),
                 command: Command::Put {
                     key: format!("player_score:{index}"),
                     value: Bytes::from(index.to_le_bytes().repeat(8)),

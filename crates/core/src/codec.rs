@@ -18,8 +18,9 @@ use serde::{Deserialize, Serialize};
 use crate::id::{ClusterId, NodeId};
 use crate::message::Message;
 
-/// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// The protocol version this build speaks. 2: client sessions carry their acknowledgement
+/// (`ClientSession::answered_below`), and snapshots the session table's.
+pub const PROTOCOL_VERSION: u8 = 2;
 /// Bytes before the body: length, version, flags.
 pub const HEADER_BYTES: usize = 6;
 const FLAG_COMPRESSED: u8 = 0b0000_0001;

@@ -251,6 +251,19 @@ pub struct ClientSession {
     pub client: u64,
     /// Strictly increasing per client: one number per logical operation, reused by its retries.
     pub sequence: u64,
+    /// The client's lowest sequence still waiting for an answer (the thesis' acknowledgement): the
+    /// client will never retry a sequence below it, so replicas forget those results, and a late
+    /// copy of one is refused with `SessionExpired` instead of applied. `0` acknowledges nothing
+    /// (results are then kept until `max_client_sessions` evicts them). Values above `sequence`
+    /// count as `sequence`.
+    pub answered_below: u64,
+}
+
+impl ClientSession {
+    /// A session that acknowledges nothing (`answered_below` 0).
+    pub fn new(client: u64, sequence: u64) -> Self {
+        ClientSession { client, sequence, answered_below: 0 }
+    }
 }
 
 /// A cluster's identity: every frame carries it, and frames of another cluster are refused.

@@ -394,6 +394,17 @@ struct ClientRecord {
     results: SequenceResults,
     // Results for sequences at or below this were forgotten: a retry of one must not apply again.
     forgotten_through: u64,
+    // The highest acknowledgement seen (`ClientSession::answered_below`): results below it were
+    // dropped, and their places in the retention queue are empty.
+    answered_below: u64,
+}
+
+/// A retained result's place in the eviction order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Retained {
+    index: u64,
+    client: u64,
+    sequence: u64,
 }
 
 /// One client's stored results, sorted by sequence. A client's sequences arrive almost always in
@@ -487,7 +498,7 @@ pub struct Replica {
     /// Looked up twice per applied entry: a fast keyed hash (`U64Hashing`). Snapshots sort it.
     clients: HashMap<u64, ClientRecord, U64Hashing>,
     // Apply order of retained results, oldest first, for deterministic eviction.
-    retention: VecDeque<(u64, ClientSession)>,
+    retention: VecDeque<Retained>,
     results_max: usize,
     applied: LogIndex,
     applied_term: Term,
@@ -541,7 +552,7 @@ impl postcard::ser_flavors::Flavor for SizedBuffer {
 #[derive(Serialize)]
 struct ReplicaSnapshotRef<'a> {
     clients: BTreeMap<u64, &'a ClientRecord>,
-    retention: &'a VecDeque<(u64, ClientSession)>,
+    retention: &'a VecDeque<Retained>,
     applied: LogIndex,
     applied_term: Term,
     last_timestamp_ms: u64,
@@ -551,7 +562,7 @@ struct ReplicaSnapshotRef<'a> {
 #[derive(Serialize, Deserialize)]
 struct ReplicaSnapshot {
     clients: BTreeMap<u64, ClientRecord>,
-    retention: VecDeque<(u64, ClientSession)>,
+    retention: VecDeque<Retained>,
     applied: LogIndex,
     applied_term: Term,
     last_timestamp_ms: u64,
@@ -603,6 +614,14 @@ impl Replica {
             hash_map::Entry::Occupied(known) => (known.into_mut(), true),
             hash_map::Entry::Vacant(new) => (new.insert(ClientRecord::default()), false),
         };
+        let answered_below = session.answered_below.min(session.sequence);
+        if answered_below > record.answered_below {
+            record.answered_below = answered_below;
+            record.forgotten_through = record.forgotten_through.max(answered_below - 1);
+            while record.results.0.front().is_some_and(|(sequence, _)| *sequence < answered_below) {
+                record.results.0.pop_front();
+            }
+        }
         let slot = match record.results.search(session.sequence) {
             Ok(stored) => return record.results.0[stored].1.clone(),
             Err(slot) => slot,
@@ -618,9 +637,26 @@ impl Replica {
             record.results.0.insert(slot, stored);
         }
         // Indexes only grow, so the queue stays in apply order without sorting.
-        self.retention.push_back((context.index.0, session));
+        self.retention.push_back(Retained {
+            index: context.index.0,
+            client: session.client,
+            sequence: session.sequence,
+        });
+        // Places whose results acknowledgements dropped leave from the front (they mostly arrive
+        // there in order: a client acknowledges its oldest answers first), so with acknowledging
+        // clients the queue holds about what is in flight instead of `results_max` entries.
+        while let Some(oldest) = self.retention.front() {
+            let answered = self
+                .clients
+                .get(&oldest.client)
+                .map_or(true, |record| oldest.sequence < record.answered_below);
+            if !answered {
+                break;
+            }
+            self.retention.pop_front();
+        }
         while self.retention.len() > self.results_max {
-            let Some((_, oldest)) = self.retention.pop_front() else { break };
+            let Some(oldest) = self.retention.pop_front() else { break };
             if let Some(record) = self.clients.get_mut(&oldest.client) {
                 record.results.remove(oldest.sequence);
                 record.forgotten_through = record.forgotten_through.max(oldest.sequence);
@@ -794,7 +830,7 @@ mod tests {
         let mut replica = Replica::key_value(50);
         for index in 1..=120u64 {
             let context = ApplyContext { index: LogIndex(index), term: Term(1), timestamp_ms: index };
-            let session = ClientSession { client: index % 3, sequence: index };
+            let session = ClientSession::new(index % 3, index);
             let command = Command::Add { key: format!("k{}", index % 7), delta: 1 };
             let _ = replica.apply(&context, Some(session), &command);
         }

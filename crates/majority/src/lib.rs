@@ -59,6 +59,8 @@
 //! - **Liveness** needs a quorum of voters that can talk to each other; a recovery that sees two
 //!   possible values waits for more promises.
 //! - **Exactly-once sessions** hold while fewer than `maxClientSessions` results are retained.
+//!   Session acknowledgements (`ClientSession::answered_below`) are ignored: decisions are ordered
+//!   per key only, so a write could reach another replica after a later write that acknowledges it.
 //!
 //! ## Convergence
 //!

@@ -8,7 +8,7 @@ use concord_core::command::Command;
 use concord_core::config::{Config, MechanismKind, VotingMode};
 use concord_core::error::{PeerError, ProposalError};
 use concord_core::event::{DebugState, Event, ProposalResult, Role, Votes};
-use concord_core::id::{LogIndex, Member, MemberRole, Membership, NodeId, ProposalId, Term};
+use concord_core::id::{ClientSession, LogIndex, Member, MemberRole, Membership, NodeId, ProposalId, Term};
 use concord_core::mechanism::{Mechanism, MembershipChange, Outbound, ReadId, Ready, Setup, SetupError};
 use concord_core::message::{
     Ballot, CastVote, Decision, Entry, EntryPayload, MajorityMessage, Message, PromiseOutcome, Proposal,
@@ -1295,7 +1295,12 @@ impl Majority {
             Decision::Proposal { proposal, timestamp_ms: stamped } => {
                 timestamp_ms = *stamped;
                 let context = ApplyContext { index: LogIndex(index), term: Term(self.epoch), timestamp_ms };
-                let result = self.replica.apply(&context, proposal.session, &proposal.command);
+                // Acknowledgements are dropped: decisions are ordered per key only, so on another
+                // replica a write could be applied after a later write of its client that
+                // acknowledges it, and be refused there but not here. The session table is bounded
+                // by `max_client_sessions` alone.
+                let session = proposal.session.map(|session| ClientSession { answered_below: 0, ..session });
+                let result = self.replica.apply(&context, session, &proposal.command);
                 if let Ok(output) = &result {
                     for change in &output.changes {
                         self.event(Event::StateChanged {

@@ -29,6 +29,7 @@ use crate::clock::Clock;
 use crate::error::{ReadError, StartError};
 use crate::inbox::{PendingCall, ProposalInbox, Pushed, Submission};
 use crate::memory::{LocalDelivery, MemoryTransport};
+use crate::sequences::{Sequences, Taken};
 use crate::stream::{EventStream, KeySubscription};
 
 /// Builds and starts a node: `Consensus::builder("agent-001").config(cfg).transport(t).start().await`.
@@ -214,7 +215,7 @@ impl ConsensusBuilder {
             wake: Notify::new(),
             events,
             client_id: random_u64(),
-            next_sequence: AtomicU64::new(1),
+            sequences: Sequences::new(),
             next_read: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
             halted: AtomicBool::new(false),
@@ -281,7 +282,8 @@ pub(crate) struct Shared {
     wake: Notify,
     pub(crate) events: broadcast::Sender<Event>,
     client_id: u64,
-    next_sequence: AtomicU64,
+    /// Proposal sequences, and the acknowledgement each proposal carries.
+    sequences: Sequences,
     next_read: AtomicU64,
     stopping: AtomicBool,
     // Set once the drain period of `stop` is over: the node task exits at its next check even if
@@ -369,12 +371,14 @@ impl Consensus {
         &self.shared.config
     }
 
-    fn next_proposal(&self) -> (ProposalId, ClientSession) {
-        let sequence = self.shared.next_sequence.fetch_add(1, Ordering::Relaxed);
-        (
-            ProposalId { origin: self.shared.node_id.clone(), sequence },
-            ClientSession { client: self.shared.client_id, sequence },
-        )
+    /// A new proposal id and session. The sequence counts as answered (replicas may forget its
+    /// result) once the returned `Taken` is dropped: keep it until the call returns.
+    fn next_proposal(&self) -> (ProposalId, ClientSession, Taken<'_>) {
+        let taken = self.shared.sequences.take();
+        let sequence = taken.sequence;
+        let session =
+            ClientSession { client: self.shared.client_id, sequence, answered_below: taken.answered_below };
+        (ProposalId { origin: self.shared.node_id.clone(), sequence }, session, taken)
     }
 
     fn check_sizes(&self, command: &Command) -> Result<(), ProposalError> {
@@ -415,7 +419,7 @@ impl Consensus {
         match encode_value(value) {
             Ok(bytes) => self.propose_command(Command::Put { key: key.to_owned(), value: bytes }).await,
             Err(error) => {
-                let (id, _) = self.next_proposal();
+                let (id, _, _) = self.next_proposal();
                 ProposalResult::failed(id, key, ProposalError::Invalid(error.to_string()))
             }
         }
@@ -492,7 +496,9 @@ impl Consensus {
     /// Proposes any command and waits for its result. Retries after a leadership change with the same
     /// client session, so the command applies at most once (Raft thesis §6.3).
     pub async fn propose_command(&self, command: Command) -> ProposalResult {
-        let (id, session) = self.next_proposal();
+        // `_taken` lives until this call returns (or is dropped): only then is the sequence
+        // acknowledged, since every retry below reuses it.
+        let (id, session, _taken) = self.next_proposal();
         let key = command.key().to_owned();
         if let Err(error) = self.check_sizes(&command) {
             return ProposalResult::failed(id, key, error);
@@ -709,7 +715,7 @@ impl Consensus {
 
     /// Any membership change (learners, promotion, metadata update).
     pub async fn change_membership(&self, change: MembershipChange) -> Result<(), ProposalError> {
-        let (id, _) = self.next_proposal();
+        let (id, _, _taken) = self.next_proposal();
         let receiver = {
             if self.shared.stopping.load(Ordering::Acquire) {
                 return Err(ProposalError::Stopped);

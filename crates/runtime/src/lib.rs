@@ -65,6 +65,7 @@ mod consensus;
 mod error;
 mod inbox;
 mod memory;
+mod sequences;
 mod stream;
 
 pub use callback::MessageSender;

@@ -299,6 +299,9 @@ pub struct Simulation {
     reads: BTreeMap<(usize, ReadId), OperationId>,
     next_read_id: ReadId,
     client_sequences: BTreeMap<u64, u64>,
+    /// Per client, the sequences of writes not definitely answered yet (pending, or unknown and so
+    /// retryable): the lowest is the session's acknowledgement, as a real client sends it.
+    client_unanswered: BTreeMap<u64, BTreeSet<u64>>,
     /// Writes whose outcome became unknown, kept so that [`Simulation::retry`] can resend them.
     retired: BTreeMap<OperationId, InFlight>,
     completed: Vec<OperationId>,
@@ -389,6 +392,7 @@ impl Simulation {
             reads: BTreeMap::new(),
             next_read_id: 1,
             client_sequences: BTreeMap::new(),
+            client_unanswered: BTreeMap::new(),
             retired: BTreeMap::new(),
             completed: Vec::new(),
             results: Vec::new(),
@@ -1315,7 +1319,7 @@ impl Simulation {
     /// Submits a client operation to `node` and records its invocation in the history.
     ///
     /// Writes become proposals with `ProposalId { origin: node, sequence }` and a fresh
-    /// `ClientSession { client, sequence }`; reads call `Mechanism::read` and, once the read point
+    /// `ClientSession { client, sequence, answered_below }`; reads call `Mechanism::read` and, once the read point
     /// is reached, read the node's replica. A node that is down refuses at once (`Fail`).
     pub fn submit(&mut self, client: u64, node: &NodeId, op: ClientOp) -> OperationId {
         let id = OperationId(self.history.operations.len() as u64);
@@ -1365,7 +1369,10 @@ impl Simulation {
         let session = command.as_ref().map(|_| {
             let sequence = self.client_sequences.entry(client).or_insert(0);
             *sequence += 1;
-            ClientSession { client, sequence: *sequence }
+            let unanswered = self.client_unanswered.entry(client).or_default();
+            unanswered.insert(*sequence);
+            let answered_below = unanswered.first().copied().unwrap_or(*sequence);
+            ClientSession { client, sequence: *sequence, answered_below }
         });
         let Some(index) = self.index(node) else {
             self.finish(id, Outcome::Fail { reason: format!("no node {node}") });
@@ -1624,6 +1631,11 @@ impl Simulation {
         let Some(flight) = self.in_flight.remove(&operation) else { return };
         if let Some(proposal) = &flight.proposal {
             self.proposals.remove(proposal);
+        }
+        if let (Some(session), Outcome::Ok(_) | Outcome::Fail { .. }) = (&flight.session, &outcome) {
+            if let Some(unanswered) = self.client_unanswered.get_mut(&session.client) {
+                unanswered.remove(&session.sequence);
+            }
         }
         if let Some(read) = flight.read {
             self.reads.remove(&(flight.node, read));

@@ -337,7 +337,7 @@ fn every_truncation_of_a_frame_is_rejected() {
 fn unknown_versions_and_flags_are_rejected() {
     let codec = plain_codec();
     let frame = codec.encode(&heartbeat()).unwrap().to_vec();
-    for version in [0u8, 2, 0xFF] {
+    for version in [0u8, PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1, 0xFF] {
         let mut bad = frame.clone();
         bad[VERSION_OFFSET] = version;
         assert_eq!(codec.decode(&bad), Err(CodecError::UnsupportedVersion(version)));

@@ -42,7 +42,7 @@ fn counter(value: i64) -> Bytes {
 #[test]
 fn same_commands_give_same_state_and_snapshot_bytes_on_every_replica() {
     // Sessions come from a tiny pool so retries (and, with a table of 4, evictions) happen often.
-    let session = (0..3u64, 0..4u64).prop_map(|(client, sequence)| ClientSession { client, sequence });
+    let session = (0..3u64, 0..4u64).prop_map(|(client, sequence)| ClientSession::new(client, sequence));
     let history = vec((strategies::kv_command(), option::of(session)), 0..80);
     let split = any::<prop::sample::Index>();
     let mut runner = TestRunner::new(strategies::seeded(300, 0x5EED_0003));
@@ -240,7 +240,54 @@ fn add_on_absent_non_counter_and_overflowing_keys() {
 }
 
 fn session(client: u64, sequence: u64) -> Option<ClientSession> {
-    Some(ClientSession { client, sequence })
+    Some(ClientSession::new(client, sequence))
+}
+
+fn acknowledging(client: u64, sequence: u64, answered_below: u64) -> Option<ClientSession> {
+    Some(ClientSession { client, sequence, answered_below })
+}
+
+#[test]
+fn acknowledged_results_are_forgotten_and_their_late_copies_refused() {
+    let add = Command::Add { key: "n".into(), delta: 1 };
+    let mut replica = Replica::key_value(1_000);
+    let mut without = Replica::key_value(1_000);
+    // Client 9 has 100 writes in flight at a time; each acknowledges everything 100 back.
+    for sequence in 1..=1_000u64 {
+        let answered_below = sequence.saturating_sub(100).max(1);
+        let context = context(sequence);
+        replica.apply(&context, acknowledging(9, sequence, answered_below), &add).unwrap();
+        without.apply(&context, session(9, sequence), &add).unwrap();
+    }
+    // A late copy of an acknowledged write (a duplicate entry from a retry) is not applied again.
+    let late = replica.apply(&context(1_001), acknowledging(9, 850, 850), &add);
+    assert_eq!(late, Err(CommandFailure::SessionExpired));
+    assert_eq!(replica.machine().get("n"), Some(counter(1_000)));
+    // One still in flight (at or above the acknowledgement) is answered from the table.
+    let retry = replica.apply(&context(1_002), acknowledging(9, 950, 850), &add).unwrap();
+    assert_eq!(retry.counter, Some(950));
+    assert_eq!(replica.machine().get("n"), Some(counter(1_000)));
+    // The table, and so every snapshot, holds what is in flight, not every result.
+    let (small, large) = (replica.snapshot().len(), without.snapshot().len());
+    assert!(small * 5 < large, "snapshot with acknowledgements {small} bytes, without {large}");
+    let mut restored = Replica::key_value(1_000);
+    restored.restore(&replica.snapshot()).unwrap();
+    assert_eq!(restored.snapshot(), replica.snapshot());
+    assert_eq!(
+        restored.apply(&context(1_003), acknowledging(9, 850, 1), &add),
+        Err(CommandFailure::SessionExpired)
+    );
+}
+
+#[test]
+fn an_acknowledgement_never_forgets_the_command_that_carries_it() {
+    let add = Command::Add { key: "n".into(), delta: 1 };
+    let mut replica = Replica::key_value(16);
+    // An acknowledgement above its own sequence counts as its own sequence.
+    let first = replica.apply(&context(1), acknowledging(4, 5, u64::MAX), &add).unwrap();
+    let retry = replica.apply(&context(2), acknowledging(4, 5, u64::MAX), &add).unwrap();
+    assert_eq!(retry, first);
+    assert_eq!(replica.machine().get("n"), Some(counter(1)));
 }
 
 #[test]
@@ -441,7 +488,7 @@ impl StateMachine for DeepFailures {
 fn a_deeply_nested_failure_in_the_session_table_still_snapshots() {
     let mut replica = Replica::new(Box::new(DeepFailures), 16);
     let context = ApplyContext { index: LogIndex(1), term: Term(1), timestamp_ms: 0 };
-    let session = Some(ClientSession { client: 7, sequence: 1 });
+    let session = Some(ClientSession::new(7, 1));
     let first = replica.apply(&context, session, &Command::Custom(bytes::Bytes::new()));
     assert!(first.is_err());
     let snapshot = replica.snapshot();

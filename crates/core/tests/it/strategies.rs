@@ -147,7 +147,11 @@ pub fn key() -> impl Strategy<Value = String> + Clone {
 }
 
 pub fn session() -> impl Strategy<Value = ClientSession> {
-    (any::<u64>(), any::<u64>()).prop_map(|(client, sequence)| ClientSession { client, sequence })
+    (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(client, sequence, answered_below)| ClientSession {
+        client,
+        sequence,
+        answered_below,
+    })
 }
 
 pub fn proposal_id() -> impl Strategy<Value = ProposalId> {
