@@ -499,9 +499,8 @@ impl Consensus {
         // `_taken` lives until this call returns (or is dropped): only then is the sequence
         // acknowledged, since every retry below reuses it.
         let (id, session, _taken) = self.next_proposal();
-        let key = command.key().to_owned();
         if let Err(error) = self.check_sizes(&command) {
-            return ProposalResult::failed(id, key, error);
+            return ProposalResult::failed(id, command.key(), error);
         }
         let deadline = tokio::time::Instant::now() + self.shared.config.timeout;
         let mut attempt = 0u32;
@@ -511,7 +510,7 @@ impl Consensus {
         loop {
             attempt += 1;
             let proposal = Proposal { id: id.clone(), session: Some(session), command: command.clone() };
-            let mut result = self.submit_once(proposal, deadline).await;
+            let mut result = self.submit_once(proposal, command.key(), deadline).await;
             // Retry what may succeed on another try, with the same session (so at most once):
             // leadership changed, or no leader is known yet (an election is under way).
             let retryable = match &result.error {
@@ -534,9 +533,14 @@ impl Consensus {
         }
     }
 
-    async fn submit_once(&self, proposal: Proposal, deadline: tokio::time::Instant) -> ProposalResult {
+    /// One attempt. `key` is the command's, for answers made without it at hand (copied only then).
+    async fn submit_once(
+        &self,
+        proposal: Proposal,
+        key: &str,
+        deadline: tokio::time::Instant,
+    ) -> ProposalResult {
         let id = proposal.id.clone();
-        let key = proposal.command.key().to_owned();
         let shared = &self.shared;
         if shared.stopping.load(Ordering::Acquire) {
             return ProposalResult::failed(id, key, ProposalError::Stopped);
@@ -558,7 +562,7 @@ impl Consensus {
             Ok(mut result) => {
                 // Answers made without the command at hand (timeout, stop) leave the key empty.
                 if result.key.is_empty() {
-                    result.key = key;
+                    result.key = key.to_owned();
                 }
                 result
             }
@@ -1116,19 +1120,21 @@ fn finish_ready(
     // The callers are found under the state lock but answered after it is released: answering
     // wakes each caller's task (and may wake another worker thread), which would otherwise lengthen
     // the time new proposals wait for the lock.
-    let mut answers = Vec::with_capacity(results.len());
+    // One sender (or none) per result, in the results' order: the results themselves (large) move
+    // once, straight into their channels.
+    let mut senders = Vec::with_capacity(results.len());
     let mut read_answers = Vec::with_capacity(reads.len());
     let extra_events = {
         let mut state = shared.state.lock();
         let now = shared.clock.now();
         state.mechanism.advance(now, number);
-        for result in results {
-            if result.proposal_id.origin != shared.node_id {
-                continue;
-            }
-            if let Some(call) = state.proposals.remove(&result.proposal_id.sequence) {
-                answers.push((call.sender, result));
-            }
+        for result in &results {
+            let call = if result.proposal_id.origin == shared.node_id {
+                state.proposals.remove(&result.proposal_id.sequence)
+            } else {
+                None
+            };
+            senders.push(call.map(|call| call.sender));
         }
         shared.pending_calls.store(state.proposals.len(), Ordering::Relaxed);
         for read in reads {
@@ -1142,8 +1148,10 @@ fn finish_ready(
             Vec::new()
         }
     };
-    for (sender, result) in answers {
-        let _ = sender.send(result);
+    for (sender, result) in senders.into_iter().zip(results) {
+        if let Some(sender) = sender {
+            let _ = sender.send(result);
+        }
     }
     for (sender, result) in read_answers {
         let _ = sender.send(result);
