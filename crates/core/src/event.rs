@@ -238,4 +238,8 @@ pub struct DebugState {
     pub followers: BTreeMap<NodeId, FollowerProgress>,
     /// Proposals waiting for a decision on this node.
     pub pending_proposals: usize,
+    /// Results kept in the replica's session table for exactly-once retries (at most
+    /// `maxClientSessions`). With Raft, clients' acknowledgements keep it near the proposals in
+    /// flight.
+    pub session_results: usize,
 }

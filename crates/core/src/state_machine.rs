@@ -687,6 +687,11 @@ impl Replica {
         self.last_timestamp_ms
     }
 
+    /// How many results the session table holds (at most `results_max`).
+    pub fn session_results(&self) -> usize {
+        self.clients.values().map(|record| record.results.0.len()).sum()
+    }
+
     /// The wrapped state machine.
     pub fn machine(&self) -> &dyn StateMachine {
         &*self.machine

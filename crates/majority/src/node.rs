@@ -2008,6 +2008,7 @@ impl Mechanism for Majority {
             snapshot_index: LogIndex(self.snapshot_index),
             followers: BTreeMap::new(),
             pending_proposals: self.pending.len(),
+            session_results: self.replica.session_results(),
         }
     }
 }

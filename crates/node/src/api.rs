@@ -913,6 +913,12 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
         debug.pending_proposals as u64,
     );
     gauge(
+        "concord_session_results",
+        "Results kept for exactly-once retries (the session table).",
+        "gauge",
+        debug.session_results as u64,
+    );
+    gauge(
         "concord_api_requests_total",
         "Client API requests.",
         "counter",

@@ -1327,6 +1327,7 @@ impl Mechanism for Raft {
             snapshot_index: self.log.snapshot_index(),
             followers: self.progress.iter().map(|(id, progress)| (id.clone(), progress.debug())).collect(),
             pending_proposals: self.pending.len(),
+            session_results: self.replica.session_results(),
         }
     }
 }

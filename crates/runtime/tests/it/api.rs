@@ -600,3 +600,29 @@ async fn concurrent_proposals_share_rounds_on_one_worker_thread() {
     assert!(messages < 2 * PROPOSERS, "{messages} messages for {PROPOSERS} concurrent proposals");
     stop_all(&nodes).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn acknowledged_results_leave_every_replicas_session_table() {
+    let network = MemoryNetwork::new();
+    let nodes = cluster(&network, 3, raft_config()).await;
+    let leader = wait_for_leader(&nodes).await;
+    let follower = (leader + 1) % 3;
+    // Sequential writes from the leader and (forwarded) from a follower: each carries its node's
+    // acknowledgement of every earlier answer.
+    for i in 0..200u32 {
+        assert!(nodes[leader].propose(&format!("l{i}"), &i).await);
+        assert!(nodes[follower].propose(&format!("f{i}"), &i).await);
+    }
+    wait_until(Duration::from_secs(5), "every replica applied every write", || {
+        nodes.iter().all(|node| node.version("f199") == 1)
+    })
+    .await;
+    for node in &nodes {
+        let debug = node.debug_state();
+        // Without acknowledgements the table would hold all 400 results (the bound is 100,000).
+        assert!(debug.session_results <= 2, "{}: {} results kept", node.node_id(), debug.session_results);
+    }
+    // A retry still gets its first result while the call is in flight: covered by
+    // `a_retried_proposal_applies_once_across_a_leader_change`.
+    stop_all(&nodes).await;
+}

@@ -34,6 +34,7 @@ fn debug_state(id: &NodeId, role: Role, term: Term, applied: LogIndex, log: u64)
         snapshot_index: LogIndex::ZERO,
         followers: BTreeMap::new(),
         pending_proposals: 0,
+        session_results: 0,
     }
 }
 
