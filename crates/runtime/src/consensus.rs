@@ -719,7 +719,9 @@ impl Consensus {
 
     /// Any membership change (learners, promotion, metadata update).
     pub async fn change_membership(&self, change: MembershipChange) -> Result<(), ProposalError> {
-        let (id, _, _taken) = self.next_proposal();
+        // Membership entries carry no session: nothing to keep unacknowledged while this call waits
+        // (which may take several timeouts).
+        let (id, _, _) = self.next_proposal();
         let receiver = {
             if self.shared.stopping.load(Ordering::Acquire) {
                 return Err(ProposalError::Stopped);

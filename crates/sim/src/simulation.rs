@@ -1366,6 +1366,10 @@ impl Simulation {
             }
             ClientOp::Add { key, delta } => Some(Command::Add { key: key.clone(), delta: *delta }),
         };
+        let Some(index) = self.index(node) else {
+            self.finish(id, Outcome::Fail { reason: format!("no node {node}") });
+            return id;
+        };
         let session = command.as_ref().map(|_| {
             let sequence = self.client_sequences.entry(client).or_insert(0);
             *sequence += 1;
@@ -1374,10 +1378,6 @@ impl Simulation {
             let answered_below = unanswered.first().copied().unwrap_or(*sequence);
             ClientSession { client, sequence: *sequence, answered_below }
         });
-        let Some(index) = self.index(node) else {
-            self.finish(id, Outcome::Fail { reason: format!("no node {node}") });
-            return id;
-        };
         self.in_flight
             .insert(id, InFlight { node: index, attempt: 0, command, session, proposal: None, read: None });
         self.dispatch(id);
@@ -1617,7 +1617,12 @@ impl Simulation {
             }
             _ => return,
         }
-        self.retired.remove(&operation);
+        // Settled: `retry` refuses it from now on, so its client may acknowledge it.
+        if let Some(session) = self.retired.remove(&operation).and_then(|flight| flight.session) {
+            if let Some(unanswered) = self.client_unanswered.get_mut(&session.client) {
+                unanswered.remove(&session.sequence);
+            }
+        }
         let now = self.now.as_nanos();
         let stamp = self.stamp();
         let Some(recorded) = self.history.operations.get_mut(operation.0 as usize) else { return };
