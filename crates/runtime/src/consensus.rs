@@ -1023,7 +1023,7 @@ fn accept_submissions(shared: &Shared, state: &mut NodeState) {
             } else if let Some(error) = read_only_error(state, &shared.config) {
                 Some(error)
             } else if state.proposals.len() >= limit {
-                Some(ProposalError::Busy { what: "pending proposals".into(), limit: limit as u64 })
+                Some(crate::inbox::busy(limit))
             } else {
                 None
             };

@@ -39,6 +39,11 @@ pub(crate) enum Pushed {
     Queued,
 }
 
+/// The refusal when `max_pending_proposals` (`limit`) proposals already wait.
+pub(crate) fn busy(limit: usize) -> ProposalError {
+    ProposalError::Busy { what: "pending proposals".into(), limit: limit as u64 }
+}
+
 pub(crate) struct ProposalInbox {
     queue: Mutex<Queue>,
 }
@@ -69,7 +74,7 @@ impl ProposalInbox {
             return Err(error.clone());
         }
         if queue.submissions.len() + pending >= limit {
-            return Err(ProposalError::Busy { what: "pending proposals".into(), limit: limit as u64 });
+            return Err(busy(limit));
         }
         queue.submissions.push(submission);
         Ok(if queue.submissions.len() == 1 { Pushed::First } else { Pushed::Queued })
