@@ -224,6 +224,8 @@ impl ConsensusBuilder {
             storage_blocking: storage.is_blocking(),
             storage: Arc::new(std::sync::Mutex::new(storage)),
             processing_ready: AtomicBool::new(false),
+            ready_requested: AtomicBool::new(false),
+            solo_batches: AtomicU64::new(0),
             node_task_wakes_at: AtomicU64::new(0),
         });
         if let Some(memory) = memory_transport(&shared.transport) {
@@ -297,6 +299,15 @@ pub(crate) struct Shared {
     /// Set while some task processes this node's Ready batches: they must be handled one at a time
     /// and in order, by the node task or by a task delivering in-process messages to this node.
     processing_ready: AtomicBool,
+    /// Set by a task that has new work for this node (an in-process delivery, a proposal) but found
+    /// another task processing its Ready: that task looks at the flag once it leaves, and wakes the
+    /// node task if it is set. Cleared before each Ready is taken, since that Ready covers what was
+    /// requested before it; so a delivery answered within the processor's own batch (a follower's
+    /// acknowledgement to the leader whose proposal it is processing) costs no wake-up.
+    ready_requested: AtomicBool,
+    /// Consecutive batches that handed exactly one proposal to the mechanism (reset by a larger
+    /// one): while they keep coming, a lone caller proposes inline (`Shared::propose_inline`).
+    solo_batches: AtomicU64,
     /// When the node task next wakes by itself (nanoseconds of the node's clock): work done by
     /// another task wakes it earlier only if it moved a deadline before that.
     node_task_wakes_at: AtomicU64,
@@ -554,7 +565,11 @@ impl Consensus {
         // (storage failed, read-only, not the leader) come back as the result.
         let limit = shared.config.max_pending_proposals as usize;
         match shared.inbox.push(submission, limit, shared.pending_calls.load(Ordering::Relaxed)) {
-            Ok(Pushed::First) => shared.wake.notify_one(),
+            Ok(Pushed::First) => {
+                if !shared.propose_inline() {
+                    shared.wake.notify_one();
+                }
+            }
             Ok(Pushed::Queued) => {}
             Err(error) => return ProposalResult::failed(id, key, error),
         }
@@ -1013,6 +1028,7 @@ fn pending_is_empty(shared: &Shared) -> bool {
 fn accept_submissions(shared: &Shared, state: &mut NodeState) {
     let mut submissions = std::mem::take(&mut state.spare_submissions);
     shared.inbox.take(&mut submissions);
+    count_batch(shared, submissions.len());
     if !submissions.is_empty() {
         let now = shared.clock.now();
         let limit = shared.config.max_pending_proposals as usize;
@@ -1048,6 +1064,17 @@ fn accept_submissions(shared: &Shared, state: &mut NodeState) {
     shared.pending_calls.store(state.proposals.len(), Ordering::Relaxed);
 }
 
+/// Counts the batches of one proposal in a row, for `Shared::propose_inline`.
+fn count_batch(shared: &Shared, proposals: usize) {
+    match proposals {
+        0 => {}
+        1 => {
+            shared.solo_batches.fetch_add(1, Ordering::Relaxed);
+        }
+        _ => shared.solo_batches.store(0, Ordering::Relaxed),
+    }
+}
+
 /// Answers `error` to callers whose proposals never reached the mechanism.
 fn answer_submissions(shared: &Shared, submissions: Vec<Submission>, error: ProposalError) {
     for Submission { proposal, call } in submissions {
@@ -1071,6 +1098,8 @@ enum TakenReady {
 }
 
 fn take_ready(shared: &Shared) -> TakenReady {
+    // Whatever was requested so far is in this Ready (see `ready_requested`).
+    shared.ready_requested.store(false, Ordering::SeqCst);
     let mut state = shared.state.lock();
     if state.failure.is_some() {
         return TakenReady::StorageFailed;
@@ -1271,8 +1300,41 @@ impl LocalDelivery for Shared {
             }
         }
         let depth = INLINE_READY_DEPTH.with(std::cell::Cell::get);
-        if self.storage_blocking || depth >= INLINE_READY_DEPTH_MAX || !self.enter_ready_processing() {
+        if self.storage_blocking || depth >= INLINE_READY_DEPTH_MAX {
             self.wake.notify_one();
+            return;
+        }
+        self.process_inline_or_request(depth);
+    }
+}
+
+impl Shared {
+    /// Takes the right to process this node's Ready batches; `false` if another task has it.
+    fn enter_ready_processing(&self) -> bool {
+        // SeqCst with `leave_ready_processing`: see `process_inline_or_request`.
+        self.processing_ready.compare_exchange(false, true, Ordering::SeqCst, Ordering::Relaxed).is_ok()
+    }
+
+    /// Gives the right back, and wakes the node task if work was requested since the last Ready
+    /// was taken.
+    fn leave_ready_processing(&self) {
+        self.processing_ready.store(false, Ordering::SeqCst);
+        if self.ready_requested.load(Ordering::SeqCst) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// New work for this node (messages handed to its mechanism, or a proposal left in its inbox):
+    /// processes its Ready batches in the calling task, or, if another task is processing them,
+    /// leaves a request that this one sees (so nobody has to wake the node task for it).
+    /// Only for nodes whose storage does not block and whose transport is the in-process one (see
+    /// `process_ready_inline`); `depth` is the nesting of in-process deliveries so far.
+    ///
+    /// No request is lost: the requester sets the flag and then tries to enter; the processor
+    /// leaves and then reads the flag (all SeqCst), so at least one of them sees the other.
+    fn process_inline_or_request(&self, depth: u32) {
+        self.ready_requested.store(true, Ordering::SeqCst);
+        if !self.enter_ready_processing() {
             return;
         }
         INLINE_READY_DEPTH.with(|cell| cell.set(depth + 1));
@@ -1283,18 +1345,40 @@ impl LocalDelivery for Shared {
             self.wake.notify_one();
         }
     }
+
+    /// Called by a caller whose proposal is the only one in the inbox: returns `true` if it
+    /// proposed it in its own task (so the node task need not be woken). That is done only while
+    /// the node sees one proposal at a time (`solo_batches`: a lone client writing sequentially),
+    /// where waking the node task, and often the other worker thread, would cost more than the
+    /// write. With the in-process transport the whole round trip (followers storing the entry and
+    /// answering, the commit, the apply) then runs in the caller's task, and its result is ready
+    /// when it awaits it. Every `SOLO_PROBE_EVERY`th proposal still goes through the node task:
+    /// if other callers were only waiting for their turn on this thread, they join its batch and
+    /// end the run of single batches, so concurrent callers are batched, never serialized.
+    fn propose_inline(&self) -> bool {
+        let solo = self.solo_batches.load(Ordering::Relaxed);
+        if solo < SOLO_BATCHES_BEFORE_INLINE
+            || solo % SOLO_PROBE_EVERY == 0
+            || self.storage_blocking
+            || self.pending_calls.load(Ordering::Relaxed) != 0
+            || memory_transport(&self.transport).is_none()
+        {
+            return false;
+        }
+        let depth = INLINE_READY_DEPTH.with(std::cell::Cell::get);
+        if depth >= INLINE_READY_DEPTH_MAX {
+            return false;
+        }
+        self.process_inline_or_request(depth);
+        true
+    }
 }
 
-impl Shared {
-    /// Takes the right to process this node's Ready batches; `false` if another task has it.
-    fn enter_ready_processing(&self) -> bool {
-        self.processing_ready.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok()
-    }
-
-    fn leave_ready_processing(&self) {
-        self.processing_ready.store(false, Ordering::Release);
-    }
-}
+/// Batches of one proposal in a row after which a lone caller proposes inline.
+const SOLO_BATCHES_BEFORE_INLINE: u64 = 8;
+/// While proposing inline, every this many batches go through the node task instead (see
+/// `Shared::propose_inline`).
+const SOLO_PROBE_EVERY: u64 = 64;
 
 /// Hands messages to in-process nodes (the in-process transport's path of `send_all`, which never
 /// awaits). Mechanisms emit each peer's messages together (one peer, then the next): each run is

@@ -1,3 +1,4 @@
+use std::future::Future;
 use std::time::Duration;
 
 use concord_core::prelude::*;
@@ -624,5 +625,41 @@ async fn acknowledged_results_leave_every_replicas_session_table() {
     }
     // A retry still gets its first result while the call is in flight: covered by
     // `a_retried_proposal_applies_once_across_a_leader_change`.
+    stop_all(&nodes).await;
+}
+
+/// A lone caller writing sequentially on the in-process transport proposes in its own task: the
+/// whole round trip (followers storing and answering, commit, apply) runs there, and the result is
+/// ready at the first poll, without a wake-up of the node task.
+#[tokio::test(start_paused = true)]
+async fn a_lone_caller_is_answered_without_waking_the_node_task() {
+    let network = MemoryNetwork::new();
+    let nodes = cluster(&network, 3, raft_config()).await;
+    let leader = wait_for_leader(&nodes).await;
+    let follower = (leader + 1) % 3;
+    for (name, node) in [("leader", &nodes[leader]), ("follower", &nodes[follower])] {
+        // The node proposes inline only after it has seen a run of single-proposal batches.
+        for i in 0..16u32 {
+            assert!(node.propose(&format!("{name}-warm-{i}"), &i).await);
+        }
+        let mut answered_at_first_poll = 0;
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        for i in 0..32u32 {
+            let key = format!("{name}-{i}");
+            let mut write = std::pin::pin!(node.propose(&key, &i));
+            match write.as_mut().poll(&mut context) {
+                std::task::Poll::Ready(accepted) => {
+                    assert!(accepted, "{key}");
+                    answered_at_first_poll += 1;
+                }
+                std::task::Poll::Pending => assert!(write.await, "{key}"),
+            }
+        }
+        // One write in 64 goes through the node task on purpose (to notice other callers).
+        assert!(
+            answered_at_first_poll >= 30,
+            "{name}: {answered_at_first_poll} of 32 answered at the first poll"
+        );
+    }
     stop_all(&nodes).await;
 }
