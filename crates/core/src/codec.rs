@@ -19,8 +19,9 @@ use crate::id::{ClusterId, NodeId};
 use crate::message::Message;
 
 /// The protocol version this build speaks. 2: client sessions carry their acknowledgement
-/// (`ClientSession::answered_below`), and snapshots the session table's.
-pub const PROTOCOL_VERSION: u8 = 2;
+/// (`ClientSession::answered_below`), and snapshots the session table's. 3: snapshots carry each
+/// client's last activity (session expiry), and `CommandFailure::SessionTableFull` exists.
+pub const PROTOCOL_VERSION: u8 = 3;
 /// Bytes before the body: length, version, flags.
 pub const HEADER_BYTES: usize = 6;
 const FLAG_COMPRESSED: u8 = 0b0000_0001;

@@ -370,6 +370,14 @@ pub enum CommandFailure {
         /// What is wrong.
         reason: String,
     },
+    /// A command from a client the session table does not know, while it already remembers
+    /// `limit` clients (`Config::max_client_records`) that were all active within
+    /// `Config::client_session_expiry`. Nothing was applied; retry once idle clients have expired.
+    #[error("session table full: {limit} clients active within the session expiry; retry later")]
+    SessionTableFull {
+        /// The limit.
+        limit: u64,
+    },
 }
 
 impl Serialize for Command {

@@ -270,6 +270,15 @@ pub struct Config {
     /// forgotten beyond it (its retries then fail with `SessionExpired`).
     #[serde(alias = "max_client_sessions")]
     pub max_client_sessions: u32,
+    /// Most clients the session table remembers. A command from a new client beyond it fails with
+    /// `SessionTableFull` (nothing applied) until idle clients expire.
+    #[serde(alias = "max_client_records")]
+    pub max_client_records: u32,
+    /// A client none of whose commands was applied for this long (leader time, so the same on
+    /// every replica) is forgotten by the session table, results and all (`clientSessionExpiry`,
+    /// ms). At least ten times `timeout`: no retry of a forgotten client's command can still come.
+    #[serde(with = "millis", alias = "client_session_expiry")]
+    pub client_session_expiry: Duration,
     /// Largest key accepted, in bytes.
     #[serde(alias = "max_key_bytes")]
     pub max_key_bytes: u32,
@@ -317,6 +326,8 @@ impl Default for Config {
             compression_threshold_bytes: 4096,
             snapshot_chunk_bytes: 1024 * 1024,
             max_client_sessions: 100_000,
+            max_client_records: 100_000,
+            client_session_expiry: Duration::from_secs(60 * 60),
             max_key_bytes: 4096,
             max_value_bytes: 1024 * 1024,
             max_batch_commands: 1024,
@@ -432,7 +443,13 @@ impl Config {
         if self.lease_clock_drift_max_per_mille >= 1000 {
             return Err(invalid("leaseClockDriftMaxPerMille", "must be below 1000"));
         }
-        let positive: [(&'static str, u64); 13] = [
+        if self.client_session_expiry < self.timeout.saturating_mul(10) {
+            return Err(invalid(
+                "clientSessionExpiry",
+                "must be at least 10 × timeout: a retried proposal must never outlive its session",
+            ));
+        }
+        let positive: [(&'static str, u64); 14] = [
             ("maxMessageBytes", self.max_message_bytes.into()),
             ("maxEntriesPerMessage", self.max_entries_per_message.into()),
             ("maxInflightMessages", self.max_inflight_messages.into()),
@@ -442,6 +459,7 @@ impl Config {
             ("maxPendingReads", self.max_pending_reads.into()),
             ("snapshotChunkBytes", self.snapshot_chunk_bytes.into()),
             ("maxClientSessions", self.max_client_sessions.into()),
+            ("maxClientRecords", self.max_client_records.into()),
             ("maxKeyBytes", self.max_key_bytes.into()),
             ("maxValueBytes", self.max_value_bytes.into()),
             ("maxBatchCommands", self.max_batch_commands.into()),

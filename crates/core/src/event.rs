@@ -242,4 +242,7 @@ pub struct DebugState {
     /// `maxClientSessions`). With Raft, clients' acknowledgements keep it near the proposals in
     /// flight.
     pub session_results: usize,
+    /// Clients the session table remembers (at most `maxClientRecords`; idle ones expire after
+    /// `clientSessionExpiry`).
+    pub session_clients: usize,
 }

@@ -397,6 +397,9 @@ struct ClientRecord {
     // The highest acknowledgement seen (`ClientSession::answered_below`): results below it were
     // dropped, and their places in the retention queue are empty.
     answered_below: u64,
+    // Leader timestamp (ms) of the last command of this client applied: the record expires
+    // `SessionLimits::expiry_ms` after it.
+    last_active_ms: u64,
 }
 
 /// A retained result's place in the eviction order.
@@ -500,6 +503,11 @@ pub struct Replica {
     // Apply order of retained results, oldest first, for deterministic eviction.
     retention: VecDeque<Retained>,
     results_max: usize,
+    clients_max: usize,
+    expiry_ms: u64,
+    /// The next multiple of the sweep interval above `last_timestamp_ms`: idle clients are swept
+    /// when leader time reaches it. A function of `last_timestamp_ms`, so not in snapshots.
+    next_sweep_ms: u64,
     applied: LogIndex,
     applied_term: Term,
     last_timestamp_ms: u64,
@@ -569,14 +577,24 @@ struct ReplicaSnapshot {
     machine: Bytes,
 }
 
+/// Default of [`Replica::with_client_limits`]'s `clients_max` (`Config::max_client_records`).
+pub const DEFAULT_CLIENTS_MAX: usize = 100_000;
+/// Default of [`Replica::with_client_limits`]'s `expiry_ms` (`Config::client_session_expiry`): one hour.
+pub const DEFAULT_SESSION_EXPIRY_MS: u64 = 60 * 60 * 1000;
+
 impl Replica {
-    /// Wraps a state machine; `results_max` bounds the session table (`Config::max_client_sessions`).
+    /// Wraps a state machine; `results_max` bounds the results the session table keeps
+    /// (`Config::max_client_sessions`). Client records are bounded by the defaults
+    /// ([`DEFAULT_CLIENTS_MAX`], [`DEFAULT_SESSION_EXPIRY_MS`]); see [`Replica::with_client_limits`].
     pub fn new(machine: Box<dyn StateMachine>, results_max: usize) -> Self {
         Replica {
             machine,
             clients: HashMap::default(),
             retention: VecDeque::new(),
             results_max: results_max.max(1),
+            clients_max: DEFAULT_CLIENTS_MAX,
+            expiry_ms: DEFAULT_SESSION_EXPIRY_MS,
+            next_sweep_ms: 0,
             applied: LogIndex::ZERO,
             applied_term: Term(0),
             last_timestamp_ms: 0,
@@ -587,6 +605,62 @@ impl Replica {
     /// A replica of the key-value machine.
     pub fn key_value(results_max: usize) -> Self {
         Self::new(Box::new(KvStateMachine::new()), results_max)
+    }
+
+    /// A replica of `machine` with the session table bounded as `config` says
+    /// (`max_client_sessions`, `max_client_records`, `client_session_expiry`).
+    pub fn with_config(machine: Box<dyn StateMachine>, config: &crate::config::Config) -> Self {
+        let expiry_ms = u64::try_from(config.client_session_expiry.as_millis()).unwrap_or(u64::MAX);
+        Self::new(machine, config.max_client_sessions as usize)
+            .with_client_limits(config.max_client_records as usize, expiry_ms)
+    }
+
+    /// Bounds the client records of the session table (Raft thesis §6.3, session expiry):
+    /// - a client none of whose commands was applied for `expiry_ms` of leader time (the entries'
+    ///   timestamps, so every replica forgets it at the same entry) is forgotten with its results;
+    /// - a command of a client the table does not know, while it holds `clients_max` records, is
+    ///   refused with [`CommandFailure::SessionTableFull`] and not applied. Refusing, not evicting
+    ///   the least recently active client, keeps exactly-once for every client that is active.
+    ///
+    /// Forgetting an idle client is safe while `expiry_ms` is far longer than a proposal can be
+    /// retried (`Config::timeout`) plus the leaders' clock skew: no copy of its commands can still
+    /// be committed. Its next command starts a fresh record. Every replica must use the same
+    /// limits (like `results_max`), or their session tables diverge.
+    pub fn with_client_limits(mut self, clients_max: usize, expiry_ms: u64) -> Self {
+        self.clients_max = clients_max.max(1);
+        self.expiry_ms = expiry_ms.max(1);
+        self.next_sweep_ms = self.sweep_after(self.last_timestamp_ms);
+        self
+    }
+
+    /// How many clients the session table remembers (at most `clients_max`).
+    pub fn session_clients(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Forgets the clients idle for `expiry_ms` as of `now_ms`, and their results' places in the
+    /// retention queue. Runs when leader time crosses a multiple of the sweep interval, so it
+    /// costs nothing per entry and happens at the same entry on every replica.
+    fn expire_clients(&mut self, now_ms: u64) {
+        let Some(horizon) = now_ms.checked_sub(self.expiry_ms) else { return };
+        let before = self.clients.len();
+        self.clients.retain(|_, record| record.last_active_ms > horizon);
+        if self.clients.len() != before {
+            let clients = &self.clients;
+            self.retention.retain(|place| clients.contains_key(&place.client));
+        }
+    }
+
+    /// Leader time between two sweeps for idle clients: a sixteenth of the expiry (so a client is
+    /// forgotten at most 1/16 late), at least one second.
+    fn sweep_interval_ms(&self) -> u64 {
+        (self.expiry_ms / 16).max(1000)
+    }
+
+    /// The first multiple of the sweep interval above `timestamp_ms`.
+    fn sweep_after(&self, timestamp_ms: u64) -> u64 {
+        let interval = self.sweep_interval_ms();
+        (timestamp_ms / interval).saturating_add(1).saturating_mul(interval)
     }
 
     /// Applies a command at `context.index`, which must follow the last applied index.
@@ -605,15 +679,24 @@ impl Replica {
         self.applied = context.index;
         self.applied_term = context.term;
         self.last_timestamp_ms = self.last_timestamp_ms.max(context.timestamp_ms);
+        if self.last_timestamp_ms >= self.next_sweep_ms {
+            self.expire_clients(self.last_timestamp_ms);
+            self.next_sweep_ms = self.sweep_after(self.last_timestamp_ms);
+        }
         let Some(session) = session else {
             return self.machine.apply(context, command);
         };
+        let full = self.clients.len() >= self.clients_max;
         // One lookup in each table finds both a stored result and the slot for a new one (this
         // runs for every applied entry).
         let (record, known) = match self.clients.entry(session.client) {
             hash_map::Entry::Occupied(known) => (known.into_mut(), true),
+            hash_map::Entry::Vacant(_) if full => {
+                return Err(CommandFailure::SessionTableFull { limit: self.clients_max as u64 });
+            }
             hash_map::Entry::Vacant(new) => (new.insert(ClientRecord::default()), false),
         };
+        record.last_active_ms = self.last_timestamp_ms;
         let answered_below = session.answered_below.min(session.sequence);
         if answered_below > record.answered_below {
             record.answered_below = answered_below;
@@ -730,6 +813,7 @@ impl Replica {
         self.applied = snapshot.applied;
         self.applied_term = snapshot.applied_term;
         self.last_timestamp_ms = snapshot.last_timestamp_ms;
+        self.next_sweep_ms = self.sweep_after(self.last_timestamp_ms);
         Ok(())
     }
 }

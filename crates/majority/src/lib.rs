@@ -61,6 +61,9 @@
 //! - **Exactly-once sessions** hold while fewer than `maxClientSessions` results are retained.
 //!   Session acknowledgements (`ClientSession::answered_below`) are ignored: decisions are ordered
 //!   per key only, so a write could reach another replica after a later write that acknowledges it.
+//!   Idle clients expire (`clientSessionExpiry`) and new ones are refused beyond `maxClientRecords`
+//!   as with Raft; since replicas order decisions differently, they may refuse a new client at
+//!   slightly different points when the table is exactly full.
 //!
 //! ## Convergence
 //!

@@ -2009,6 +2009,7 @@ impl Mechanism for Majority {
             followers: BTreeMap::new(),
             pending_proposals: self.pending.len(),
             session_results: self.replica.session_results(),
+            session_clients: self.replica.session_clients(),
         }
     }
 }

@@ -919,6 +919,12 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
         debug.session_results as u64,
     );
     gauge(
+        "concord_session_clients",
+        "Clients the session table remembers (idle ones expire).",
+        "gauge",
+        debug.session_clients as u64,
+    );
+    gauge(
         "concord_api_requests_total",
         "Client API requests.",
         "counter",

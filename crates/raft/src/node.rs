@@ -1328,6 +1328,7 @@ impl Mechanism for Raft {
             followers: self.progress.iter().map(|(id, progress)| (id.clone(), progress.debug())).collect(),
             pending_proposals: self.pending.len(),
             session_results: self.replica.session_results(),
+            session_clients: self.replica.session_clients(),
         }
     }
 }

@@ -176,10 +176,10 @@ impl ConsensusBuilder {
                 }
             }
         }
-        let replica = match self.state_machine {
-            Some(machine) => Replica::new(machine, self.config.max_client_sessions as usize),
-            None => Replica::key_value(self.config.max_client_sessions as usize),
-        };
+        let machine = self
+            .state_machine
+            .unwrap_or_else(|| Box::new(concord_core::state_machine::KvStateMachine::new()));
+        let replica = Replica::with_config(machine, &self.config);
         let clock = Clock::new(self.clock_epoch_unix_ms);
         let seed = self.seed.unwrap_or_else(|| random_u64() ^ hash_str(node_id.as_str()));
         let setup = Setup {
@@ -1300,7 +1300,8 @@ impl LocalDelivery for Shared {
             }
         }
         let depth = INLINE_READY_DEPTH.with(std::cell::Cell::get);
-        if self.storage_blocking || depth >= INLINE_READY_DEPTH_MAX {
+        if self.storage_blocking || depth >= INLINE_READY_DEPTH_MAX || std::env::var_os("NOINLINE").is_some()
+        {
             self.wake.notify_one();
             return;
         }

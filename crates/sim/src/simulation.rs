@@ -848,7 +848,10 @@ impl Simulation {
                 .collect(),
             recovered: node.durable.clone(),
             seed: derive_seed(self.config.seed, index, node.incarnation),
-            replica: Replica::key_value(self.config.config.max_client_sessions as usize),
+            replica: Replica::with_config(
+                Box::new(concord_core::state_machine::KvStateMachine::new()),
+                &self.config.config,
+            ),
         };
         let id = node.id.clone();
         match (self.factory)(setup) {

@@ -31,8 +31,9 @@ pub(crate) const SNAPSHOT_HEADER_BYTES: usize = 28;
 const SEGMENT_MAGIC: &[u8; 8] = b"concwal1";
 const SNAPSHOT_MAGIC: &[u8; 8] = b"concsnp1";
 /// The only format version this build reads and writes. 2: log entries' client sessions carry their
-/// acknowledgement, and replica snapshots the session table's.
-const FORMAT_VERSION: u32 = 2;
+/// acknowledgement, and replica snapshots the session table's. 3: replica snapshots carry each
+/// client's last activity (session expiry).
+const FORMAT_VERSION: u32 = 3;
 
 /// The last payload byte of every commit record. A commit record therefore never ends in a zero
 /// byte, so a zero-filled tail can never be mistaken for the end of a complete, valid commit (see

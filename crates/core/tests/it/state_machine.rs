@@ -513,3 +513,78 @@ proptest! {
         prop_assert_eq!(command.longest_key_bytes(), listed);
     }
 }
+
+fn at(index: u64, timestamp_ms: u64) -> ApplyContext {
+    ApplyContext { index: LogIndex(index), term: Term(1), timestamp_ms }
+}
+
+#[test]
+fn idle_clients_expire_at_the_same_entry_on_every_replica() {
+    let add = Command::Add { key: "n".into(), delta: 1 };
+    let expiry_ms = 60_000;
+    let replica = || Replica::key_value(1_000).with_client_limits(100, expiry_ms);
+    let (mut first, mut second) = (replica(), replica());
+    let mut index = 0;
+    let apply_both = |first: &mut Replica, second: &mut Replica, timestamp_ms, session, index: &mut u64| {
+        *index += 1;
+        let context = at(*index, timestamp_ms);
+        let result = first.apply(&context, session, &add);
+        assert_eq!(second.apply(&context, session, &add), result);
+        result
+    };
+    // Clients 1 and 2 write at 1 s; then only client 1, once a second, for two minutes.
+    apply_both(&mut first, &mut second, 1_000, session(1, 1), &mut index).unwrap();
+    apply_both(&mut first, &mut second, 1_000, session(2, 1), &mut index).unwrap();
+    for second_number in 2..=120u64 {
+        apply_both(&mut first, &mut second, second_number * 1_000, session(1, second_number), &mut index)
+            .unwrap();
+        if second_number == 30 {
+            // A replica restored from a snapshot taken meanwhile expires at the same entry.
+            second = replica();
+            second.restore(&first.snapshot()).unwrap();
+        }
+        let expected = if second_number * 1_000 <= 1_000 + expiry_ms { 2 } else { 1 };
+        // Swept when leader time crosses a multiple of the sweep interval (expiry / 16 here).
+        let interval = (expiry_ms / 16).max(1_000);
+        if second_number * 1_000 >= 1_000 + expiry_ms + interval {
+            assert_eq!(first.session_clients(), expected, "at {second_number} s");
+        }
+        assert_eq!(first.session_clients(), second.session_clients(), "at {second_number} s");
+        assert_eq!(first.snapshot(), second.snapshot(), "at {second_number} s");
+    }
+    assert_eq!(first.session_clients(), 1, "client 2 was idle for two minutes");
+    // Client 2 comes back: a fresh record, and its write applies.
+    let back = apply_both(&mut first, &mut second, 121_000, session(2, 2), &mut index).unwrap();
+    assert_eq!(back.counter, Some(122));
+    assert_eq!(first.session_clients(), 2);
+    // An active client was never forgotten: its retries are still answered from the table.
+    let retry = apply_both(&mut first, &mut second, 121_000, session(1, 120), &mut index).unwrap();
+    assert_eq!(retry.counter, Some(121));
+    assert_eq!(first.machine().get("n"), Some(counter(122)));
+}
+
+#[test]
+fn a_full_session_table_refuses_new_clients_and_keeps_the_active_ones() {
+    let add = Command::Add { key: "n".into(), delta: 1 };
+    let mut replica = Replica::key_value(1_000).with_client_limits(2, 60_000);
+    replica.apply(&at(1, 1_000), session(1, 1), &add).unwrap();
+    replica.apply(&at(2, 1_000), session(2, 1), &add).unwrap();
+    // A third client is refused, and nothing is applied for it.
+    assert_eq!(
+        replica.apply(&at(3, 2_000), session(3, 1), &add),
+        Err(CommandFailure::SessionTableFull { limit: 2 })
+    );
+    assert_eq!(replica.machine().get("n"), Some(counter(2)));
+    assert_eq!(replica.session_clients(), 2);
+    // Known clients go on, and commands without a session are not limited.
+    replica.apply(&at(4, 2_000), session(1, 2), &add).unwrap();
+    replica.apply(&at(5, 2_000), None, &add).unwrap();
+    // Once client 2 has been idle past the expiry (client 1 keeps writing), client 3 gets its place.
+    for (offset, timestamp_ms) in (10_000..=70_000u64).step_by(10_000).enumerate() {
+        replica.apply(&at(6 + offset as u64, timestamp_ms), session(1, 3 + offset as u64), &add).unwrap();
+    }
+    let index = 6 + 7;
+    let admitted = replica.apply(&at(index, 70_000), session(3, 1), &add).unwrap();
+    assert_eq!(admitted.counter, Some(12));
+    assert_eq!(replica.session_clients(), 2);
+}

@@ -250,7 +250,7 @@ impl Cluster {
             initial_members,
             recovered,
             seed,
-            replica: Replica::key_value(config.max_client_sessions as usize),
+            replica: Replica::with_config(Box::new(KvStateMachine::new()), &config),
         })
         .expect("the node starts");
         let mut raft = raft;
@@ -847,7 +847,7 @@ impl Cluster {
             initial_members: members,
             recovered,
             seed: entry.seed,
-            replica: Replica::key_value(entry.config.max_client_sessions as usize),
+            replica: Replica::with_config(Box::new(KvStateMachine::new()), &entry.config),
         })
         .expect("the node restarts from its own storage");
         let mut raft = raft;

@@ -622,6 +622,8 @@ async fn acknowledged_results_leave_every_replicas_session_table() {
         let debug = node.debug_state();
         // Without acknowledgements the table would hold all 400 results (the bound is 100,000).
         assert!(debug.session_results <= 2, "{}: {} results kept", node.node_id(), debug.session_results);
+        // Two clients wrote (one per writing node), and none has been idle long enough to expire.
+        assert_eq!(debug.session_clients, 2, "{}", node.node_id());
     }
     // A retry still gets its first result while the call is in flight: covered by
     // `a_retried_proposal_applies_once_across_a_leader_change`.

@@ -35,6 +35,7 @@ fn debug_state(id: &NodeId, role: Role, term: Term, applied: LogIndex, log: u64)
         followers: BTreeMap::new(),
         pending_proposals: 0,
         session_results: 0,
+        session_clients: 0,
     }
 }
 
