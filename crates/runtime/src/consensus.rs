@@ -1300,8 +1300,7 @@ impl LocalDelivery for Shared {
             }
         }
         let depth = INLINE_READY_DEPTH.with(std::cell::Cell::get);
-        if self.storage_blocking || depth >= INLINE_READY_DEPTH_MAX || std::env::var_os("NOINLINE").is_some()
-        {
+        if self.storage_blocking || depth >= INLINE_READY_DEPTH_MAX {
             self.wake.notify_one();
             return;
         }
