@@ -6,7 +6,7 @@
 //! rule), `apply` (applying entries, membership taking effect, compaction) and `clients`
 //! (proposals, batching, ReadIndex and leases).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -152,7 +152,10 @@ pub struct Raft {
     term_start_index: LogIndex,
     transfer: Option<Transfer>,
     batch: Vec<Arc<Proposal>>,
-    batch_ids: HashSet<ProposalId, BuildHasherDefault<ProposalIdHasher>>,
+    /// Scratch for `apply_committed`: the last index each voter is known to store, taken once per
+    /// call, so that each applied result counts its holders without walking the membership and
+    /// the progress map again.
+    stored_by_voter: Vec<LogIndex>,
     batch_deadline: Option<Instant>,
     membership_proposals: BTreeMap<LogIndex, ProposalId>,
     promotions: BTreeMap<NodeId, ProposalId>,
@@ -219,7 +222,7 @@ impl std::fmt::Debug for Raft {
 }
 
 /// FNV-1a over a proposal id (its origin's bytes and its sequence), for the tables of proposals in
-/// flight (`pending`, `batch_ids`), which hash every proposal's id: SipHash costs several times
+/// flight (`pending`), which hash every proposal's id: SipHash costs several times
 /// more there. Flooding resistance is not needed: proposal ids are chosen by the cluster's own
 /// nodes, not by clients.
 #[derive(Default)]
@@ -412,7 +415,7 @@ impl Raft {
             term_start_index: LogIndex::ZERO,
             transfer: None,
             batch: Vec::new(),
-            batch_ids: HashSet::default(),
+            stored_by_voter: Vec::new(),
             batch_deadline: None,
             membership_proposals: BTreeMap::new(),
             promotions: BTreeMap::new(),

@@ -31,6 +31,9 @@ impl Raft {
     }
 
     pub(super) fn apply_committed(&mut self, now: Instant) {
+        // Whether `stored_by_voter` holds this call's figures (taken when first needed, again after a
+        // membership entry).
+        let mut tally_taken = false;
         while self.replica.applied() < self.commit {
             let index = self.replica.applied().next();
             let Some(entry) = self.log.entry(index) else {
@@ -46,6 +49,7 @@ impl Raft {
                 EntryPayload::Membership(_) => {
                     self.replica.skip(entry.index, entry.term);
                     self.on_membership_committed(now, index);
+                    tally_taken = false;
                 }
                 EntryPayload::Command(proposal) => {
                     let context = ApplyContext {
@@ -61,6 +65,10 @@ impl Raft {
                         .get(&proposal.id)
                         .is_some_and(|pending| pending.fingerprint == fingerprint(proposal))
                         .then(|| proposal.id.clone());
+                    if ours.is_some() && !tally_taken {
+                        self.take_tally();
+                        tally_taken = true;
+                    }
                     self.apply_command(index, ours, result);
                 }
             }
@@ -76,8 +84,23 @@ impl Raft {
         self.maybe_snapshot();
     }
 
+    /// Fills `stored_by_voter` with the last index each voter is known to store (this node's once
+    /// durable), for `apply_command`.
+    fn take_tally(&mut self) {
+        let mut stored = std::mem::take(&mut self.stored_by_voter);
+        stored.clear();
+        stored.extend(self.membership_now().voters().map(|voter| {
+            if *voter == self.id {
+                self.persisted
+            } else {
+                self.progress.get(voter).map_or(LogIndex::ZERO, |progress| progress.match_index)
+            }
+        }));
+        self.stored_by_voter = stored;
+    }
+
     /// Reports an applied command: its state changes, and its result when `ours` names the
-    /// pending proposal of this node it answers.
+    /// pending proposal of this node it answers (`stored_by_voter` must then be taken).
     pub(super) fn apply_command(&mut self, index: LogIndex, ours: Option<ProposalId>, result: CommandResult) {
         if let (Ok(output), true) = (&result, self.entry_events_wanted) {
             for change in &output.changes {
@@ -92,9 +115,13 @@ impl Raft {
         let Some(id) = ours else { return };
         let Some(pending) = self.pending.remove(&id) else { return };
         self.proposal_deadlines.remove(&pending.deadline);
-        let voters = self.membership_now().voter_count();
+        let voters = self.stored_by_voter.len();
         let quorum_required = majority(voters);
-        let in_favor = if self.state == State::Leader { self.holders(index) } else { quorum_required };
+        let in_favor = if self.state == State::Leader {
+            self.stored_by_voter.iter().filter(|stored| **stored >= index).count()
+        } else {
+            quorum_required
+        };
         let mut proposal_result = ProposalResult {
             proposal_id: id,
             accepted: true,
@@ -232,9 +259,10 @@ impl Raft {
             self.proposal_index.get(&proposal.id).and_then(|index| self.log.entry(index)).is_some_and(
                 |entry| matches!(&entry.payload, EntryPayload::Command(logged) if **logged == *proposal),
             );
+        // Only session-less forwarded proposals are checked, and the batch holds at most
+        // `max_batch_entries`: scanning it costs less than indexing every batched proposal.
         in_log
-            || (self.batch_ids.contains(&proposal.id)
-                && self.batch.iter().any(|batched| **batched == *proposal))
+            || self.batch.iter().any(|batched| **batched == *proposal)
             || self.compacted_fingerprints.get(&proposal.id) == Some(fingerprint(proposal))
     }
 }

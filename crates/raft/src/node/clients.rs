@@ -51,7 +51,6 @@ impl Raft {
             self.register_proposal(now, &proposal);
         }
         if self.config.batch_updates {
-            self.batch_ids.insert(proposal.id.clone());
             self.batch.push(proposal);
             if self.batch_deadline.is_none() {
                 self.batch_deadline = Some(now + self.config.batch_window);
@@ -71,11 +70,9 @@ impl Raft {
         self.batch_deadline = None;
         if self.batch.is_empty() || self.state != State::Leader {
             self.batch.clear();
-            self.batch_ids.clear();
             return;
         }
         let mut batch = std::mem::take(&mut self.batch);
-        self.batch_ids.clear();
         self.persist.entries.reserve(batch.len());
         for proposal in batch.drain(..) {
             self.leader_append(now, EntryPayload::Command(proposal));

@@ -40,7 +40,6 @@ impl Raft {
             self.fail_proposal(&id, ProposalError::LeadershipLost);
         }
         self.batch.clear();
-        self.batch_ids.clear();
         self.batch_deadline = None;
         self.membership_proposals.clear();
         self.promotions.clear();
