@@ -15,6 +15,7 @@ fn node(name: &str) -> Raft {
     let mut config = Config::default();
     // No timers fire during a measurement: the benchmark drives time itself.
     config.timeout = Duration::from_secs(3600);
+    config.client_session_expiry = config.timeout * 10;
     Raft::new(Setup {
         node_id: NodeId::new(name),
         config,
