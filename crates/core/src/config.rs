@@ -277,6 +277,9 @@ pub struct Config {
     /// A client none of whose commands was applied for this long (leader time, so the same on
     /// every replica) is forgotten by the session table, results and all (`clientSessionExpiry`,
     /// ms). At least ten times `timeout`: no retry of a forgotten client's command can still come.
+    /// Leader time is the leaders' wall clocks (never going back), so this assumes they differ by
+    /// less than the expiry minus `timeout`; a leader far ahead makes idle clients expire early
+    /// (and until real time catches up, none expire after it). Raft only (see concord-majority).
     #[serde(with = "millis", alias = "client_session_expiry")]
     pub client_session_expiry: Duration,
     /// Largest key accepted, in bytes.

@@ -61,9 +61,10 @@
 //! - **Exactly-once sessions** hold while fewer than `maxClientSessions` results are retained.
 //!   Session acknowledgements (`ClientSession::answered_below`) are ignored: decisions are ordered
 //!   per key only, so a write could reach another replica after a later write that acknowledges it.
-//!   Idle clients expire (`clientSessionExpiry`) and new ones are refused beyond `maxClientRecords`
-//!   as with Raft; since replicas order decisions differently, they may refuse a new client at
-//!   slightly different points when the table is exactly full.
+//!   Client records neither expire nor are limited in number (`clientSessionExpiry` and
+//!   `maxClientRecords` are Raft's): replicas order decisions differently, so they would expire a
+//!   client, or find the table full, at different points and then hold different data. One record
+//!   stays per client id ever seen (each `Consensus` start takes a new one).
 //!
 //! ## Convergence
 //!

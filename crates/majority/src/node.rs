@@ -249,6 +249,10 @@ impl Majority {
             }));
         }
         let limits = Limits::from_config(&config);
+        // Replicas apply decisions of different keys in different orders, so whether a new client
+        // finds the session table full, and the leader time at which an idle one expires, would
+        // differ between them (and so would their data): neither limit applies here.
+        let replica = replica.with_client_limits(usize::MAX, u64::MAX);
         let membership = Membership::with_voters(initial_members);
         let mut node = Majority {
             node_id: node_id.clone(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use concord_core::codec::{Codec, Envelope};
-use concord_core::command::{Command, Expectation};
+use concord_core::command::{Command, CommandFailure, Expectation};
 use concord_core::config::{Config, MechanismKind};
 use concord_core::error::ProposalError;
 use concord_core::event::{DebugState, Event, PartitionSide, ProposalResult};
@@ -864,7 +864,13 @@ impl Consensus {
 fn refused_before_proposing(error: Option<&ProposalError>) -> bool {
     matches!(
         error,
-        Some(ProposalError::NotLeader { .. } | ProposalError::NoQuorum { .. } | ProposalError::Busy { .. })
+        Some(
+            ProposalError::NotLeader { .. }
+                | ProposalError::NoQuorum { .. }
+                | ProposalError::Busy { .. }
+                // Refused at apply, but only this attempt: an earlier one may still be applied.
+                | ProposalError::Command(CommandFailure::SessionTableFull { .. })
+        )
     )
 }
 
@@ -1312,7 +1318,7 @@ impl Shared {
     /// Takes the right to process this node's Ready batches; `false` if another task has it.
     fn enter_ready_processing(&self) -> bool {
         // SeqCst with `leave_ready_processing`: see `process_inline_or_request`.
-        self.processing_ready.compare_exchange(false, true, Ordering::SeqCst, Ordering::Relaxed).is_ok()
+        self.processing_ready.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst).is_ok()
     }
 
     /// Gives the right back, and wakes the node task if work was requested since the last Ready
@@ -1337,10 +1343,10 @@ impl Shared {
         if !self.enter_ready_processing() {
             return;
         }
+        let guard = InlineProcessing { shared: self, depth };
         INLINE_READY_DEPTH.with(|cell| cell.set(depth + 1));
         let wake_node_task = process_ready_inline(self);
-        INLINE_READY_DEPTH.with(|cell| cell.set(depth));
-        self.leave_ready_processing();
+        drop(guard);
         if wake_node_task {
             self.wake.notify_one();
         }
@@ -1357,7 +1363,9 @@ impl Shared {
     /// end the run of single batches, so concurrent callers are batched, never serialized.
     fn propose_inline(&self) -> bool {
         let solo = self.solo_batches.load(Ordering::Relaxed);
-        if solo < SOLO_BATCHES_BEFORE_INLINE
+        // A stopping node takes no new work in callers' tasks: `stop` answers what waits.
+        if self.stopping.load(Ordering::Acquire)
+            || solo < SOLO_BATCHES_BEFORE_INLINE
             || solo % SOLO_PROBE_EVERY == 0
             || self.storage_blocking
             || self.pending_calls.load(Ordering::Relaxed) != 0
@@ -1371,6 +1379,26 @@ impl Shared {
         }
         self.process_inline_or_request(depth);
         true
+    }
+}
+
+/// Held while a task other than the node task processes the node's Ready: restores the nesting
+/// depth and gives the processing right back when dropped — also when a panic (in a custom state
+/// machine, or a broken invariant) unwinds through it. The node is then marked failed, as on a
+/// storage failure: its state may be half-changed, so it stops acknowledging, and every waiting
+/// caller is answered instead of the node task waiting forever for the right to process.
+struct InlineProcessing<'a> {
+    shared: &'a Shared,
+    depth: u32,
+}
+
+impl Drop for InlineProcessing<'_> {
+    fn drop(&mut self) {
+        INLINE_READY_DEPTH.with(|cell| cell.set(self.depth));
+        if std::thread::panicking() {
+            storage_failed(self.shared, "a panic while processing this node's Ready in another task".into());
+        }
+        self.shared.leave_ready_processing();
     }
 }
 

@@ -665,3 +665,103 @@ async fn a_lone_caller_is_answered_without_waking_the_node_task() {
     }
     stop_all(&nodes).await;
 }
+
+/// A key-value machine that panics when it applies `Custom(b"panic")` while armed.
+struct PanicsOnCue {
+    machine: KvStateMachine,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl StateMachine for PanicsOnCue {
+    fn apply(&mut self, context: &ApplyContext, command: &Command) -> CommandResult {
+        let cue = matches!(command, Command::Custom(bytes) if bytes.as_ref() == b"panic");
+        if cue && self.armed.load(std::sync::atomic::Ordering::Relaxed) {
+            panic!("the state machine panics on cue");
+        }
+        self.machine.apply(context, command)
+    }
+
+    fn version(&self, key: &str) -> Version {
+        self.machine.version(key)
+    }
+
+    fn get(&self, key: &str) -> Option<bytes::Bytes> {
+        self.machine.get(key)
+    }
+
+    fn snapshot(&self) -> bytes::Bytes {
+        self.machine.snapshot()
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), concord_core::state_machine::StateMachineError> {
+        self.machine.restore(snapshot)
+    }
+}
+
+/// A panic while a caller processes its node's Ready (here: the leader's state machine, applying
+/// the caller's own write inline) must not leave the node wedged with its processing right taken:
+/// the node stops acknowledging, and later callers are answered at once instead of waiting.
+#[test]
+fn a_panic_in_a_callers_task_stops_the_node_instead_of_wedging_it() {
+    // A wedged node spins (its task waits for the processing right by yielding), so tokio's paused
+    // clock never advances and an in-test timeout would never fire: the test runs on its own
+    // thread, and a real-time bound here turns a wedge into a failure instead of a hang.
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("a runtime");
+        runtime.block_on(panic_in_a_callers_task());
+        let _ = done.send(());
+    });
+    match finished.recv_timeout(Duration::from_secs(60)) {
+        Ok(()) => {}
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("the node is wedged after the panic"),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("the test body failed (see above)"),
+    }
+}
+
+async fn panic_in_a_callers_task() {
+    let network = MemoryNetwork::new();
+    let members: Vec<NodeInfo> =
+        (1..=3).map(|i| NodeInfo::new(format!("n{i}"), format!("mem://n{i}"))).collect();
+    let mut nodes = Vec::new();
+    let mut switches = Vec::new();
+    for (index, member) in members.iter().enumerate() {
+        let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        switches.push(armed.clone());
+        let node = Consensus::builder(member.id.as_str())
+            .config(raft_config())
+            .members(members.clone())
+            .transport(network.transport(member.id.as_str()))
+            .seed(2000 + index as u64)
+            .state_machine(Box::new(PanicsOnCue { machine: KvStateMachine::new(), armed }))
+            .start()
+            .await
+            .expect("starts");
+        nodes.push(node);
+    }
+    let leader = wait_for_leader(&nodes).await;
+    // Warm up so that the next write runs inline, in the calling task.
+    for i in 0..16u32 {
+        assert!(nodes[leader].propose(&format!("warm-{i}"), &i).await);
+    }
+    switches[leader].store(true, std::sync::atomic::Ordering::Relaxed);
+    let node = nodes[leader].clone();
+    let panicked = tokio::spawn(async move {
+        node.propose_command(Command::Custom(bytes::Bytes::from_static(b"panic"))).await
+    })
+    .await;
+    assert!(panicked.is_err_and(|error| error.is_panic()), "the write panicked in its caller's task");
+    let after =
+        tokio::time::timeout(Duration::from_secs(10), nodes[leader].propose_with_result("after", &1u32))
+            .await
+            .expect("answered, not left waiting");
+    assert!(
+        matches!(after.error, Some(ProposalError::Storage(_))),
+        "the node stopped acknowledging: {after:?}"
+    );
+    stop_all(&nodes).await;
+}

@@ -50,3 +50,28 @@ async fn manual_voting_through_events() {
     }
     stop_all(&nodes).await;
 }
+
+/// Simple majority applies decisions of different keys in different orders on each replica, so the
+/// session table's client limit (and expiry) would make replicas disagree: it does not apply there.
+#[tokio::test(start_paused = true)]
+async fn simple_majority_is_not_bound_by_the_raft_client_limit() {
+    let network = MemoryNetwork::new();
+    let mut config = majority_config();
+    config.max_client_records = 1;
+    let nodes = cluster(&network, 3, config).await;
+    // Three clients (one per node), each on its own key.
+    for (index, node) in nodes.iter().enumerate() {
+        let result = node.propose_with_result(&format!("key-{index}"), &index).await;
+        assert!(result.accepted, "client of {}: {result:?}", node.node_id());
+    }
+    wait_until(Duration::from_secs(5), "every replica applied every write", || {
+        nodes.iter().all(|node| {
+            (0..3).all(|index| node.get::<usize>(&format!("key-{index}")).ok().flatten() == Some(index))
+        })
+    })
+    .await;
+    for node in &nodes {
+        assert_eq!(node.debug_state().session_clients, 3, "{}", node.node_id());
+    }
+    stop_all(&nodes).await;
+}
