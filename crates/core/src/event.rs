@@ -245,4 +245,7 @@ pub struct DebugState {
     /// Clients the session table remembers (at most `maxClientRecords`; idle ones expire after
     /// `clientSessionExpiry`).
     pub session_clients: usize,
+    /// Clients the session table forgot by expiry since this node started (a restarted node counts
+    /// again those of the entries it replays).
+    pub session_clients_expired: u64,
 }

@@ -508,6 +508,8 @@ pub struct Replica {
     /// The next multiple of the sweep interval above `last_timestamp_ms`: idle clients are swept
     /// when leader time reaches it. A function of `last_timestamp_ms`, so not in snapshots.
     next_sweep_ms: u64,
+    /// Clients forgotten by expiry since this replica was built (not in snapshots).
+    clients_expired: u64,
     applied: LogIndex,
     applied_term: Term,
     last_timestamp_ms: u64,
@@ -595,6 +597,7 @@ impl Replica {
             clients_max: DEFAULT_CLIENTS_MAX,
             expiry_ms: DEFAULT_SESSION_EXPIRY_MS,
             next_sweep_ms: 0,
+            clients_expired: 0,
             applied: LogIndex::ZERO,
             applied_term: Term(0),
             last_timestamp_ms: 0,
@@ -638,6 +641,12 @@ impl Replica {
         self.clients.len()
     }
 
+    /// Clients forgotten by expiry since this replica was built. Not part of snapshots: a restarted
+    /// node counts again the expiries of the entries it replays.
+    pub fn clients_expired(&self) -> u64 {
+        self.clients_expired
+    }
+
     /// Forgets the clients idle for `expiry_ms` as of `now_ms`, and their results' places in the
     /// retention queue. Runs when leader time crosses a multiple of the sweep interval, so it
     /// costs nothing per entry and happens at the same entry on every replica.
@@ -646,6 +655,7 @@ impl Replica {
         let before = self.clients.len();
         self.clients.retain(|_, record| record.last_active_ms > horizon);
         if self.clients.len() != before {
+            self.clients_expired += (before - self.clients.len()) as u64;
             let clients = &self.clients;
             self.retention.retain(|place| clients.contains_key(&place.client));
         }

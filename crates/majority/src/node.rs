@@ -2014,6 +2014,7 @@ impl Mechanism for Majority {
             pending_proposals: self.pending.len(),
             session_results: self.replica.session_results(),
             session_clients: self.replica.session_clients(),
+            session_clients_expired: self.replica.clients_expired(),
         }
     }
 }

@@ -162,6 +162,8 @@ pub fn crash_storm(seed: u64, factory: MechanismFactory, duration: Duration) -> 
         virtual_time: duration,
         stats,
         trace_hash: simulation.trace_hash(),
+        // Simple majority's session table does not expire clients.
+        session_clients_expired: 0,
     })
 }
 

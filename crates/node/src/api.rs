@@ -925,6 +925,12 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
         debug.session_clients as u64,
     );
     gauge(
+        "concord_session_clients_expired_total",
+        "Clients the session table forgot by expiry since the node started.",
+        "counter",
+        debug.session_clients_expired,
+    );
+    gauge(
         "concord_api_requests_total",
         "Client API requests.",
         "counter",

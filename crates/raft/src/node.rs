@@ -1332,6 +1332,7 @@ impl Mechanism for Raft {
             pending_proposals: self.pending.len(),
             session_results: self.replica.session_results(),
             session_clients: self.replica.session_clients(),
+            session_clients_expired: self.replica.clients_expired(),
         }
     }
 }

@@ -286,6 +286,29 @@ fn randomized_lease_reads() {
     assert!(summary.failures.is_empty(), "{summary}");
 }
 
+/// Client sessions that expire while the faults go on (crashes and restarts replaying the log,
+/// snapshots, partitions): an expiry of ten proposal timeouts, and clients idle between writes for
+/// longer than that at times. Inside the expiry's assumptions: retries stay within a few timeouts
+/// of the first attempt; the clocks (so the leaders' timestamps) start at most 0.5 s apart; no
+/// pauses (a frozen process holding a proposal past the expiry is outside them). With the other
+/// runs' clock offsets of up to 10 s, more than the 3 s expiry, this finds a write applied twice:
+/// the assumption is real, and the default expiry (one hour) is what keeps it.
+#[test]
+fn randomized_session_expiry() {
+    let summary = randomized::run_seeds(seeds(500), |seed| {
+        let mut options = options_for(seed, 3);
+        options.config.timeout = Duration::from_millis(300);
+        options.config.client_session_expiry = Duration::from_secs(3);
+        options.ops_per_client = 5;
+        options.allow_pauses = false;
+        options.clock_offset_max = Duration::from_millis(500);
+        randomized::run(seed, raft, &options)
+    });
+    println!("raft, session expiry: {summary}");
+    assert!(summary.failures.is_empty(), "{summary}");
+    assert!(summary.totals.session_clients_expired > 0, "no session expired: {summary}");
+}
+
 /// The adversarial settings must not trouble the correct implementation.
 #[test]
 fn randomized_adversarial() {

@@ -45,7 +45,8 @@
 //! #     fn debug_state(&self) -> DebugState { DebugState { node_id: self.id.clone(), mechanism: "idle".into(),
 //! #         current_term: Term(0), role: Role::Peer, leader_id: None, commit_index: LogIndex(0), last_applied: LogIndex(0),
 //! #         log_length: 0, last_log_index: LogIndex(0), snapshot_index: LogIndex(0), followers: Default::default(),
-//! #         pending_proposals: 0, session_results: 0, session_clients: 0 } }
+//! #         pending_proposals: 0, session_results: 0, session_clients: 0,
+//! #         session_clients_expired: 0 } }
 //! # }
 //! let factory = concord_sim::factory(|setup: Setup| {
 //!     Ok(Idle { id: setup.node_id, members: Membership::with_voters(setup.initial_members), replica: setup.replica })

@@ -73,6 +73,9 @@ pub struct Options {
     /// `config.lease_clock_drift_max_per_mille` when lease reads are on, or the run tests the
     /// lease outside its stated assumption.
     pub clock_rate_spread: f64,
+    /// Each node's clock starts at a random offset up to this (see `SimConfig::clock_offset_max`):
+    /// the leaders' timestamps differ by as much.
+    pub clock_offset_max: Duration,
     /// Retries (same client session) of a write whose outcome is unknown.
     pub retries_max: u32,
     /// Whether to check the history for linearizability at the end.
@@ -105,6 +108,7 @@ impl Options {
             allow_partitions: true,
             allow_pauses: true,
             clock_rate_spread: 0.05,
+            clock_offset_max: Duration::from_secs(10),
             retries_max: 2,
             check_linearizability: true,
             invariants: raft_invariants,
@@ -142,6 +146,9 @@ pub struct Report {
     pub stats: SimStats,
     /// Hash of the whole trace (equal for equal runs).
     pub trace_hash: u64,
+    /// Clients the nodes' session tables forgot by expiry, summed over the nodes at the end (each
+    /// node counts since its last start).
+    pub session_clients_expired: u64,
 }
 
 /// Results of many seeds.
@@ -164,7 +171,7 @@ impl fmt::Display for SeedSummary {
         writeln!(
             f,
             "{} seeds, {} failed, {:.1} s ({:.1} seeds/s); ops ok {} fail {} unknown {}, faults {}, steps {}, \
-             virtual time {:.0} s",
+             virtual time {:.0} s, sessions expired {}",
             self.seeds,
             self.failures.len(),
             self.elapsed.as_secs_f64(),
@@ -174,7 +181,8 @@ impl fmt::Display for SeedSummary {
             self.totals.ops_unknown,
             self.totals.faults,
             self.totals.steps,
-            self.totals.virtual_time.as_secs_f64()
+            self.totals.virtual_time.as_secs_f64(),
+            self.totals.session_clients_expired
         )?;
         if let Some(first) = self.failures.first() {
             let seeds: Vec<String> = self.failures.iter().map(|failure| failure.seed.to_string()).collect();
@@ -200,6 +208,7 @@ pub fn run_seeds(seeds: Range<u64>, mut run: impl FnMut(u64) -> Result<Report, V
                 totals.faults += report.faults;
                 totals.steps += report.steps;
                 totals.virtual_time += report.virtual_time;
+                totals.session_clients_expired += report.session_clients_expired;
             }
             Err(violation) => failures.push(violation),
         }
@@ -244,6 +253,7 @@ pub fn run(
 ) -> Result<Report, Violation> {
     let mut config = SimConfig::new(seed, options.nodes, options.config.clone());
     config.clock_rate_spread = options.clock_rate_spread;
+    config.clock_offset_max = options.clock_offset_max;
     (config.persist_delay_min, config.persist_delay_max) = options.persist_delay;
     let healthy =
         NetworkConfig { loss: 0.0, duplicate: 0.0, delay_min: options.delay.0, delay_max: options.delay.1 };
@@ -378,6 +388,12 @@ pub fn run(
     }
     let (ops_ok, ops_fail, ops_unknown) = simulation.history().outcome_counts();
     let stats = simulation.stats();
+    let session_clients_expired = simulation
+        .node_ids()
+        .iter()
+        .filter_map(|id| simulation.mechanism(id))
+        .map(|mechanism| mechanism.debug_state().session_clients_expired)
+        .sum();
     Ok(Report {
         seed,
         ops_ok,
@@ -388,6 +404,7 @@ pub fn run(
         virtual_time: simulation.now().saturating_duration_since(Instant::ZERO),
         stats,
         trace_hash: simulation.trace_hash(),
+        session_clients_expired,
     })
 }
 

@@ -36,6 +36,7 @@ fn debug_state(id: &NodeId, role: Role, term: Term, applied: LogIndex, log: u64)
         pending_proposals: 0,
         session_results: 0,
         session_clients: 0,
+        session_clients_expired: 0,
     }
 }
 
