@@ -155,7 +155,7 @@ pub struct Raft {
     /// Scratch for `apply_committed`: the last index each voter is known to store, taken once per
     /// call, so that each applied result counts its holders without walking the membership and
     /// the progress map again.
-    stored_by_voter: Vec<LogIndex>,
+    stored_by_voter: Vec<u64>,
     batch_deadline: Option<Instant>,
     membership_proposals: BTreeMap<LogIndex, ProposalId>,
     promotions: BTreeMap<NodeId, ProposalId>,
@@ -544,6 +544,20 @@ impl Raft {
 
     fn membership_now(&self) -> &Membership {
         &self.memberships[self.memberships.len() - 1].1
+    }
+
+    /// Refills `into` with one figure per voter, in membership order: `own` for this node, `of` its
+    /// progress for the others (0 without progress). The per-voter tallies of commit, read rounds
+    /// and results use it on every acknowledgement, so the buffer is reused, not allocated.
+    fn fill_per_voter(&self, into: &mut Vec<u64>, own: u64, of: impl Fn(&Progress) -> u64) {
+        into.clear();
+        into.extend(self.membership_now().voters().map(|voter| {
+            if *voter == self.id {
+                own
+            } else {
+                self.progress.get(voter).map_or(0, &of)
+            }
+        }));
     }
 
     fn membership_at(&self, index: LogIndex) -> &Membership {

@@ -88,14 +88,7 @@ impl Raft {
     /// durable), for `apply_command`.
     fn take_tally(&mut self) {
         let mut stored = std::mem::take(&mut self.stored_by_voter);
-        stored.clear();
-        stored.extend(self.membership_now().voters().map(|voter| {
-            if *voter == self.id {
-                self.persisted
-            } else {
-                self.progress.get(voter).map_or(LogIndex::ZERO, |progress| progress.match_index)
-            }
-        }));
+        self.fill_per_voter(&mut stored, self.persisted.0, |progress| progress.match_index.0);
         self.stored_by_voter = stored;
     }
 
@@ -118,7 +111,7 @@ impl Raft {
         let voters = self.stored_by_voter.len();
         let quorum_required = majority(voters);
         let in_favor = if self.state == State::Leader {
-            self.stored_by_voter.iter().filter(|stored| **stored >= index).count()
+            self.stored_by_voter.iter().filter(|stored| **stored >= index.0).count()
         } else {
             quorum_required
         };

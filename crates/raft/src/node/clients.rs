@@ -151,14 +151,7 @@ impl Raft {
         }
         // Runs for every append response: reuse one buffer instead of allocating two.
         let mut rounds = std::mem::take(&mut self.quorum_scratch);
-        rounds.clear();
-        rounds.extend(self.membership_now().voters().map(|voter| {
-            if *voter == self.id {
-                self.round
-            } else {
-                self.progress.get(voter).map_or(0, |progress| progress.acked_round)
-            }
-        }));
+        self.fill_per_voter(&mut rounds, self.round, |progress| progress.acked_round);
         let acked = quorum_value(&mut rounds);
         self.quorum_scratch = rounds;
         let Some(acked) = acked else { return };

@@ -192,14 +192,7 @@ impl Raft {
         }
         // Runs for every append response: reuse one buffer instead of allocating.
         let mut matches = std::mem::take(&mut self.quorum_scratch);
-        matches.clear();
-        matches.extend(self.membership_now().voters().map(|voter| {
-            if *voter == self.id {
-                self.persisted.0
-            } else {
-                self.progress.get(voter).map_or(0, |progress| progress.match_index.0)
-            }
-        }));
+        self.fill_per_voter(&mut matches, self.persisted.0, |progress| progress.match_index.0);
         let quorum_index = quorum_value(&mut matches).map(LogIndex);
         self.quorum_scratch = matches;
         let Some(quorum_index) = quorum_index else { return };
