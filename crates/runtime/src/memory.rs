@@ -38,8 +38,20 @@ pub struct MemoryNetwork {
 /// messages between them skip encoding, decoding and the receive task's wake-up. Frames (from
 /// anyone) still go through the inbox.
 pub(crate) trait LocalDelivery: Send + Sync {
-    /// Hands over `messages` sent by `from` in cluster `cluster_id`, in order.
-    fn deliver(&self, from: &NodeId, cluster_id: ClusterId, messages: Vec<Message>);
+    /// Hands over `messages` sent by `from` in cluster `cluster_id`, in order, to be handled as
+    /// `handoff` says.
+    fn deliver(&self, from: &NodeId, cluster_id: ClusterId, messages: Vec<Message>, handoff: Handoff);
+}
+
+/// Which task handles messages handed to an in-process node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Handoff {
+    /// The sender's: the receiver handles them (and what follows from them) before the send
+    /// returns — no wake-up, but the sender waits for it.
+    SendersTask,
+    /// The receiver's own node task, woken for them: the sender goes on at once, and on a
+    /// multi-threaded runtime the receiver may work beside it.
+    ReceiversTask,
 }
 
 struct NetworkState {
@@ -232,6 +244,7 @@ impl MemoryTransport {
         cluster_id: ClusterId,
         messages: Vec<Message>,
         codec: &Codec,
+        handoff: Handoff,
     ) -> Result<(), TransportError> {
         if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(TransportError::Closed);
@@ -279,12 +292,12 @@ impl MemoryTransport {
             return Ok(());
         }
         if delay.is_zero() {
-            receiver.deliver(&self.id, cluster_id, messages);
+            receiver.deliver(&self.id, cluster_id, messages, handoff);
         } else {
             let from = self.id.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                receiver.deliver(&from, cluster_id, messages);
+                receiver.deliver(&from, cluster_id, messages, handoff);
             });
         }
         Ok(())
@@ -427,7 +440,7 @@ mod tests {
     struct Recorder(Mutex<Vec<(NodeId, ClusterId, Message)>>);
 
     impl LocalDelivery for Recorder {
-        fn deliver(&self, from: &NodeId, cluster_id: ClusterId, messages: Vec<Message>) {
+        fn deliver(&self, from: &NodeId, cluster_id: ClusterId, messages: Vec<Message>, _: Handoff) {
             let mut seen = self.0.lock();
             seen.extend(messages.into_iter().map(|message| (from.clone(), cluster_id, message)));
         }
@@ -449,7 +462,14 @@ mod tests {
         let codec = Codec::from_config(&Config::default());
         let cluster = ClusterId(7);
 
-        a.send_messages(&NodeId::new("b"), cluster, vec![timeout_now(1), timeout_now(2)], &codec).unwrap();
+        a.send_messages(
+            &NodeId::new("b"),
+            cluster,
+            vec![timeout_now(1), timeout_now(2)],
+            &codec,
+            Handoff::SendersTask,
+        )
+        .unwrap();
         let seen = recorder.0.lock().clone();
         assert_eq!(
             seen,
@@ -457,7 +477,8 @@ mod tests {
         );
 
         // `c` takes frames: it gets the same message encoded.
-        a.send_messages(&NodeId::new("c"), cluster, vec![timeout_now(3)], &codec).unwrap();
+        a.send_messages(&NodeId::new("c"), cluster, vec![timeout_now(3)], &codec, Handoff::SendersTask)
+            .unwrap();
         let Incoming::Frame { from, frame } = c.recv().await.unwrap() else { panic!("a frame") };
         assert_eq!(from, NodeId::new("a"));
         let envelope = codec.decode_for(cluster, &frame).unwrap();
@@ -465,17 +486,19 @@ mod tests {
 
         // Faults apply to values too: a cut link and certain loss deliver nothing.
         network.cut("a", "b");
-        a.send_messages(&NodeId::new("b"), cluster, vec![timeout_now(4)], &codec).unwrap();
+        a.send_messages(&NodeId::new("b"), cluster, vec![timeout_now(4)], &codec, Handoff::SendersTask)
+            .unwrap();
         network.heal();
         network.set_drop_probability(1.0);
-        a.send_messages(&NodeId::new("b"), cluster, vec![timeout_now(5)], &codec).unwrap();
+        a.send_messages(&NodeId::new("b"), cluster, vec![timeout_now(5)], &codec, Handoff::SendersTask)
+            .unwrap();
         network.set_drop_probability(0.0);
         assert_eq!(recorder.0.lock().len(), 2);
 
         // A closed receiver takes nothing more; a dropped one falls back to frames.
         b.close().await;
         assert_eq!(
-            a.send_messages(&NodeId::new("b"), cluster, vec![timeout_now(6)], &codec),
+            a.send_messages(&NodeId::new("b"), cluster, vec![timeout_now(6)], &codec, Handoff::SendersTask),
             Err(TransportError::UnknownPeer(NodeId::new("b")))
         );
         assert_eq!(recorder.0.lock().len(), 2);
