@@ -1048,12 +1048,16 @@ async fn drive(shared: Arc<Shared>) {
                 let _ = shared.events.send(event);
             }
         }
-        // Another task may be processing this node's Ready (delivering in-process messages to it):
-        // wait for it, it is short and never awaits.
-        while !shared.enter_ready_processing() {
-            tokio::task::yield_now().await;
+        // Another task may be processing this node's Ready (delivering in-process messages to it,
+        // or a lone caller proposing): leave a request and wait to be woken (see
+        // `process_inline_or_request`) instead of spinning beside it, which on a multi-threaded
+        // runtime burnt the other worker that the processing task could have used.
+        if !shared.enter_ready_processing() {
+            shared.ready_requested.store(true, Ordering::SeqCst);
+            if !shared.enter_ready_processing() {
+                continue;
+            }
         }
-        shared.handle_handed_over(&mut shared.state.lock());
         let processed = process_ready(&shared).await;
         shared.leave_ready_processing();
         match processed {
@@ -1172,6 +1176,7 @@ fn take_ready(shared: &Shared) -> TakenReady {
     if state.failure.is_some() {
         return TakenReady::StorageFailed;
     }
+    shared.handle_handed_over(&mut state);
     accept_submissions(shared, &mut state);
     if !state.mechanism.has_ready() {
         return TakenReady::Idle(state.mechanism.poll_timeout().unwrap_or(concord_core::time::Instant::MAX));
@@ -1549,24 +1554,32 @@ fn send_local(shared: &Shared, messages: Vec<Outbound>) {
     }
 }
 
-/// See `send_local`: `SendersTask` for the leader (a follower's answers are what it commits on)
-/// and for the first half (rounded up) of the voters other than `sender`, in id order.
+/// See `send_local`: the leader (or, with none known, the sender) handles in its own task the
+/// messages of the first half (rounded up) of the other voters, in id order, and they handle its
+/// messages in theirs; every other pair goes through the receiver's node task. So a follower's
+/// answers take the same path as the leader's messages to it: the leader's work stays in the
+/// leader's task (and the inline followers'), and a follower outside the half works in its own.
 fn handoff_to(
     membership: &concord_core::id::Membership,
     leader: Option<&NodeId>,
     sender: &NodeId,
     to: &NodeId,
 ) -> Handoff {
-    if leader == Some(to) {
-        return Handoff::SendersTask;
-    }
+    let hub = leader.unwrap_or(sender);
+    let (hub, other) = if to == hub {
+        (hub, sender)
+    } else if sender == hub {
+        (hub, to)
+    } else {
+        (sender, to)
+    };
     let mut others = 0usize;
     let mut rank = None;
     for (id, member) in &membership.members {
-        if member.role != concord_core::id::MemberRole::Voter || id == sender {
+        if member.role != concord_core::id::MemberRole::Voter || id == hub {
             continue;
         }
-        if id == to {
+        if id == other {
             rank = Some(others);
         }
         others += 1;
