@@ -191,6 +191,9 @@ impl ConsensusBuilder {
             replica,
         };
         let mut mechanism = build_mechanism(setup)?;
+        // The mechanism's own copy of the id (its membership's): proposal ids made here then
+        // compare with its id by pointer instead of by bytes, on every proposal.
+        let node_id = mechanism.node_id().clone();
         // Nobody can listen yet (the channel is made just below; `listen` turns them on): without
         // this, a restarted node would build an event for every entry it replays from its log.
         mechanism.set_entry_events_wanted(false);
