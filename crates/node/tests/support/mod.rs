@@ -19,10 +19,29 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(40);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Picks a free loopback port by binding port 0 and releasing it (acceptable on loopback: the
-/// peer addresses must be known before the nodes start).
+/// Picks a free loopback port for a node to listen on (the peer addresses must be known before
+/// the nodes start). Not from the kernel's ephemeral range: a port taken there and released could
+/// be handed to another test's outgoing connection before the node binds it ("address already in
+/// use"). Below that range only listeners take ports: each candidate is checked by binding it, and
+/// a counter (starting at a per-process offset) never offers the same port twice in a process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000; // 20000–31999, below Linux's default ephemeral range (32768–60999)
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(97) % COUNT,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..COUNT {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % COUNT) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIRST}–{}", FIRST + COUNT - 1);
 }
 
 /// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
