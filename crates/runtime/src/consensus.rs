@@ -529,10 +529,12 @@ impl Consensus {
             Ok(receiver) => self.answer(receiver.await, &command, session),
             Err(refusal) => *refusal,
         };
-        match self.after_attempt(result, false, 1, deadline) {
-            Ok(result) => result,
-            Err(outcome_unknown) => Box::pin(self.retry(command, session, deadline, outcome_unknown)).await,
-        }
+        // Decided before the retry's await, so that no result is kept in this future across it.
+        let outcome_unknown = match self.after_attempt(result, false, 1, deadline) {
+            Ok(result) => return result,
+            Err(outcome_unknown) => outcome_unknown,
+        };
+        Box::pin(self.retry(command, session, deadline, outcome_unknown)).await
     }
 
     /// The attempts after the first, each after a pause that lets the cluster elect a leader.

@@ -190,7 +190,7 @@ async fn run(args: Args) -> Result<(), String> {
                     pending.push(node.propose_command(make_command(mechanism, &key)));
                 }
                 let round_started = (done % 16 == 0).then(Instant::now);
-                for result in futures_join(pending).await {
+                for result in futures_util::future::join_all(pending).await {
                     if !result.accepted {
                         failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
@@ -304,30 +304,4 @@ fn make_command(mechanism: MechanismKind, key: &str) -> Command {
         MechanismKind::Raft => Command::Custom(Bytes::new()),
         _ => Command::Put { key: key.to_owned(), value: Bytes::new() },
     }
-}
-
-async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut outputs = Vec::with_capacity(futures.len());
-    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    // Poll all concurrently: spawn-free, via a select-like loop over pinned futures.
-    let mut results: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut all_done = true;
-        for (i, future) in pinned.iter_mut().enumerate() {
-            if results[i].is_none() {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(output) => results[i] = Some(output),
-                    std::task::Poll::Pending => all_done = false,
-                }
-            }
-        }
-        if all_done {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    outputs.extend(results.into_iter().flatten());
-    outputs
 }
