@@ -229,6 +229,9 @@ impl ConsensusBuilder {
             processing_ready: AtomicBool::new(false),
             ready_requested: AtomicBool::new(false),
             handed_over: Mutex::new(Vec::new()),
+            handed_over_spare: Mutex::new(Vec::new()),
+            handed_over_waiting: AtomicBool::new(false),
+            handed_over_runs: AtomicU64::new(0),
             solo_batches: AtomicU64::new(0),
             node_task_wakes_at: AtomicU64::new(0),
         });
@@ -303,16 +306,25 @@ pub(crate) struct Shared {
     /// Set while some task processes this node's Ready batches: they must be handled one at a time
     /// and in order, by the node task or by a task delivering in-process messages to this node.
     processing_ready: AtomicBool,
-    /// Set by a task that has new work for this node (an in-process delivery, a proposal) but found
-    /// another task processing its Ready: that task looks at the flag once it leaves, and wakes the
-    /// node task if it is set. Cleared before each Ready is taken, since that Ready covers what was
+    /// Set by a task that has new work for this node (an in-process delivery, a proposal, or the
+    /// node task itself) but found another task processing its Ready: that task looks at the flag
+    /// once it leaves, and wakes the node task if it is set. Cleared before each Ready is taken, since that Ready covers what was
     /// requested before it; so a delivery answered within the processor's own batch (a follower's
     /// acknowledgement to the leader whose proposal it is processing) costs no wake-up.
     ready_requested: AtomicBool,
     /// In-process messages handed to this node for its own task (`Handoff::ReceiversTask`), in
-    /// arrival order; at most `HANDED_OVER_MAX` (beyond that they are handled in the sender's
-    /// task, as with `Handoff::SendersTask`: nothing is lost and nothing grows).
+    /// arrival order; at most `HANDED_OVER_MAX` messages (beyond that they are handled in the
+    /// sender's task, as with `Handoff::SendersTask`: nothing is lost and nothing grows; their
+    /// bytes are bounded by the senders' flow control, `maxInflightBytes` per follower).
     handed_over: Mutex<Vec<(NodeId, concord_core::message::Message)>>,
+    /// The emptied buffer of the last drain of `handed_over`, reused so that draining allocates
+    /// nothing in a steady flow.
+    handed_over_spare: Mutex<Vec<(NodeId, concord_core::message::Message)>>,
+    /// Whether `handed_over` may hold messages: read without the lock by every Ready, which mostly
+    /// finds the queue empty. Set and cleared under the queue's lock.
+    handed_over_waiting: AtomicBool,
+    /// Runs of messages handed to this node's task so far (seen by tests).
+    handed_over_runs: AtomicU64,
     /// Consecutive batches that handed exactly one proposal to the mechanism (reset by a larger
     /// one): while they keep coming, a lone caller proposes inline (`Shared::propose_inline`).
     solo_batches: AtomicU64,
@@ -1208,6 +1220,12 @@ fn storage_failed(shared: &Shared, error: String) {
     answer_submissions(shared, waiting, ProposalError::Storage(error.clone()));
     let mut state = shared.state.lock();
     state.failure = Some(error.clone());
+    // Nobody will take these any more (the node task ends): drop them, as a dead node's network
+    // would.
+    let mut handed_over = shared.handed_over.lock();
+    handed_over.clear();
+    shared.handed_over_waiting.store(false, Ordering::SeqCst);
+    drop(handed_over);
     for (sequence, call) in state.proposals.drain() {
         let id = ProposalId { origin: shared.node_id.clone(), sequence };
         let _ = call.sender.send(ProposalResult::failed(id, "", ProposalError::Storage(error.clone())));
@@ -1313,6 +1331,26 @@ const INLINE_READY_DEPTH_MAX: u32 = 4;
 
 thread_local! {
     static INLINE_READY_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// Set while a lone caller runs a write's round trip in its own task (`propose_inline`): every
+    /// in-process hop of it is then inline (see `send_local`).
+    static LONE_CALLER_ROUND: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the current thread as running a lone caller's round trip until dropped (also on unwind).
+struct LoneCallerRound {
+    previous: bool,
+}
+
+impl LoneCallerRound {
+    fn enter() -> Self {
+        LoneCallerRound { previous: LONE_CALLER_ROUND.with(|cell| cell.replace(true)) }
+    }
+}
+
+impl Drop for LoneCallerRound {
+    fn drop(&mut self) {
+        LONE_CALLER_ROUND.with(|cell| cell.set(self.previous));
+    }
 }
 
 /// Processes the node's Ready batches in the calling task, which just delivered in-process
@@ -1373,7 +1411,9 @@ impl LocalDelivery for Shared {
             if handed_over.len() + messages.len() <= HANDED_OVER_MAX {
                 let was_empty = handed_over.is_empty();
                 handed_over.extend(messages.into_iter().map(|message| (from.clone(), message)));
+                self.handed_over_waiting.store(true, Ordering::SeqCst);
                 drop(handed_over);
+                self.handed_over_runs.fetch_add(1, Ordering::Relaxed);
                 if was_empty {
                     self.wake.notify_one();
                 }
@@ -1414,19 +1454,41 @@ impl Shared {
     /// Hands the messages waiting in `handed_over` to the mechanism (under the state lock, in
     /// arrival order).
     fn handle_handed_over(&self, state: &mut NodeState) {
-        let handed_over = {
+        // A sender sets the flag before it wakes anyone or delivers anything later: whoever it
+        // wakes, and its own later inline deliveries (which must come after), see it.
+        if !self.handed_over_waiting.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut handed_over = {
             let mut queue = self.handed_over.lock();
+            self.handed_over_waiting.store(false, Ordering::SeqCst);
             if queue.is_empty() {
                 return;
             }
-            std::mem::take(&mut *queue)
+            let spare = std::mem::take(&mut *self.handed_over_spare.lock());
+            std::mem::replace(&mut *queue, spare)
         };
         let now = self.clock.now();
-        for (from, message) in handed_over {
+        let mut canonical: Option<NodeId> = None;
+        for (from, message) in handed_over.drain(..) {
+            // The membership's own copy of the sender's id, as for inline deliveries (ids then
+            // compare by pointer); looked up once per run of one sender.
+            let from = match &canonical {
+                Some(known) if *known == from => known.clone(),
+                _ => {
+                    let found = match state.mechanism.membership().members.get_key_value(&from) {
+                        Some((member, _)) => member.clone(),
+                        None => from,
+                    };
+                    canonical = Some(found.clone());
+                    found
+                }
+            };
             if let Err(error) = state.mechanism.handle_message(now, from, message) {
                 tracing::warn!(%error, "dropping message");
             }
         }
+        *self.handed_over_spare.lock() = handed_over;
     }
 
     /// Takes the right to process this node's Ready batches; `false` if another task has it.
@@ -1470,9 +1532,9 @@ impl Shared {
     /// proposed it in its own task (so the node task need not be woken). That is done only while
     /// the node sees one proposal at a time (`solo_batches`: a lone client writing sequentially),
     /// where waking the node task, and often the other worker thread, would cost more than the
-    /// write. With the in-process transport the whole round trip (followers storing the entry and
-    /// answering, the commit, the apply) then runs in the caller's task, and its result is ready
-    /// when it awaits it. Every `SOLO_PROBE_EVERY`th proposal still goes through the node task:
+    /// write. With the in-process transport the whole round trip (every follower storing the entry
+    /// and answering — all inline for such a round, see `send_local` —, the commit, the apply) then
+    /// runs in the caller's task, and its result is ready when it awaits it. Every `SOLO_PROBE_EVERY`th proposal still goes through the node task:
     /// if other callers were only waiting for their turn on this thread, they join its batch and
     /// end the run of single batches, so concurrent callers are batched, never serialized.
     fn propose_inline(&self) -> bool {
@@ -1491,6 +1553,7 @@ impl Shared {
         if depth >= INLINE_READY_DEPTH_MAX {
             return false;
         }
+        let _round = LoneCallerRound::enter();
         self.process_inline_or_request(depth);
         true
     }
@@ -1526,10 +1589,10 @@ const SOLO_PROBE_EVERY: u64 = 64;
 /// awaits). Mechanisms emit each peer's messages together (one peer, then the next): each run is
 /// handed over as it ends, which keeps per-peer order without grouping into a map first.
 ///
-/// Which task handles the messages: a majority of the voters — this node and the first half
-/// (rounded up) of the others in id order — handle theirs in this task, so a leader commits
-/// without waiting for another task (and messages to the leader are always handled in the
-/// sender's task); the other voters (and learners) take theirs in their own node tasks,
+/// Which task handles the messages (`handoff_to`): the leader and the first half (rounded up) of
+/// the other voters in id order — with the leader, a majority — exchange messages in the sender's
+/// task, so a leader commits without waiting for another task; every other pair goes through the
+/// receiver's own node task,
 /// which a multi-threaded runtime runs on another worker meanwhile. The split is the same on
 /// every send, so a follower's messages always take the same path. All inline, one write's whole
 /// round trip ran on one thread while the other idled (measured: 1.1–1.2 of 2 cores busy at 256
@@ -1548,7 +1611,11 @@ fn send_local(shared: &Shared, messages: Vec<Outbound>) {
         while let Some(next) = messages.next_if(|next| next.to == to) {
             run.push(next.message);
         }
-        let handoff = {
+        // A lone caller's round trip stays inline: nothing else would run beside it, and a
+        // hand-over would cost it a wake-up of another task on every write.
+        let handoff = if LONE_CALLER_ROUND.with(std::cell::Cell::get) {
+            Handoff::SendersTask
+        } else {
             let state = shared.state.lock();
             let leader = state.mechanism.leader();
             handoff_to(state.mechanism.membership(), leader.as_ref(), &shared.node_id, &to)
@@ -1561,7 +1628,8 @@ fn send_local(shared: &Shared, messages: Vec<Outbound>) {
 
 /// See `send_local`: the leader (or, with none known, the sender) handles in its own task the
 /// messages of the first half (rounded up) of the other voters, in id order, and they handle its
-/// messages in theirs; every other pair goes through the receiver's node task. So a follower's
+/// messages in theirs; every other pair (a follower outside the half, two followers, a learner)
+/// goes through the receiver's node task. So a follower's
 /// answers take the same path as the leader's messages to it: the leader's work stays in the
 /// leader's task (and the inline followers'), and a follower outside the half works in its own.
 fn handoff_to(
@@ -1571,12 +1639,12 @@ fn handoff_to(
     to: &NodeId,
 ) -> Handoff {
     let hub = leader.unwrap_or(sender);
-    let (hub, other) = if to == hub {
-        (hub, sender)
+    let other = if to == hub {
+        sender
     } else if sender == hub {
-        (hub, to)
+        to
     } else {
-        (sender, to)
+        return Handoff::ReceiversTask; // between two followers (votes, while the leader changes)
     };
     let mut others = 0usize;
     let mut rank = None;
@@ -1718,6 +1786,112 @@ impl NodeState {
             Some(side) => vec![Event::PartitionDetected { side, reachable }],
             None if previous.is_some() => vec![Event::PartitionHealed],
             None => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use concord_core::config::{ElectionTimeout, MechanismKind};
+    use concord_core::id::{Member, MemberRole, Membership};
+
+    use super::*;
+    use crate::MemoryNetwork;
+
+    fn membership(voters: &[&str], learners: &[&str]) -> Membership {
+        let mut membership = Membership::with_voters(voters.iter().map(|id| NodeInfo::new(*id, "")));
+        for id in learners {
+            let info = NodeInfo::new(*id, "");
+            membership.members.insert(info.id.clone(), Member { info, role: MemberRole::Learner });
+        }
+        membership
+    }
+
+    #[test]
+    fn the_leader_and_the_first_half_of_the_other_voters_exchange_messages_inline() {
+        use Handoff::{ReceiversTask as Queued, SendersTask as Inline};
+        let id = NodeId::new;
+        let three = membership(&["n1", "n2", "n3"], &[]);
+        let leader = id("n2");
+        // Others of n2 in id order: n1 (first half, inline), n3 (its own task) — both directions.
+        assert_eq!(handoff_to(&three, Some(&leader), &id("n2"), &id("n1")), Inline);
+        assert_eq!(handoff_to(&three, Some(&leader), &id("n1"), &id("n2")), Inline);
+        assert_eq!(handoff_to(&three, Some(&leader), &id("n2"), &id("n3")), Queued);
+        assert_eq!(handoff_to(&three, Some(&leader), &id("n3"), &id("n2")), Queued);
+        // Between two followers, and with no leader known (the sender is the hub).
+        assert_eq!(handoff_to(&three, Some(&leader), &id("n1"), &id("n3")), Queued);
+        assert_eq!(handoff_to(&three, None, &id("n3"), &id("n1")), Inline);
+        assert_eq!(handoff_to(&three, None, &id("n3"), &id("n2")), Queued);
+        // Five voters: two of the four others inline; a learner never; a stranger never.
+        let five = membership(&["n1", "n2", "n3", "n4", "n5"], &["n6"]);
+        let leader = id("n1");
+        let from_leader: Vec<Handoff> = ["n2", "n3", "n4", "n5", "n6", "n9"]
+            .iter()
+            .map(|to| handoff_to(&five, Some(&leader), &leader, &id(to)))
+            .collect();
+        assert_eq!(from_leader, [Inline, Inline, Queued, Queued, Queued, Queued]);
+    }
+
+    /// Under load (many callers, so no lone-caller round trips), the leader hands its messages to
+    /// the followers beyond a majority through their node tasks, and they answer through its node
+    /// task; the followers within the majority never get a hand-over.
+    #[tokio::test(start_paused = true)]
+    async fn under_load_followers_beyond_a_majority_work_in_their_own_tasks() {
+        let mut config = Config::for_mechanism(MechanismKind::Raft);
+        config.heartbeat_interval = Duration::from_millis(50);
+        config.election_timeout =
+            ElectionTimeout { min: Duration::from_millis(150), max: Duration::from_millis(300) };
+        let network = MemoryNetwork::new();
+        let ids = ["n1", "n2", "n3", "n4", "n5"];
+        let members: Vec<NodeInfo> = ids.iter().map(|id| NodeInfo::new(*id, format!("mem://{id}"))).collect();
+        let mut nodes = Vec::new();
+        for (index, id) in ids.iter().enumerate() {
+            let node = Consensus::builder(*id)
+                .config(config.clone())
+                .members(members.clone())
+                .transport(network.transport(*id))
+                .seed(7 + index as u64)
+                .start()
+                .await
+                .expect("node starts");
+            nodes.push(node);
+        }
+        let leader = loop {
+            if let Some(leader) = nodes.iter().position(Consensus::is_leader) {
+                break leader;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let runs = |nodes: &[Consensus]| -> Vec<u64> {
+            nodes.iter().map(|node| node.shared.handed_over_runs.load(Ordering::Relaxed)).collect()
+        };
+        let before = runs(&nodes);
+        let mut callers = Vec::new();
+        for caller in 0..16u32 {
+            let node = nodes[leader].clone();
+            callers.push(tokio::spawn(async move {
+                for write in 0..8u32 {
+                    assert!(
+                        node.propose(&format!("k{caller}"), &write).await,
+                        "caller {caller} write {write}"
+                    );
+                }
+            }));
+        }
+        for caller in callers {
+            caller.await.expect("caller finished");
+        }
+        let after = runs(&nodes);
+        let handed: Vec<u64> = after.iter().zip(&before).map(|(after, before)| after - before).collect();
+        let mut followers: Vec<usize> = (0..nodes.len()).filter(|&index| index != leader).collect();
+        followers.sort_by(|a, b| nodes[*a].node_id().cmp(nodes[*b].node_id()));
+        let shape: Vec<bool> = followers.iter().map(|&index| handed[index] > 0).collect();
+        assert_eq!(shape, [false, false, true, true], "hand-overs per follower in id order: {handed:?}");
+        assert!(handed[leader] > 0, "the outer followers answer through the leader's task: {handed:?}");
+        for node in &nodes {
+            node.stop().await;
         }
     }
 }
