@@ -308,9 +308,10 @@ pub(crate) struct Shared {
     processing_ready: AtomicBool,
     /// Set by a task that has new work for this node (an in-process delivery, a proposal, or the
     /// node task itself) but found another task processing its Ready: that task looks at the flag
-    /// once it leaves, and wakes the node task if it is set. Cleared before each Ready is taken, since that Ready covers what was
-    /// requested before it; so a delivery answered within the processor's own batch (a follower's
-    /// acknowledgement to the leader whose proposal it is processing) costs no wake-up.
+    /// once it leaves, and wakes the node task if it is set. Cleared before each Ready is taken,
+    /// since that Ready covers what was requested before it; so a delivery answered within the
+    /// processor's own batch (a follower's acknowledgement to the leader whose proposal it is
+    /// processing) costs no wake-up.
     ready_requested: AtomicBool,
     /// In-process messages handed to this node for its own task (`Handoff::ReceiversTask`), in
     /// arrival order; at most `HANDED_OVER_MAX` messages (beyond that they are handled in the
@@ -1534,9 +1535,10 @@ impl Shared {
     /// where waking the node task, and often the other worker thread, would cost more than the
     /// write. With the in-process transport the whole round trip (every follower storing the entry
     /// and answering — all inline for such a round, see `send_local` —, the commit, the apply) then
-    /// runs in the caller's task, and its result is ready when it awaits it. Every `SOLO_PROBE_EVERY`th proposal still goes through the node task:
-    /// if other callers were only waiting for their turn on this thread, they join its batch and
-    /// end the run of single batches, so concurrent callers are batched, never serialized.
+    /// runs in the caller's task, and its result is ready when it awaits it. Every
+    /// `SOLO_PROBE_EVERY`th proposal still goes through the node task: if other callers were only
+    /// waiting for their turn on this thread, they join its batch and end the run of single
+    /// batches, so concurrent callers are batched, never serialized.
     fn propose_inline(&self) -> bool {
         let solo = self.solo_batches.load(Ordering::Relaxed);
         // A stopping node takes no new work in callers' tasks: `stop` answers what waits.
