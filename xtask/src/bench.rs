@@ -66,6 +66,12 @@ struct ClusterRun {
 impl ClusterRun {
     /// Raft, memory storage, in-memory transport, no snapshots, no memory samples, default workers:
     /// the base every row of the table varies.
+    /// In memory through and through (storage, transport, no snapshots): the openraft-comparable
+    /// configuration.
+    fn is_plain(&self) -> bool {
+        !self.durable && self.snapshot_interval == 0 && self.transport == "memory"
+    }
+
     fn raft(clients: u64, writes: u64) -> ClusterRun {
         ClusterRun {
             mechanism: "raft",
@@ -160,9 +166,7 @@ pub(crate) fn run(args: &[String]) -> i32 {
         // In-process runs vary by about ±20% from run to run on this 2-core machine (where tokio
         // places the nodes' and clients' tasks decides how much runs in parallel): they run three
         // times and the row shows the median (openraft's reference figures are medians too).
-        let plain =
-            !run.durable && run.snapshot_interval == 0 && run.transport == "memory" && run.rss_every == 0;
-        let repeats = if plain && !quick { 3 } else { 1 };
+        let repeats = if run.is_plain() && !quick { 3 } else { 1 };
         let mut attempts = Vec::new();
         for _ in 0..repeats {
             attempts.push(run_cluster_bench(run, out));
@@ -443,9 +447,11 @@ fn benchmarks_markdown(
     }
     text.push_str("| mechanism | storage | clients | batch | tokio workers | writes | concord ops/s | openraft ops/s | goal | latency and memory | output line |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (run, line, latency, ops, spread) in cluster_rows {
-        let plain = !run.durable && run.snapshot_interval == 0 && run.transport == "memory";
-        let reference =
-            if run.mechanism == "raft" && plain { openraft_reference(run.clients, run.batch) } else { None };
+        let reference = if run.mechanism == "raft" && run.is_plain() {
+            openraft_reference(run.clients, run.batch)
+        } else {
+            None
+        };
         let storage = match (run.durable, run.snapshot_interval) {
             (true, _) => "file".to_owned(),
             (false, 0) => "memory".to_owned(),

@@ -229,7 +229,6 @@ impl ConsensusBuilder {
             processing_ready: AtomicBool::new(false),
             ready_requested: AtomicBool::new(false),
             handed_over: Mutex::new(Vec::new()),
-            handed_over_spare: Mutex::new(Vec::new()),
             handed_over_waiting: AtomicBool::new(false),
             handed_over_runs: AtomicU64::new(0),
             solo_batches: AtomicU64::new(0),
@@ -318,9 +317,6 @@ pub(crate) struct Shared {
     /// sender's task, as with `Handoff::SendersTask`: nothing is lost and nothing grows; their
     /// bytes are bounded by the senders' flow control, `maxInflightBytes` per follower).
     handed_over: Mutex<Vec<(NodeId, concord_core::message::Message)>>,
-    /// The emptied buffer of the last drain of `handed_over`, reused so that draining allocates
-    /// nothing in a steady flow.
-    handed_over_spare: Mutex<Vec<(NodeId, concord_core::message::Message)>>,
     /// Whether `handed_over` may hold messages: read without the lock by every Ready, which mostly
     /// finds the queue empty. Set and cleared under the queue's lock.
     handed_over_waiting: AtomicBool,
@@ -1460,18 +1456,14 @@ impl Shared {
         if !self.handed_over_waiting.load(Ordering::SeqCst) {
             return;
         }
-        let mut handed_over = {
+        let handed_over = {
             let mut queue = self.handed_over.lock();
             self.handed_over_waiting.store(false, Ordering::SeqCst);
-            if queue.is_empty() {
-                return;
-            }
-            let spare = std::mem::take(&mut *self.handed_over_spare.lock());
-            std::mem::replace(&mut *queue, spare)
+            std::mem::take(&mut *queue)
         };
         let now = self.clock.now();
         let mut canonical: Option<NodeId> = None;
-        for (from, message) in handed_over.drain(..) {
+        for (from, message) in handed_over {
             // The membership's own copy of the sender's id, as for inline deliveries (ids then
             // compare by pointer); looked up once per run of one sender.
             let from = match &canonical {
@@ -1489,7 +1481,6 @@ impl Shared {
                 tracing::warn!(%error, "dropping message");
             }
         }
-        *self.handed_over_spare.lock() = handed_over;
     }
 
     /// Takes the right to process this node's Ready batches; `false` if another task has it.
@@ -1860,10 +1851,12 @@ mod tests {
                 .expect("node starts");
             nodes.push(node);
         }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let leader = loop {
             if let Some(leader) = nodes.iter().position(Consensus::is_leader) {
                 break leader;
             }
+            assert!(tokio::time::Instant::now() < deadline, "no leader within 10 s of virtual time");
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
         let runs = |nodes: &[Consensus]| -> Vec<u64> {
