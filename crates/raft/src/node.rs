@@ -135,6 +135,10 @@ pub struct Raft {
     leader_contact: Option<Instant>,
     votes: BTreeMap<NodeId, bool>,
     reported_role: Role,
+    /// Follower: the highest read round acknowledged to the leader, and its term. An append
+    /// without entries that carries no newer round (the leader's commit update) then needs no
+    /// answer: it would tell the leader nothing it does not know (see `handle_append`).
+    answered_round: (Term, u64),
 
     // Leader state.
     progress: BTreeMap<NodeId, Progress>,
@@ -403,6 +407,7 @@ impl Raft {
             leader_contact: None,
             votes: BTreeMap::new(),
             reported_role: Role::Follower,
+            answered_round: (Term(0), 0),
             progress: BTreeMap::new(),
             heartbeat_deadline: Instant::ZERO,
             check_quorum_deadline: Instant::ZERO,

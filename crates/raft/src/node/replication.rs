@@ -314,6 +314,7 @@ impl Raft {
             return Ok(());
         }
         let last_new = LogIndex(prev_index.0 + entries.len() as u64);
+        let carries_entries = !entries.is_empty();
         self.persist.entries.reserve(entries.len());
         for entry in entries {
             match self.log.term_at(entry.index) {
@@ -330,6 +331,18 @@ impl Raft {
             self.set_commit(new_commit);
             self.apply_committed(now);
         }
+        // A matching append without entries whose read round was already acknowledged is the
+        // leader's commit update (heartbeats always start a new round). Its answer would repeat a
+        // match index the leader learns from the entries' own answer and a round it already has,
+        // so it is not sent: that saves the leader one message per follower and batch. Rejections
+        // are always answered, and so is every heartbeat, which keeps liveness and lost answers
+        // repaired within a heartbeat interval.
+        let answered = self.answered_round.0 == self.term && read_round <= self.answered_round.1;
+        if !carries_entries && answered {
+            return Ok(());
+        }
+        let answered_before = if self.answered_round.0 == self.term { self.answered_round.1 } else { 0 };
+        self.answered_round = (self.term, answered_before.max(read_round));
         let response = RaftMessage::AppendResponse {
             term: self.term,
             success: true,

@@ -1090,3 +1090,52 @@ fn flow_control_in_flight_appends_to_a_follower_are_bounded() {
     assert_eq!(cluster.commit("n2"), cluster.last_index("n1"), "acknowledgements reopen the window");
     assert_eq!(cluster.log("n3"), cluster.log("n1"));
 }
+
+// Commit updates: once an entry commits, the leader tells the followers at once with an append
+// without entries. Its answer would tell the leader nothing new (the entries' own answer carried
+// the match index, and no new read round was started), so followers apply it without answering;
+// heartbeats, which start a new round, are still answered.
+#[test]
+fn commit_updates_are_applied_by_followers_without_an_answer() {
+    let mut cluster = Cluster::new(3, default_config());
+    cluster.elect("n1");
+    cluster.settle();
+    let write = cluster.propose_put("n1", "x", "1");
+    // The entries, and their answers: the leader commits and sends the commit updates.
+    for _ in 0..2 {
+        for packet in cluster.take_network() {
+            cluster.deliver(packet);
+        }
+    }
+    accepted_once(&cluster, "n1", &write);
+    let updates = cluster.take_network();
+    let commit = cluster.commit("n1");
+    assert_eq!(updates.len(), 2, "one commit update per follower: {updates:?}");
+    for update in &updates {
+        assert!(
+            matches!(&update.message, RaftMessage::Append { entries, leader_commit, .. }
+                if entries.is_empty() && *leader_commit == commit),
+            "{update:?}"
+        );
+    }
+    for update in updates {
+        cluster.deliver(update);
+    }
+    assert!(cluster.in_flight().is_empty(), "no answer to a commit update: {:?}", cluster.in_flight());
+    for follower in ["n2", "n3"] {
+        assert_eq!(cluster.commit(follower), commit, "{follower} learned the commit index");
+        assert_eq!(cluster.value(follower, "x").as_deref(), Some(&b"1"[..]), "{follower} applied");
+    }
+    // A heartbeat starts a new round: both followers answer it.
+    let interval = heartbeat_interval(&cluster);
+    cluster.set_time(cluster.now + interval);
+    cluster.tick("n1");
+    let heartbeats = cluster.take_network();
+    assert_eq!(heartbeats.len(), 2, "{heartbeats:?}");
+    for heartbeat in heartbeats {
+        cluster.deliver(heartbeat);
+    }
+    let answers = cluster.take_network();
+    assert_eq!(answers.len(), 2, "every heartbeat is answered: {answers:?}");
+    assert!(answers.iter().all(|packet| matches!(packet.message, RaftMessage::AppendResponse { .. })));
+}
