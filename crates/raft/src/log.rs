@@ -66,7 +66,8 @@ impl RaftLog {
     /// Entries from `from` on, at most `count_max` of them and, beyond the first, at most
     /// `bytes_max` bytes in total (one entry always goes, or the log could never move forward).
     pub(crate) fn slice(&self, from: LogIndex, count_max: usize, bytes_max: usize) -> Vec<Entry> {
-        let mut slice = Vec::new();
+        let available = self.last_index().0.saturating_sub(from.0.saturating_sub(1));
+        let mut slice = Vec::with_capacity(count_max.min(usize::try_from(available).unwrap_or(usize::MAX)));
         let mut bytes = 0usize;
         let mut index = from;
         while slice.len() < count_max {
