@@ -51,6 +51,7 @@ struct Disk {
     operations: u64,
     file_syncs: u64,
     directory_syncs: u64,
+    reads: u64,
     fault_at: Option<(u64, Fault)>,
     failed_with: Option<Fault>,
 }
@@ -110,6 +111,11 @@ impl FaultDisk {
     }
 
     /// `(file syncs, directory syncs)` so far.
+    /// Whole-file reads so far.
+    pub(crate) fn reads(&self) -> u64 {
+        self.lock().reads
+    }
+
     pub(crate) fn syncs(&self) -> (u64, u64) {
         let disk = self.lock();
         (disk.file_syncs, disk.directory_syncs)
@@ -210,7 +216,8 @@ impl Directory for FaultDirectory {
     }
 
     fn read(&self, name: &str) -> io::Result<Vec<u8>> {
-        let disk = self.disk.lock();
+        let mut disk = self.disk.lock();
+        disk.reads += 1;
         let inode = *disk.names.get(name).ok_or_else(|| not_found(name))?;
         Ok(disk.inodes[inode].current.clone())
     }

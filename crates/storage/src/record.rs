@@ -242,6 +242,37 @@ pub(crate) fn parse_record(bytes: &[u8], offset: usize, record_bytes_max: u32) -
     })
 }
 
+/// Parses the record at `offset` of bytes that [`parse_record`] has already accepted there (as
+/// `open` does for every record before `recover` decodes them): the header's fields only, without
+/// checking the checksums and limits a second time. Bytes that do not hold a whole record there
+/// are `Invalid`, never a panic.
+pub(crate) fn parse_checked_record(bytes: &[u8], offset: usize) -> Parsed {
+    let header_end = offset.saturating_add(RECORD_HEADER_BYTES);
+    let Some(header) = bytes.get(offset..header_end) else {
+        return Parsed::Invalid {
+            claimed_end: header_end,
+            reason: "record header past the segment's end".into(),
+        };
+    };
+    let Some(kind) = RecordKind::from_byte(header[8]) else {
+        return Parsed::Invalid {
+            claimed_end: header_end,
+            reason: format!("unknown record kind {}", header[8]),
+        };
+    };
+    let end = header_end.saturating_add(read_u32(header, 0) as usize);
+    if end > bytes.len() {
+        return Parsed::Invalid { claimed_end: end, reason: "record past the segment's end".into() };
+    }
+    Parsed::Record(RecordView {
+        kind,
+        index: read_u64(header, 12),
+        term: read_u64(header, 20),
+        payload: header_end..end,
+        end,
+    })
+}
+
 /// Appends a whole snapshot file (header and payload).
 pub(crate) fn encode_snapshot_file(payload: &[u8]) -> Vec<u8> {
     let mut file = Vec::with_capacity(SNAPSHOT_HEADER_BYTES + payload.len());

@@ -130,6 +130,35 @@ fn append_read_and_reopen_on_a_real_directory() {
     );
 }
 
+// `open` reads and verifies every segment; the `recover` that follows decodes the entries from
+// those bytes instead of reading (and checksumming) every segment again. After a `persist` the
+// files have changed, and `recover` reads them again.
+#[test]
+fn recover_right_after_open_reads_no_segment_again() {
+    let disk = FaultDisk::new();
+    let mut model = Recovered::default();
+    let mut storage = FileStorage::open_in(disk.directory(), small_options()).unwrap();
+    for batch in 0..40 {
+        let persist = Persist { entries: entries(batch * 5 + 1, batch * 5 + 5, 1), ..Persist::default() };
+        persist_both(&mut storage, &mut model, &persist).unwrap();
+    }
+    let segments = storage.segment_count() as u64;
+    assert!(segments > 1, "the log spans several segments");
+    drop(storage);
+
+    let reads_before_open = disk.reads();
+    let mut reopened = FileStorage::open_in(disk.directory(), small_options()).unwrap();
+    assert_eq!(disk.reads() - reads_before_open, segments, "open reads each segment once");
+    assert_eq!(reopened.recover().unwrap(), model);
+    assert_eq!(disk.reads() - reads_before_open, segments, "recover read nothing again");
+
+    persist_both(&mut reopened, &mut model, &Persist { entries: entries(201, 201, 2), ..Persist::default() })
+        .unwrap();
+    let reads_before_recover = disk.reads();
+    assert_eq!(reopened.recover().unwrap(), model, "after a write, recover reads the files as they are");
+    assert!(disk.reads() > reads_before_recover);
+}
+
 #[test]
 fn truncation_and_overwrite_replace_the_suffix() {
     let disk = FaultDisk::new();

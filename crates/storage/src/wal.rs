@@ -12,8 +12,8 @@ use concord_core::storage::{Persist, Recovered, Storage, StorageError};
 use crate::file::{Directory, OsDirectory, WritableFile};
 use crate::record::{
     decode_segment_header, decode_snapshot_file, encode_record, encode_record_bytes, encode_segment_header,
-    encode_snapshot_file, parse_record, Parsed, RecordKind, RecordView, COMMIT_TRAILER, RECORD_HEADER_BYTES,
-    SEGMENT_HEADER_BYTES,
+    encode_snapshot_file, parse_checked_record, parse_record, Parsed, RecordKind, RecordView, COMMIT_TRAILER,
+    RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
 use crate::state::{corrupt_at, Checkpoint, GroupSource, LogState, SnapshotMarker, SnapshotRef};
 
@@ -105,6 +105,11 @@ pub struct FileStorage {
     failure: Option<String>,
     /// Reused for every group, so appends do not allocate once it has grown.
     buffer: Vec<u8>,
+    /// The segments `open` read and verified, as read (`(sequence, bytes)`), kept for the first
+    /// `recover`: it then decodes entries from them instead of reading and checksumming every
+    /// segment a second time. At most the log's size on disk, which `recover` turns into entries
+    /// anyway; emptied by `recover` and by the first `persist` (which changes the files).
+    verified_segments: Vec<(u64, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for FileStorage {
@@ -220,6 +225,7 @@ impl FileStorage {
         let mut state: Option<LogState> = None;
         let mut last_group: Option<u64> = None;
         let mut scans: Vec<SegmentScan> = Vec::with_capacity(segments.len());
+        let mut verified: Vec<(u64, Vec<u8>)> = Vec::with_capacity(segments.len());
         for (position, &sequence) in segments.iter().enumerate() {
             let is_last = position + 1 == segments.len();
             let name = segment_name(sequence);
@@ -240,6 +246,7 @@ impl FileStorage {
                 return Err(corrupt(file, SEGMENT_HEADER_BYTES as u64, "segment holds no committed group"));
             }
             scans.push(scan);
+            verified.push((sequence, bytes));
         }
         for sequence in &stale {
             removals.push(segment_name(*sequence));
@@ -318,6 +325,7 @@ impl FileStorage {
             next_snapshot_sequence,
             failure: None,
             buffer: Vec::new(),
+            verified_segments: verified,
         })
     }
 
@@ -347,6 +355,7 @@ impl FileStorage {
             next_snapshot_sequence: 1,
             failure: None,
             buffer: Vec::new(),
+            verified_segments: Vec::new(),
         })
     }
 
@@ -847,17 +856,32 @@ impl Storage for FileStorage {
         };
         let mut entries = Vec::with_capacity(self.state.entries.len());
         let first_index = self.state.snapshot_index() + 1;
-        let mut loaded: Option<(u64, Vec<u8>, String)> = None;
+        // Segments `open` verified are decoded as they were read then; others (a `persist` came
+        // in between) are read again, and their checksums checked again.
+        let mut verified = std::mem::take(&mut self.verified_segments);
+        let mut loaded: Option<(u64, Vec<u8>, String, bool)> = None;
         for (position, location) in self.state.entries.iter().enumerate() {
             let index = first_index + position as u64;
             if loaded.as_ref().map(|(segment, ..)| *segment) != Some(location.segment) {
                 let name = segment_name(location.segment);
                 let file = self.directory.describe(&name);
-                let bytes = self.directory.read(&name).map_err(io_failure(format_args!("reading {file}")))?;
-                loaded = Some((location.segment, bytes, file));
+                let cached = verified.iter().position(|(segment, _)| *segment == location.segment);
+                let (bytes, checked) = match cached {
+                    Some(position) => (verified.swap_remove(position).1, true),
+                    None => (
+                        self.directory.read(&name).map_err(io_failure(format_args!("reading {file}")))?,
+                        false,
+                    ),
+                };
+                loaded = Some((location.segment, bytes, file, checked));
             }
-            let Some((_, bytes, file)) = &loaded else { unreachable!("loaded just above") };
-            let view = match parse_record(bytes, location.offset as usize, self.options.record_bytes_max) {
+            let Some((_, bytes, file, checked)) = &loaded else { unreachable!("loaded just above") };
+            let parsed = if *checked {
+                parse_checked_record(bytes, location.offset as usize)
+            } else {
+                parse_record(bytes, location.offset as usize, self.options.record_bytes_max)
+            };
+            let view = match parsed {
                 Parsed::Record(view)
                     if view.kind == RecordKind::Entry
                         && view.index == index
@@ -901,6 +925,8 @@ impl Storage for FileStorage {
         if let Some(failure) = &self.failure {
             return Err(StorageError::Failed(failure.clone()));
         }
+        // The files change: what `open` read is no longer what they hold.
+        self.verified_segments = Vec::new();
         if persist.is_empty() {
             return Ok(());
         }
