@@ -151,20 +151,34 @@ impl ConsensusBuilder {
         let transport =
             self.transport.ok_or_else(|| StartError::Builder("a transport is required".into()))?;
         #[cfg(feature = "file-storage")]
-        let file_storage: Option<Box<dyn Storage>> = match &self.data_dir {
-            Some(directory) => Some(Box::new(concord_storage::FileStorage::open(
-                directory,
-                concord_storage::FileStorageOptions::default(),
-            )?)),
-            None => None,
-        };
-        #[cfg(not(feature = "file-storage"))]
-        let file_storage: Option<Box<dyn Storage>> = None;
-        if file_storage.is_some() && self.storage.is_some() {
+        let data_dir = self.data_dir;
+        #[cfg(feature = "file-storage")]
+        if data_dir.is_some() && self.storage.is_some() {
             return Err(StartError::Builder("give either storage(...) or data_dir(...), not both".into()));
         }
-        let mut storage = file_storage.or(self.storage).unwrap_or_else(|| Box::new(MemoryStorage::new()));
-        let recovered = storage.recover()?;
+        let given_storage = self.storage;
+        // Reading a long log back is blocking file I/O and decoding (about a second for a million
+        // entries): it runs off the async workers, which meanwhile go on running every other task
+        // (other nodes of this process among them).
+        let recovery = tokio::task::spawn_blocking(move || -> Result<_, StartError> {
+            #[cfg(feature = "file-storage")]
+            let file_storage: Option<Box<dyn Storage>> = match &data_dir {
+                Some(directory) => Some(Box::new(concord_storage::FileStorage::open(
+                    directory,
+                    concord_storage::FileStorageOptions::default(),
+                )?)),
+                None => None,
+            };
+            #[cfg(not(feature = "file-storage"))]
+            let file_storage: Option<Box<dyn Storage>> = None;
+            let mut storage =
+                file_storage.or(given_storage).unwrap_or_else(|| Box::new(MemoryStorage::new()));
+            let recovered = storage.recover()?;
+            Ok((storage, recovered))
+        });
+        let (storage, recovered) = recovery
+            .await
+            .map_err(|error| StartError::Builder(format!("the storage recovery task failed: {error}")))??;
         let mut members = self.members;
         if !members.iter().any(|m| m.id == node_id) {
             members.push(NodeInfo::new(node_id.clone(), self.address.clone()));

@@ -421,6 +421,54 @@ async fn corrupt_data_directory_is_a_typed_start_error() {
     }
 }
 
+/// Storage whose `recover` waits (at most `WAIT_MAX` of real time) until the test lets it go on.
+struct GatedStorage {
+    inner: concord_core::storage::MemoryStorage,
+    go: std::sync::mpsc::Receiver<()>,
+}
+
+impl concord_core::storage::Storage for GatedStorage {
+    fn recover(&mut self) -> Result<concord_core::storage::Recovered, concord_core::storage::StorageError> {
+        const WAIT_MAX: Duration = Duration::from_secs(10);
+        match self.go.recv_timeout(WAIT_MAX) {
+            Ok(()) => self.inner.recover(),
+            Err(_) => Err(concord_core::storage::StorageError::Failed(
+                "recover was never let go on: the runtime's thread was blocked".into(),
+            )),
+        }
+    }
+
+    fn persist(
+        &mut self,
+        persist: &concord_core::storage::Persist,
+    ) -> Result<(), concord_core::storage::StorageError> {
+        self.inner.persist(persist)
+    }
+}
+
+// Reading a long log back is blocking work: `start` does it off the async workers, so a node
+// recovering does not stall the other tasks of the runtime (other nodes in the same process). Here
+// the runtime has one thread; the task that lets recovery finish runs on it, so if `start`
+// recovered on that thread it could never run, and recovery would give up.
+#[tokio::test(flavor = "current_thread")]
+async fn start_recovers_storage_off_the_async_thread() {
+    let (go, gate) = std::sync::mpsc::channel();
+    let opener = tokio::spawn(async move {
+        tokio::task::yield_now().await;
+        go.send(()).unwrap();
+    });
+    let network = MemoryNetwork::new();
+    let node = Consensus::builder("n1")
+        .config(raft_config())
+        .transport(network.transport("n1"))
+        .storage(Box::new(GatedStorage { inner: concord_core::storage::MemoryStorage::new(), go: gate }))
+        .start()
+        .await
+        .expect("recovery finished while the runtime's thread ran the other task");
+    opener.await.unwrap();
+    node.stop().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_retried_proposal_applies_once_across_a_leader_change() {
     let network = MemoryNetwork::new();
