@@ -12,7 +12,10 @@
 //! [`mechanism`](concord_core::mechanism) docs describe. The persistence order is in the types:
 //! a leader's appends go in `Ready::messages` (sent while it writes its own copy, thesis §10.2.1)
 //! and it counts itself toward a commit only after `advance` acknowledges its write; votes and
-//! append acknowledgements go in `Ready::persisted_messages`.
+//! append acknowledgements go in `Ready::persisted_messages`. Once an entry commits, the leader
+//! tells its followers at once (an append without entries); they apply it without answering, as
+//! the answer would tell the leader nothing new (heartbeats, which start a new read round, and
+//! rejections are always answered).
 //!
 //! **What it is not:** a storage engine, a transport or a runtime: storage is write-only from
 //! here (the node reads it back only at start, through `Setup::recovered`), and the tokio driver
