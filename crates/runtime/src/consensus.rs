@@ -550,11 +550,11 @@ impl Consensus {
         let proposal = Proposal { id, session: Some(session), command: command.clone() };
         let result = match self.submit(proposal, command.key(), deadline) {
             Ok(receiver) => self.answer(receiver.await, &command, session),
-            Err(refusal) => refusal,
+            Err(refusal) => *refusal,
         };
         // Decided before the retry's await, so that no result is kept in this future across it.
         let outcome_unknown = match self.after_attempt(result, false, 1, deadline) {
-            Ok(result) => return *result,
+            Ok(result) => return result,
             Err(outcome_unknown) => outcome_unknown,
         };
         Box::pin(self.retry(command, session, deadline, outcome_unknown)).await
@@ -576,10 +576,10 @@ impl Consensus {
             let proposal = Proposal { id, session: Some(session), command: command.clone() };
             let result = match self.submit(proposal, command.key(), deadline) {
                 Ok(receiver) => self.answer(receiver.await, &command, session),
-                Err(refusal) => refusal,
+                Err(refusal) => *refusal,
             };
             match self.after_attempt(result, outcome_unknown, attempt, deadline) {
-                Ok(result) => return *result,
+                Ok(result) => return result,
                 Err(unknown) => outcome_unknown = unknown,
             }
         }
@@ -592,11 +592,11 @@ impl Consensus {
     /// report a definite failure.
     fn after_attempt(
         &self,
-        mut result: Box<ProposalResult>,
+        mut result: ProposalResult,
         mut outcome_unknown: bool,
         attempt: u32,
         deadline: tokio::time::Instant,
-    ) -> Result<Box<ProposalResult>, bool> {
+    ) -> Result<ProposalResult, bool> {
         let retryable = match &result.error {
             None => return Ok(result),
             Some(ProposalError::LeadershipLost) => true,
@@ -622,7 +622,7 @@ impl Consensus {
         proposal: Proposal,
         key: &str,
         deadline: tokio::time::Instant,
-    ) -> Result<oneshot::Receiver<Box<ProposalResult>>, Box<ProposalResult>> {
+    ) -> Result<oneshot::Receiver<ProposalResult>, Box<ProposalResult>> {
         let shared = &self.shared;
         let sequence = proposal.id.sequence;
         let refused = |error: ProposalError| {
@@ -655,10 +655,10 @@ impl Consensus {
     /// The answer to one attempt; a dropped channel means the node stopped.
     fn answer(
         &self,
-        received: Result<Box<ProposalResult>, oneshot::error::RecvError>,
+        received: Result<ProposalResult, oneshot::error::RecvError>,
         command: &Command,
         session: ClientSession,
-    ) -> Box<ProposalResult> {
+    ) -> ProposalResult {
         match received {
             Ok(mut result) => {
                 // Answers made without the command at hand (timeout, stop) leave the key empty.
@@ -669,7 +669,7 @@ impl Consensus {
             }
             Err(_) => {
                 let id = ProposalId { origin: self.shared.node_id.clone(), sequence: session.sequence };
-                Box::new(ProposalResult::failed(id, command.key(), ProposalError::Stopped))
+                ProposalResult::failed(id, command.key(), ProposalError::Stopped)
             }
         }
     }
@@ -938,7 +938,7 @@ impl Consensus {
             let origin = self.shared.node_id.clone();
             for (sequence, call) in state.proposals.drain() {
                 let id = ProposalId { origin: origin.clone(), sequence };
-                let _ = call.sender.send(Box::new(ProposalResult::failed(id, "", ProposalError::Stopped)));
+                let _ = call.sender.send(ProposalResult::failed(id, "", ProposalError::Stopped));
             }
             for (_, sender) in state.reads.drain() {
                 let _ = sender.send(Err(ProposalError::Stopped));
@@ -1113,7 +1113,7 @@ fn give_up_overdue_proposals(shared: &Shared) {
     for sequence in overdue {
         if let Some(call) = state.proposals.remove(&sequence) {
             let id = ProposalId { origin: shared.node_id.clone(), sequence };
-            let _ = call.sender.send(Box::new(ProposalResult::failed(id, "", ProposalError::Timeout)));
+            let _ = call.sender.send(ProposalResult::failed(id, "", ProposalError::Timeout));
         }
     }
 }
@@ -1155,7 +1155,7 @@ fn accept_submissions(shared: &Shared, state: &mut NodeState) {
                     // Answered under the lock: refusals are rare, and answering now keeps them in
                     // order with the accepted ones.
                     let id = ProposalId { origin: shared.node_id.clone(), sequence };
-                    let _ = call.sender.send(Box::new(ProposalResult::failed(id, "", error)));
+                    let _ = call.sender.send(ProposalResult::failed(id, "", error));
                 }
             }
         }
@@ -1179,7 +1179,7 @@ fn count_batch(shared: &Shared, proposals: usize) {
 fn answer_submissions(shared: &Shared, submissions: Vec<Submission>, error: ProposalError) {
     for Submission { proposal, call } in submissions {
         let id = ProposalId { origin: shared.node_id.clone(), sequence: proposal.id.sequence };
-        let _ = call.sender.send(Box::new(ProposalResult::failed(id, "", error.clone())));
+        let _ = call.sender.send(ProposalResult::failed(id, "", error.clone()));
     }
 }
 
@@ -1239,8 +1239,7 @@ fn storage_failed(shared: &Shared, error: String) {
     drop(handed_over);
     for (sequence, call) in state.proposals.drain() {
         let id = ProposalId { origin: shared.node_id.clone(), sequence };
-        let _ =
-            call.sender.send(Box::new(ProposalResult::failed(id, "", ProposalError::Storage(error.clone()))));
+        let _ = call.sender.send(ProposalResult::failed(id, "", ProposalError::Storage(error.clone())));
     }
     for (_, sender) in state.reads.drain() {
         let _ = sender.send(Err(ProposalError::Storage(error.clone())));
@@ -1289,7 +1288,7 @@ fn finish_ready(
     };
     for (sender, result) in senders.into_iter().zip(results) {
         if let Some(sender) = sender {
-            let _ = sender.send(Box::new(result));
+            let _ = sender.send(result);
         }
     }
     for (sender, result) in read_answers {

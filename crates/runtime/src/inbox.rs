@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 
 /// A caller waiting for the result of a proposal made on this node.
 pub(crate) struct PendingCall {
-    pub(crate) sender: oneshot::Sender<Box<ProposalResult>>,
+    pub(crate) sender: oneshot::Sender<ProposalResult>,
     /// When the node task answers `Timeout` if no result came (`None`: the caller times out itself).
     /// Checked by the node task at each partition check rather than by a timer per proposal.
     pub(crate) give_up_at: Option<tokio::time::Instant>,
@@ -111,7 +111,7 @@ mod tests {
 
     use super::*;
 
-    fn submission(sequence: u64) -> (Submission, oneshot::Receiver<Box<ProposalResult>>) {
+    fn submission(sequence: u64) -> (Submission, oneshot::Receiver<ProposalResult>) {
         let (sender, receiver) = oneshot::channel();
         let proposal = Proposal {
             id: ProposalId { origin: NodeId::parse("n1").unwrap(), sequence },
