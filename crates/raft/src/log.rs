@@ -66,8 +66,14 @@ impl RaftLog {
     /// Entries from `from` on, at most `count_max` of them and, beyond the first, at most
     /// `bytes_max` bytes in total (one entry always goes, or the log could never move forward).
     pub(crate) fn slice(&self, from: LogIndex, count_max: usize, bytes_max: usize) -> Vec<Entry> {
+        // Reserved up front (this runs for every append), bounded by what the byte budget can hold:
+        // an entry is at least `ENTRY_BYTES_MIN` bytes.
+        const ENTRY_BYTES_MIN: usize = 24;
         let available = self.last_index().0.saturating_sub(from.0.saturating_sub(1));
-        let mut slice = Vec::with_capacity(count_max.min(usize::try_from(available).unwrap_or(usize::MAX)));
+        let capacity = count_max
+            .min(usize::try_from(available).unwrap_or(usize::MAX))
+            .min(bytes_max / ENTRY_BYTES_MIN + 1);
+        let mut slice = Vec::with_capacity(capacity);
         let mut bytes = 0usize;
         let mut index = from;
         while slice.len() < count_max {

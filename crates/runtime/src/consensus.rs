@@ -145,6 +145,11 @@ impl ConsensusBuilder {
 
     /// Validates everything, recovers storage, builds the mechanism and starts the node's tasks.
     /// Must be called inside a tokio runtime.
+    ///
+    /// Storage is read back in tokio's blocking pool. Dropping this future while it waits for that
+    /// does not stop the reading: do not start another node on the same `data_dir` until this
+    /// call has returned (or the runtime has shut down), as two stores on one directory corrupt
+    /// each other.
     pub async fn start(self) -> Result<Consensus, StartError> {
         self.config.validate()?;
         let node_id = NodeId::parse(&self.node_id)?;
@@ -176,9 +181,17 @@ impl ConsensusBuilder {
             let recovered = storage.recover()?;
             Ok((storage, recovered))
         });
-        let (storage, recovered) = recovery
-            .await
-            .map_err(|error| StartError::Builder(format!("the storage recovery task failed: {error}")))??;
+        let (storage, recovered) = match recovery.await {
+            Ok(recovered) => recovered?,
+            // A panic in the storage's code reaches the caller as the panic it is, as it did when
+            // recovery ran in this task.
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(error) => {
+                return Err(StartError::Storage(concord_core::storage::StorageError::Failed(format!(
+                    "storage recovery did not finish: {error}"
+                ))))
+            }
+        };
         let mut members = self.members;
         if !members.iter().any(|m| m.id == node_id) {
             members.push(NodeInfo::new(node_id.clone(), self.address.clone()));

@@ -110,12 +110,12 @@ impl FaultDisk {
         self.lock().operations
     }
 
-    /// `(file syncs, directory syncs)` so far.
     /// Whole-file reads so far.
     pub(crate) fn reads(&self) -> u64 {
         self.lock().reads
     }
 
+    /// `(file syncs, directory syncs)` so far.
     pub(crate) fn syncs(&self) -> (u64, u64) {
         let disk = self.lock();
         (disk.file_syncs, disk.directory_syncs)

@@ -36,7 +36,9 @@
 //! - After an I/O error (a full disk is [`StorageError::Full`]) every later write is refused with
 //!   [`StorageError::Failed`]; reopen to continue.
 //! - Open keeps an index (term, segment and offset of each live entry) so `persist` never reads;
-//!   [`Storage::recover`] reads the entries back, verifying their checksums again.
+//!   [`Storage::recover`] decodes the entries back: right after open from the segment bytes open
+//!   read and verified (the log is read and checksummed once), later from disk, verifying their
+//!   checksums again.
 //!
 //! **What it is not:** a general key-value store, or safe for two processes on one directory
 //! (nothing locks it). It trusts the file system's `fsync`.

@@ -845,7 +845,9 @@ impl FileStorage {
 }
 
 impl Storage for FileStorage {
-    /// Reads the snapshot and every live entry back from disk, checking every checksum again.
+    /// Reads the snapshot and every live entry back. The first call after `open` decodes the
+    /// entries from the segment bytes `open` read and verified; later calls (and any after a
+    /// `persist`) read the segments from disk and check every checksum again.
     fn recover(&mut self) -> Result<Recovered, StorageError> {
         if let Some(failure) = &self.failure {
             return Err(StorageError::Failed(failure.clone()));

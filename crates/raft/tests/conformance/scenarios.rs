@@ -1139,3 +1139,39 @@ fn commit_updates_are_applied_by_followers_without_an_answer() {
     assert_eq!(answers.len(), 2, "every heartbeat is answered: {answers:?}");
     assert!(answers.iter().all(|packet| matches!(packet.message, RaftMessage::AppendResponse { .. })));
 }
+
+// A follower's answer to the entries is lost; the commit update it then gets is not answered
+// (see above), so the leader learns the follower's match index from the next heartbeat, within one
+// heartbeat interval, and its in-flight window reopens.
+#[test]
+fn a_lost_answer_to_the_entries_is_repaired_by_the_next_heartbeat() {
+    let mut cluster = Cluster::new(3, default_config());
+    cluster.elect("n1");
+    cluster.settle();
+    let write = cluster.propose_put("n1", "x", "1");
+    for append in cluster.take_network() {
+        cluster.deliver(append);
+    }
+    for answer in cluster.take_network() {
+        if answer.from.as_str() == "n2" {
+            cluster.deliver(answer);
+        }
+    }
+    accepted_once(&cluster, "n1", &write);
+    let commit = cluster.commit("n1");
+    for update in cluster.take_network() {
+        cluster.deliver(update);
+    }
+    assert!(cluster.in_flight().is_empty(), "{:?}", cluster.in_flight());
+    assert_eq!(cluster.commit("n3"), commit, "n3 applied the commit update");
+    let progress = |cluster: &Cluster| cluster.state("n1").followers[&id("n3")].clone();
+    assert!(progress(&cluster).match_index < commit, "the leader has not heard n3 store the entry");
+    assert_eq!(progress(&cluster).inflight_messages, 1, "the append's answer is still awaited");
+
+    let interval = heartbeat_interval(&cluster);
+    cluster.set_time(cluster.now + interval);
+    cluster.tick("n1");
+    cluster.deliver_all();
+    assert_eq!(progress(&cluster).match_index, commit, "the heartbeat's answer carried n3's match");
+    assert_eq!(progress(&cluster).inflight_messages, 0, "the window reopened");
+}
