@@ -254,6 +254,12 @@ pub struct Config {
     /// Most proposals collected into one batch.
     #[serde(alias = "max_batch_entries")]
     pub max_batch_entries: u32,
+    /// Most committed entries a Raft node applies in one step (one `Ready`); the rest follow in
+    /// the next ones. A node that learns of a long committed tail at once (after a restart, or
+    /// catching up) keeps answering heartbeats and votes meanwhile instead of stalling for the
+    /// whole tail.
+    #[serde(alias = "max_apply_entries")]
+    pub max_apply_entries: u32,
     /// Most proposals accepted but not yet decided on one node; more get a `Busy` error.
     #[serde(alias = "max_pending_proposals")]
     pub max_pending_proposals: u32,
@@ -324,6 +330,7 @@ impl Default for Config {
             max_inflight_messages: 256,
             max_inflight_bytes: 64 * 1024 * 1024,
             max_batch_entries: 4096,
+            max_apply_entries: 8192,
             max_pending_proposals: 100_000,
             max_pending_reads: 100_000,
             compression_threshold_bytes: 4096,
@@ -452,12 +459,13 @@ impl Config {
                 "must be at least 10 × timeout: a retried proposal must never outlive its session",
             ));
         }
-        let positive: [(&'static str, u64); 14] = [
+        let positive: [(&'static str, u64); 15] = [
             ("maxMessageBytes", self.max_message_bytes.into()),
             ("maxEntriesPerMessage", self.max_entries_per_message.into()),
             ("maxInflightMessages", self.max_inflight_messages.into()),
             ("maxInflightBytes", self.max_inflight_bytes),
             ("maxBatchEntries", self.max_batch_entries.into()),
+            ("maxApplyEntries", self.max_apply_entries.into()),
             ("maxPendingProposals", self.max_pending_proposals.into()),
             ("maxPendingReads", self.max_pending_reads.into()),
             ("snapshotChunkBytes", self.snapshot_chunk_bytes.into()),

@@ -65,7 +65,9 @@
 //! **Limits.** Every queue has a named bound in [`Config`](concord_core::config::Config):
 //! `max_pending_proposals` (also bounds the leader's uncommitted tail), `max_pending_reads`,
 //! `max_batch_entries`, `max_entries_per_message`, `max_inflight_messages`, `max_inflight_bytes`,
-//! `max_message_bytes`, `snapshot_chunk_bytes`. Hitting one is a `ProposalError::Busy`.
+//! `max_message_bytes`, `snapshot_chunk_bytes`. Hitting one is a `ProposalError::Busy`. Applying is
+//! bounded too: at most `max_apply_entries` committed entries per step, the rest in the next
+//! `Ready` batches (`has_ready` stays true until the node has applied its commit index).
 //!
 //! **Testing.** Unit tests drive small clusters in-process; `tests/conformance` ties scenarios to
 //! the paper's sections; `tests/simulation.rs` runs thousands of seeded fault schedules in

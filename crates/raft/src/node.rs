@@ -1265,9 +1265,16 @@ impl Mechanism for Raft {
             || !self.events.is_empty()
             || (!self.batch.is_empty() && self.config.batch_window.is_zero())
             || (self.commit_unsent && self.state == State::Leader)
+            || self.replica.applied() < self.commit
     }
 
     fn ready(&mut self) -> Ready {
+        if self.replica.applied() < self.commit {
+            // The rest of a committed tail longer than `max_apply_entries`.
+            let now = self.now;
+            self.apply_committed(now);
+            self.finish(now);
+        }
         if !self.batch.is_empty() && self.config.batch_window.is_zero() {
             let now = self.now;
             self.flush_batch(now);

@@ -56,6 +56,7 @@ fn config_for(seed: u64) -> Config {
     config.batch_window = Duration::from_millis([0, 0, 5][(seed % 3) as usize]);
     config.max_entries_per_message = [1, 3, 4096][(seed % 3) as usize];
     config.max_inflight_messages = [1, 4, 256][(seed % 3) as usize];
+    config.max_apply_entries = [1, 2, 8192][(seed % 5 % 3) as usize];
     config.forward_to_leader = seed % 7 != 3;
     config
 }

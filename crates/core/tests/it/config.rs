@@ -276,6 +276,7 @@ fn extreme_numbers_in_any_field_give_a_result_not_a_panic() {
         "maxInflightMessages",
         "maxInflightBytes",
         "maxBatchEntries",
+        "maxApplyEntries",
         "maxPendingProposals",
         "maxPendingReads",
         "compressionThresholdBytes",

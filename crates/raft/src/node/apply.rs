@@ -34,7 +34,14 @@ impl Raft {
         // Whether `stored_by_voter` holds this call's figures (taken when first needed, again after a
         // membership entry).
         let mut tally_taken = false;
-        while self.replica.applied() < self.commit {
+        // Bounded per step: a long committed tail (a restart, a follower catching up) is applied
+        // over several Ready batches, and the node answers heartbeats and votes in between.
+        let apply_until = LogIndex(
+            self.commit
+                .0
+                .min(self.replica.applied().0.saturating_add(u64::from(self.config.max_apply_entries))),
+        );
+        while self.replica.applied() < apply_until {
             let index = self.replica.applied().next();
             let Some(entry) = self.log.entry(index) else {
                 panic!(

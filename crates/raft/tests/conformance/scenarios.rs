@@ -1175,3 +1175,59 @@ fn a_lost_answer_to_the_entries_is_repaired_by_the_next_heartbeat() {
     assert_eq!(progress(&cluster).match_index, commit, "the heartbeat's answer carried n3's match");
     assert_eq!(progress(&cluster).inflight_messages, 0, "the window reopened");
 }
+
+// Applying is bounded per step (`max_apply_entries`): a follower that learns of a long committed
+// tail at once applies it over several Ready batches, so it stays responsive (heartbeats, votes)
+// in between instead of stalling for the whole tail; `has_ready` says more is to come.
+#[test]
+fn a_long_committed_tail_is_applied_a_bounded_number_of_entries_per_step() {
+    let mut config = default_config();
+    config.max_apply_entries = 2;
+    let mut cluster = Cluster::new(3, config);
+    cluster.elect("n1");
+    cluster.settle();
+    cluster.drop_rule = Some(Box::new(|packet: &Packet| packet.to.as_str() == "n3"));
+    for i in 0..5 {
+        cluster.propose_put("n1", &format!("k{i}"), "v");
+        cluster.deliver_all();
+    }
+    let commit = cluster.commit("n1");
+    cluster.drop_rule = None;
+    let applied_before = cluster.raft("n3").replica().applied();
+    assert_eq!(commit.0 - applied_before.0, 5, "n3 missed five committed entries");
+
+    // Catch n3 up, and hold back the append that brings it the five entries.
+    let interval = heartbeat_interval(&cluster);
+    cluster.set_time(cluster.now + interval);
+    cluster.tick("n1");
+    let mut tail = None;
+    for _ in 0..10 {
+        for packet in cluster.take_network() {
+            let carries_the_tail = packet.to.as_str() == "n3"
+                && matches!(&packet.message, RaftMessage::Append { entries, .. } if entries.len() == 5);
+            if carries_the_tail {
+                tail = Some(packet);
+            } else {
+                cluster.deliver(packet);
+            }
+        }
+        if tail.is_some() {
+            break;
+        }
+    }
+    let tail = tail.expect("the leader sent n3 the missing entries in one append");
+    let now = cluster.now;
+    let raft = cluster.raft_mut("n3");
+    raft.handle_message(now, tail.from.clone(), concord_core::message::Message::Raft(tail.message))
+        .expect("a valid append");
+    assert_eq!(raft.commit_index(), commit, "n3 learned the whole commit index at once");
+    let mut applied = vec![raft.replica().applied().0 - applied_before.0];
+    while raft.has_ready() {
+        let ready = raft.ready();
+        raft.advance(now, ready.number);
+        applied.push(raft.replica().applied().0 - applied_before.0);
+        assert!(applied.len() < 10, "{applied:?}");
+    }
+    applied.dedup();
+    assert_eq!(applied, vec![2, 4, 5], "two entries per step, then the last one");
+}
