@@ -337,12 +337,11 @@ impl Raft {
         // so it is not sent: that saves the leader one message per follower and batch. Rejections
         // are always answered, and so is every heartbeat, which keeps liveness and lost answers
         // repaired within a heartbeat interval.
-        let answered = self.answered_round.0 == self.term && read_round <= self.answered_round.1;
-        if !carries_entries && answered {
+        let answered_before = (self.answered_round.0 == self.term).then_some(self.answered_round.1);
+        if !carries_entries && answered_before.is_some_and(|answered| read_round <= answered) {
             return Ok(());
         }
-        let answered_before = if self.answered_round.0 == self.term { self.answered_round.1 } else { 0 };
-        self.answered_round = (self.term, answered_before.max(read_round));
+        self.answered_round = (self.term, answered_before.unwrap_or(0).max(read_round));
         let response = RaftMessage::AppendResponse {
             term: self.term,
             success: true,
