@@ -82,8 +82,11 @@ impl StateSnapshot {
 }
 
 pub(crate) fn vote_record_key(slot: &Slot) -> Bytes {
-    let mut key = VOTE_RECORD_PREFIX.to_vec();
-    key.extend_from_slice(&postcard::to_allocvec(slot).unwrap_or_default());
+    // Encoded straight after the prefix, into one buffer sized for a short key.
+    let mut key = Vec::with_capacity(VOTE_RECORD_PREFIX.len() + slot.key.len() + 24);
+    key.extend_from_slice(VOTE_RECORD_PREFIX);
+    // Encoding a string and integers into a Vec cannot fail.
+    let key = postcard::to_extend(slot, key).unwrap_or_else(|_| VOTE_RECORD_PREFIX.to_vec());
     Bytes::from(key)
 }
 

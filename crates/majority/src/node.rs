@@ -15,7 +15,7 @@ use concord_core::message::{
     Slot, Snapshot, SnapshotMeta, MEMBERSHIP_KEY,
 };
 use concord_core::state_machine::{ApplyContext, Replica};
-use concord_core::storage::RecordWrite;
+use concord_core::storage::{Persist, RecordWrite};
 use concord_core::time::Instant;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -174,6 +174,12 @@ struct Peer {
     request_blocked_until: Option<Instant>,
 }
 
+/// Empties `buffer`, leaving it the capacity its contents needed.
+fn take_with_capacity<T>(buffer: &mut Vec<T>) -> Vec<T> {
+    let capacity = buffer.len();
+    std::mem::replace(buffer, Vec::with_capacity(capacity))
+}
+
 /// One simple-majority node. See the crate docs.
 pub struct Majority {
     node_id: NodeId,
@@ -221,6 +227,8 @@ pub struct Majority {
     self_after_persist: Vec<MajorityMessage>,
     awaiting_persist: VecDeque<(u64, Vec<MajorityMessage>)>,
     replaying: bool,
+    /// Whether anyone takes the per-entry events (`Mechanism::set_entry_events_wanted`).
+    entry_events_wanted: bool,
     bug: Option<Bug>,
 }
 
@@ -289,6 +297,7 @@ impl Majority {
             self_after_persist: Vec::new(),
             awaiting_persist: VecDeque::new(),
             replaying: false,
+            entry_events_wanted: true,
             bug,
             config,
         };
@@ -399,6 +408,12 @@ impl Majority {
 
     // ----- small helpers -----
 
+    /// Timers set: the heartbeat, own proposals' deadlines, open slots' watches and recoveries.
+    /// Bounded by the open work (`maxPendingProposals` and the open slots), not by the write rate.
+    pub fn timers_pending(&self) -> usize {
+        self.timers.len()
+    }
+
     fn position(&self, key: &str) -> Position {
         self.positions.get(key).copied().unwrap_or_default()
     }
@@ -482,6 +497,14 @@ impl Majority {
         let at = now + self.config.timeout + self.jitter();
         self.watched.insert(slot.clone(), at);
         self.timers.insert((at, Timer::Watch(slot.clone())));
+    }
+
+    /// Stops watching a closed slot, its timer included (so the timer set holds only open
+    /// slots, not every slot decided in the last `timeout`).
+    fn unwatch(&mut self, slot: &Slot) {
+        if let Some(at) = self.watched.remove(slot) {
+            self.timers.remove(&(at, Timer::Watch(slot.clone())));
+        }
     }
 
     fn sync_peers(&mut self) {
@@ -695,6 +718,9 @@ impl Majority {
     /// Ends an own proposal with a result (its slot may still be decided later by others).
     fn finish(&mut self, id: &ProposalId, applied: Option<AppliedOutcome>, error: Option<ProposalError>) {
         let Some(pending) = self.pending.remove(id) else { return };
+        // Its deadline timer goes too: left in place, the timers of every proposal of the last
+        // `timeout` would pile up (one per write at full rate) and each would still fire.
+        self.timers.remove(&(pending.deadline, Timer::Proposal(id.clone())));
         if let Some(queue) = self.queues.get_mut(&pending.key) {
             queue.retain(|queued| queued != id);
             if queue.is_empty() {
@@ -737,7 +763,7 @@ impl Majority {
             (_, Some(error)) => result.error = Some(error),
             (None, None) => {}
         }
-        if result.accepted {
+        if result.accepted && self.entry_events_wanted {
             self.event(Event::ConsensusAccepted(result.clone()));
         }
         if !self.replaying {
@@ -1305,7 +1331,7 @@ impl Majority {
                 // by `max_client_sessions` alone.
                 let session = proposal.session.map(|session| ClientSession { answered_below: 0, ..session });
                 let result = self.replica.apply(&context, session, &proposal.command);
-                if let Ok(output) = &result {
+                if let (Ok(output), true) = (&result, self.entry_events_wanted) {
                     for change in &output.changes {
                         self.event(Event::StateChanged {
                             key: change.key.clone(),
@@ -1370,7 +1396,7 @@ impl Majority {
         if self.acceptances.remove(&slot).is_some() && !self.replaying {
             self.out.persist.records.push(RecordWrite { key: durable::vote_record_key(&slot), value: None });
         }
-        self.watched.remove(&slot);
+        self.unwatch(&slot);
         self.recoveries.remove(&slot);
         self.round_floor.remove(&slot);
         self.proposed_in.remove(&slot);
@@ -1622,7 +1648,7 @@ impl Majority {
         for slot in closed {
             self.acceptances.remove(&slot);
             self.out.persist.records.push(RecordWrite { key: durable::vote_record_key(&slot), value: None });
-            self.watched.remove(&slot);
+            self.unwatch(&slot);
             self.recoveries.remove(&slot);
         }
         self.future
@@ -1952,8 +1978,22 @@ impl Mechanism for Majority {
 
     fn ready(&mut self) -> Ready {
         self.ready_number += 1;
-        let mut ready = std::mem::take(&mut self.out);
-        ready.number = self.ready_number;
+        // The buffers start the next batch with this one's capacity: under load each batch is
+        // about as large as the last, and regrowing every vector from empty costs a copy per doubling.
+        let out = &mut self.out;
+        let ready = Ready {
+            number: self.ready_number,
+            messages: take_with_capacity(&mut out.messages),
+            persist: Persist {
+                entries: take_with_capacity(&mut out.persist.entries),
+                records: take_with_capacity(&mut out.persist.records),
+                ..std::mem::take(&mut out.persist)
+            },
+            persisted_messages: take_with_capacity(&mut out.persisted_messages),
+            results: take_with_capacity(&mut out.results),
+            reads: std::mem::take(&mut out.reads),
+            events: take_with_capacity(&mut out.events),
+        };
         if !self.incarnation_durable && self.incarnation_ready.is_none() {
             self.incarnation_ready = Some(ready.number);
         }
@@ -1984,6 +2024,10 @@ impl Mechanism for Majority {
 
     fn replica(&self) -> &Replica {
         &self.replica
+    }
+
+    fn set_entry_events_wanted(&mut self, wanted: bool) {
+        self.entry_events_wanted = wanted;
     }
 
     fn membership(&self) -> &Membership {

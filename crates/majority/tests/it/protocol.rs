@@ -490,3 +490,44 @@ fn setup_refuses_a_non_member_and_a_raft_config() {
     setup.config = Config::default();
     assert!(matches!(Majority::new(setup), Err(SetupError::Config(_))));
 }
+
+#[test]
+fn decided_slots_and_finished_proposals_leave_no_timer_behind() {
+    let mut cluster = Cluster::new(3, majority_config());
+    let ids: Vec<ProposalId> = (0..50).map(|n| cluster.put("n1", &format!("key-{n}"), "v")).collect();
+    cluster.settle();
+    for proposal in &ids {
+        assert!(cluster.result("n1", proposal).is_some_and(|result| result.accepted), "{proposal}");
+    }
+    // Only the heartbeat is left on each node: no deadline of a finished proposal, no watch of a
+    // decided slot (they used to stay until they fired, one per write for a whole `timeout`).
+    for node in ["n1", "n2", "n3"] {
+        assert_eq!(cluster.node(node).timers_pending(), 1, "{node}");
+    }
+    // An open slot is still watched, and a pending proposal keeps its deadline.
+    cluster.isolate("n1");
+    let _ = cluster.put("n1", "open", "v");
+    assert_eq!(cluster.node("n1").timers_pending(), 3, "heartbeat, deadline, watch");
+}
+
+#[test]
+fn entry_events_can_be_turned_off_without_changing_results() {
+    let mut cluster = Cluster::new(3, majority_config());
+    for node in ["n1", "n2", "n3"] {
+        cluster.node_mut(node).set_entry_events_wanted(false);
+    }
+    let proposal = cluster.put("n1", "player_score", "100");
+    cluster.settle();
+    let result = cluster.result("n1", &proposal).expect("a result").clone();
+    assert!(result.accepted && result.value.as_deref() == Some(&b"100"[..]), "{result:?}");
+    assert_eq!(cluster.value("n2", "player_score").as_deref(), Some("100"));
+    let names: Vec<&str> = cluster.events("n1").iter().map(Event::name).collect();
+    assert!(!names.contains(&"consensus:accepted") && !names.contains(&"state:changed"), "{names:?}");
+    assert!(names.contains(&"vote:granted"), "other events are still produced: {names:?}");
+
+    cluster.node_mut("n1").set_entry_events_wanted(true);
+    let _ = cluster.put("n1", "player_score", "200");
+    cluster.settle();
+    let names: Vec<&str> = cluster.events("n1").iter().map(Event::name).collect();
+    assert!(names.contains(&"consensus:accepted") && names.contains(&"state:changed"), "{names:?}");
+}
