@@ -1625,6 +1625,12 @@ fn send_local(shared: &Shared, messages: Vec<Outbound>) {
     if messages.is_empty() {
         return;
     }
+    let mut messages = messages;
+    if !grouped_by_destination(&messages) {
+        // One delivery per peer instead of one per message (simple majority interleaves its
+        // peers, slot by slot). Stable: each peer still gets its messages in order.
+        messages.sort_by(|a, b| a.to.cmp(&b.to));
+    }
     let mut messages = messages.into_iter().peekable();
     while let Some(Outbound { to, message }) = messages.next() {
         let mut run = vec![message];
@@ -1644,6 +1650,24 @@ fn send_local(shared: &Shared, messages: Vec<Outbound>) {
             tracing::debug!(peer = %to, %error, "send failed");
         }
     }
+}
+
+/// Whether every destination's messages are already consecutive (without allocating: this runs
+/// on every send). Past `PEERS` destinations it answers `false`, and the caller sorts.
+fn grouped_by_destination(messages: &[Outbound]) -> bool {
+    const PEERS: usize = 8;
+    let mut finished: [Option<&NodeId>; PEERS] = [None; PEERS];
+    let mut count = 0;
+    for pair in messages.windows(2) {
+        if pair[0].to != pair[1].to {
+            if finished[..count].contains(&Some(&pair[1].to)) || count == PEERS {
+                return false;
+            }
+            finished[count] = Some(&pair[0].to);
+            count += 1;
+        }
+    }
+    true
 }
 
 /// See `send_local`: the leader (or, with none known, the sender) handles in its own task the
@@ -1827,6 +1851,29 @@ mod tests {
             membership.members.insert(info.id.clone(), Member { info, role: MemberRole::Learner });
         }
         membership
+    }
+
+    #[test]
+    fn interleaved_destinations_are_told_apart_from_grouped_ones() {
+        use concord_core::message::{Message, RaftMessage};
+        let to = |names: &[&str]| -> Vec<Outbound> {
+            names
+                .iter()
+                .map(|name| Outbound {
+                    to: NodeId::new(*name),
+                    message: Message::Raft(RaftMessage::TimeoutNow { term: concord_core::id::Term(1) }),
+                })
+                .collect()
+        };
+        assert!(grouped_by_destination(&to(&[])));
+        assert!(grouped_by_destination(&to(&["n2", "n2", "n3", "n3", "n1"])));
+        assert!(!grouped_by_destination(&to(&["n2", "n3", "n2"])));
+        assert!(!grouped_by_destination(&to(&["n2", "n2", "n3", "n4", "n3"])));
+        // Past eight destinations the answer is "sort" (no allocation to remember them all).
+        let many: Vec<String> = (0..10).map(|n| format!("n{n}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(!grouped_by_destination(&to(&many)));
+        assert!(grouped_by_destination(&to(&many[..9])));
     }
 
     #[test]
