@@ -1606,14 +1606,16 @@ const SOLO_BATCHES_BEFORE_INLINE: u64 = 8;
 const SOLO_PROBE_EVERY: u64 = 64;
 
 /// Hands messages to in-process nodes (the in-process transport's path of `send_all`, which never
-/// awaits). Mechanisms emit each peer's messages together (one peer, then the next): each run is
-/// handed over as it ends, which keeps per-peer order without grouping into a map first.
+/// awaits). Raft emits each peer's messages together (one peer, then the next): each run is
+/// handed over as it ends. Messages that interleave peers (simple majority, slot by slot) are
+/// first sorted by peer, stably, so each peer still gets one run, in order.
 ///
 /// Which task handles the messages (`handoff_to`): the leader and the first half (rounded up) of
 /// the other voters in id order — with the leader, a majority — exchange messages in the sender's
 /// task, so a leader commits without waiting for another task; every other pair goes through the
 /// receiver's own node task,
-/// which a multi-threaded runtime runs on another worker meanwhile. The split is the same on
+/// which a multi-threaded runtime runs on another worker meanwhile. With no leader (simple
+/// majority) every message goes through its receiver's task. The split is the same on
 /// every send, so a follower's messages always take the same path. All inline, one write's whole
 /// round trip ran on one thread while the other idled (measured: 1.1–1.2 of 2 cores busy at 256
 /// clients); all in their own tasks, the leader waited for a task switch before it could commit.
@@ -1670,19 +1672,27 @@ fn grouped_by_destination(messages: &[Outbound]) -> bool {
     true
 }
 
-/// See `send_local`: the leader (or, with none known, the sender) handles in its own task the
-/// messages of the first half (rounded up) of the other voters, in id order, and they handle its
-/// messages in theirs; every other pair (a follower outside the half, two followers, a learner)
-/// goes through the receiver's node task. So a follower's
-/// answers take the same path as the leader's messages to it: the leader's work stays in the
-/// leader's task (and the inline followers'), and a follower outside the half works in its own.
+/// See `send_local`: the leader handles in its own task the messages of the first half (rounded
+/// up) of the other voters, in id order, and they handle its messages in theirs; every other pair
+/// (a follower outside the half, two followers, a learner) goes through the receiver's node task.
+/// So a follower's answers take the same path as the leader's messages to it: the leader's work
+/// stays in the leader's task (and the inline followers'), and a follower outside the half works
+/// in its own.
+///
+/// With no leader (simple majority, or Raft between leaders) there is no hub whose work to keep
+/// together: every message goes through its receiver's task. Handled inline, a voter's answer
+/// would take the proposer's state lock from the voter's worker while the proposer's own task
+/// holds it on the other (simple majority at 256 clients on two workers: about 42k writes/s
+/// inline, 57k queued).
 fn handoff_to(
     membership: &concord_core::id::Membership,
     leader: Option<&NodeId>,
     sender: &NodeId,
     to: &NodeId,
 ) -> Handoff {
-    let hub = leader.unwrap_or(sender);
+    let Some(hub) = leader else {
+        return Handoff::ReceiversTask;
+    };
     let other = if to == hub {
         sender
     } else if sender == hub {
@@ -1887,10 +1897,10 @@ mod tests {
         assert_eq!(handoff_to(&three, Some(&leader), &id("n1"), &id("n2")), Inline);
         assert_eq!(handoff_to(&three, Some(&leader), &id("n2"), &id("n3")), Queued);
         assert_eq!(handoff_to(&three, Some(&leader), &id("n3"), &id("n2")), Queued);
-        // Between two followers, and with no leader known (the sender is the hub).
+        // Between two followers, and with no leader known (no hub: always the receiver's task).
         assert_eq!(handoff_to(&three, Some(&leader), &id("n1"), &id("n3")), Queued);
-        assert_eq!(handoff_to(&three, None, &id("n3"), &id("n1")), Inline);
-        assert_eq!(handoff_to(&three, None, &id("n3"), &id("n2")), Queued);
+        assert_eq!(handoff_to(&three, None, &id("n3"), &id("n1")), Queued);
+        assert_eq!(handoff_to(&three, None, &id("n1"), &id("n2")), Queued);
         // Five voters: two of the four others inline; a learner never; a stranger never.
         let five = membership(&["n1", "n2", "n3", "n4", "n5"], &["n6"]);
         let leader = id("n1");
