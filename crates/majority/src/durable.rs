@@ -101,6 +101,17 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Bytes {
     Bytes::from(postcard::to_allocvec(value).unwrap_or_default())
 }
 
+impl Acceptance {
+    /// The record's value, encoded into one buffer sized for the vote's decision (written for
+    /// every vote: growing from empty would copy it several times).
+    pub(crate) fn encode(&self) -> Bytes {
+        let decision_bytes = self.voted.as_ref().map_or(0, |voted| voted.decision.size_bytes());
+        let buffer = Vec::with_capacity(64 + decision_bytes);
+        // Encoding ballots, ids and byte strings into a Vec cannot fail.
+        Bytes::from(postcard::to_extend(self, buffer).unwrap_or_default())
+    }
+}
+
 /// The log payload of an aborted slot of `key`.
 pub(crate) fn abort_payload(key: &str) -> EntryPayload {
     EntryPayload::Command(std::sync::Arc::new(Proposal {

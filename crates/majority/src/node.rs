@@ -110,7 +110,7 @@ enum Timer {
 }
 
 enum PendingKind {
-    Command(Proposal),
+    Command(std::sync::Arc<Proposal>),
     Membership(MembershipChange),
 }
 
@@ -486,7 +486,7 @@ impl Majority {
     }
 
     fn write_acceptance(&mut self, slot: &Slot) {
-        let value = self.acceptances.get(slot).map(durable::encode);
+        let value = self.acceptances.get(slot).map(Acceptance::encode);
         self.out.persist.records.push(RecordWrite { key: durable::vote_record_key(slot), value });
     }
 
@@ -1342,7 +1342,7 @@ impl Majority {
                     }
                 }
                 outcome = Some(AppliedOutcome { index, result });
-                payload = EntryPayload::Command(std::sync::Arc::new(proposal.clone()));
+                payload = EntryPayload::Command(proposal.clone());
             }
             Decision::Membership { membership, .. } => {
                 self.replica.skip(LogIndex(index), Term(self.epoch));
@@ -1831,8 +1831,11 @@ fn quorum_error(error: QuorumError) -> ProposalError {
 fn fits(slot: &Slot, decision: &Decision) -> bool {
     match decision {
         Decision::Proposal { proposal, .. } => {
+            // Only a batch or a fenced put can touch more than the one key `key()` names; the
+            // others are checked without collecting their keys (this runs for every message).
+            let several = matches!(proposal.command, Command::Batch(_) | Command::FencedPut { .. });
             slot.key != MEMBERSHIP_KEY
-                && proposal.command.keys().iter().all(|key| *key == slot.key)
+                && (!several || proposal.command.keys().iter().all(|key| *key == slot.key))
                 && proposal.command.key() == slot.key
         }
         Decision::Membership { .. } => slot.key == MEMBERSHIP_KEY,
@@ -1871,7 +1874,7 @@ fn decode_entry(entry: &Entry) -> Option<(String, Decision)> {
         }
         EntryPayload::Command(proposal) => (
             proposal.command.key().to_owned(),
-            Decision::Proposal { proposal: Proposal::clone(proposal), timestamp_ms: entry.timestamp_ms },
+            Decision::Proposal { proposal: proposal.clone(), timestamp_ms: entry.timestamp_ms },
         ),
         EntryPayload::Membership(membership) => (
             MEMBERSHIP_KEY.to_owned(),
@@ -1912,7 +1915,7 @@ impl Mechanism for Majority {
     fn propose(&mut self, now: Instant, proposal: Proposal) -> Result<(), ProposalError> {
         let key = self.validate_command(&proposal.command)?;
         let id = proposal.id.clone();
-        self.admit(now, id, key, PendingKind::Command(proposal))
+        self.admit(now, id, key, PendingKind::Command(std::sync::Arc::new(proposal)))
     }
 
     fn read(&mut self, _now: Instant, _id: ReadId) -> Result<(), ProposalError> {

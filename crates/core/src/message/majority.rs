@@ -37,8 +37,9 @@ pub struct Slot {
 pub enum Decision {
     /// A client proposal, with the proposer's clock reading (ms) that every node applies it with.
     Proposal {
-        /// The proposal.
-        proposal: Proposal,
+        /// The proposal (shared: a decision is copied into every voter's message, the vote
+        /// record, the history and the log; it encodes as the proposal itself).
+        proposal: std::sync::Arc<Proposal>,
         /// Milliseconds by the proposer's clock, passed to the state machine as the entry time.
         timestamp_ms: u64,
     },

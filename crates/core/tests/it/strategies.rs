@@ -392,7 +392,10 @@ pub fn slot() -> impl Strategy<Value = Slot> {
 pub fn decision() -> impl Strategy<Value = Decision> {
     prop_oneof![
         3 => (proposal(), any::<u64>())
-            .prop_map(|(proposal, timestamp_ms)| Decision::Proposal { proposal, timestamp_ms }),
+            .prop_map(|(proposal, timestamp_ms)| Decision::Proposal {
+                proposal: std::sync::Arc::new(proposal),
+                timestamp_ms,
+            }),
         1 => (proposal_id(), membership(), any::<u64>())
             .prop_map(|(id, membership, state_digest)| Decision::Membership { id, membership, state_digest }),
         1 => Just(Decision::Abort),
