@@ -146,7 +146,8 @@ impl ConsensusBuilder {
     /// Validates everything, recovers storage, builds the mechanism and starts the node's tasks.
     /// Must be called inside a tokio runtime.
     ///
-    /// Storage is read back in tokio's blocking pool. Dropping this future while it waits for that
+    /// Storage is read back, and the mechanism built from it, in tokio's blocking pool. Dropping
+    /// this future while it waits for that
     /// does not stop the reading: do not start another node on the same `data_dir` until this
     /// call has returned (or the runtime has shut down), as two stores on one directory corrupt
     /// each other.
@@ -162,9 +163,23 @@ impl ConsensusBuilder {
             return Err(StartError::Builder("give either storage(...) or data_dir(...), not both".into()));
         }
         let given_storage = self.storage;
+        let mut members = self.members;
+        if !members.iter().any(|m| m.id == node_id) {
+            members.push(NodeInfo::new(node_id.clone(), self.address.clone()));
+        }
+        let machine = self
+            .state_machine
+            .unwrap_or_else(|| Box::new(concord_core::state_machine::KvStateMachine::new()));
+        let replica = Replica::with_config(machine, &self.config);
+        let clock = Clock::new(self.clock_epoch_unix_ms);
+        let seed = self.seed.unwrap_or_else(|| random_u64() ^ hash_str(node_id.as_str()));
+        let setup_config = self.config.clone();
+        let setup_members = members.clone();
+        let setup_node_id = node_id.clone();
         // Reading a long log back is blocking file I/O and decoding (about a second for a million
-        // entries): it runs off the async workers, which meanwhile go on running every other task
-        // (other nodes of this process among them).
+        // entries), and building the mechanism replays it (a tenth of that again): both run off
+        // the async workers, which meanwhile go on running every other task (other nodes of this
+        // process among them).
         let recovery = tokio::task::spawn_blocking(move || -> Result<_, StartError> {
             #[cfg(feature = "file-storage")]
             let file_storage: Option<Box<dyn Storage>> = match &data_dir {
@@ -179,12 +194,24 @@ impl ConsensusBuilder {
             let mut storage =
                 file_storage.or(given_storage).unwrap_or_else(|| Box::new(MemoryStorage::new()));
             let recovered = storage.recover()?;
-            Ok((storage, recovered))
+            let setup = Setup {
+                node_id: setup_node_id,
+                config: setup_config,
+                initial_members: setup_members,
+                recovered,
+                seed,
+                replica,
+            };
+            let mut mechanism = build_mechanism(setup)?;
+            // Nobody can listen yet (the channel is made below; `listen` turns them on): without
+            // this, a restarted node would build an event for every entry it replays from its log.
+            mechanism.set_entry_events_wanted(false);
+            Ok((storage, mechanism))
         });
-        let (storage, recovered) = match recovery.await {
+        let (storage, mechanism) = match recovery.await {
             Ok(recovered) => recovered?,
-            // A panic in the storage's code reaches the caller as the panic it is, as it did when
-            // recovery ran in this task.
+            // A panic in the storage's or the state machine's code reaches the caller as the
+            // panic it is, as it did when recovery ran in this task.
             Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
             Err(error) => {
                 return Err(StartError::Storage(concord_core::storage::StorageError::Failed(format!(
@@ -192,10 +219,8 @@ impl ConsensusBuilder {
                 ))))
             }
         };
-        let mut members = self.members;
-        if !members.iter().any(|m| m.id == node_id) {
-            members.push(NodeInfo::new(node_id.clone(), self.address.clone()));
-        }
+        // Peers are added only once the node can start, so a failed start leaves the transport
+        // as it was given.
         for member in &members {
             if member.id != node_id {
                 if let Err(error) = transport.add_peer(member) {
@@ -203,27 +228,9 @@ impl ConsensusBuilder {
                 }
             }
         }
-        let machine = self
-            .state_machine
-            .unwrap_or_else(|| Box::new(concord_core::state_machine::KvStateMachine::new()));
-        let replica = Replica::with_config(machine, &self.config);
-        let clock = Clock::new(self.clock_epoch_unix_ms);
-        let seed = self.seed.unwrap_or_else(|| random_u64() ^ hash_str(node_id.as_str()));
-        let setup = Setup {
-            node_id: node_id.clone(),
-            config: self.config.clone(),
-            initial_members: members,
-            recovered,
-            seed,
-            replica,
-        };
-        let mut mechanism = build_mechanism(setup)?;
         // The mechanism's own copy of the id (its membership's): proposal ids made here then
         // compare with its id by pointer instead of by bytes, on every proposal.
         let node_id = mechanism.node_id().clone();
-        // Nobody can listen yet (the channel is made just below; `listen` turns them on): without
-        // this, a restarted node would build an event for every entry it replays from its log.
-        mechanism.set_entry_events_wanted(false);
         let (events, _) = broadcast::channel(self.config.max_event_backlog as usize);
         let start = clock.now();
         let shared = Arc::new(Shared {

@@ -851,3 +851,82 @@ async fn panic_in_a_callers_task() {
     );
     stop_all(&nodes).await;
 }
+
+/// A key-value machine whose `restore` says it has started, then waits (at most `WAIT_MAX` of real
+/// time) until the test lets it go on.
+struct GatedMachine {
+    inner: KvStateMachine,
+    started: Option<tokio::sync::oneshot::Sender<()>>,
+    go: std::sync::mpsc::Receiver<()>,
+}
+
+impl StateMachine for GatedMachine {
+    fn apply(&mut self, context: &ApplyContext, command: &Command) -> CommandResult {
+        self.inner.apply(context, command)
+    }
+
+    fn version(&self, key: &str) -> Version {
+        self.inner.version(key)
+    }
+
+    fn get(&self, key: &str) -> Option<bytes::Bytes> {
+        self.inner.get(key)
+    }
+
+    fn snapshot(&self) -> bytes::Bytes {
+        self.inner.snapshot()
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), concord_core::state_machine::StateMachineError> {
+        const WAIT_MAX: Duration = Duration::from_secs(10);
+        if let Some(started) = self.started.take() {
+            let _ = started.send(());
+        }
+        match self.go.recv_timeout(WAIT_MAX) {
+            Ok(()) => self.inner.restore(snapshot),
+            Err(_) => Err(concord_core::state_machine::StateMachineError::CorruptSnapshot(
+                "restore was never let go on: the runtime's thread was blocked".into(),
+            )),
+        }
+    }
+}
+
+// Building the mechanism replays what storage recovered (here: restores its snapshot into the
+// state machine), which for a long log is blocking work too: `start` does it in the blocking pool
+// with the recovery. On this one-thread runtime the task that lets the restore finish (once it has
+// started) could not run if `start` built the mechanism on the runtime's thread.
+#[tokio::test(flavor = "current_thread")]
+async fn start_builds_the_mechanism_off_the_async_thread() {
+    let mut storage = concord_core::storage::MemoryStorage::new();
+    let mut replica = Replica::new(Box::new(KvStateMachine::new()), 16);
+    replica.skip(LogIndex(1), Term(1));
+    let snapshot = Snapshot {
+        meta: SnapshotMeta {
+            last_index: LogIndex(1),
+            last_term: Term(1),
+            membership: Membership::with_voters([NodeInfo::new("n1", "")]),
+        },
+        data: replica.snapshot(),
+    };
+    storage
+        .persist(&concord_core::storage::Persist { snapshot: Some(snapshot), ..Default::default() })
+        .unwrap();
+    let (go, gate) = std::sync::mpsc::channel();
+    let (started, restore_started) = tokio::sync::oneshot::channel();
+    let opener = tokio::spawn(async move {
+        restore_started.await.unwrap();
+        go.send(()).unwrap();
+    });
+    let network = MemoryNetwork::new();
+    let machine = GatedMachine { inner: KvStateMachine::new(), started: Some(started), go: gate };
+    let node = Consensus::builder("n1")
+        .config(raft_config())
+        .transport(network.transport("n1"))
+        .storage(Box::new(storage))
+        .state_machine(Box::new(machine))
+        .start()
+        .await
+        .expect("the snapshot was restored while the runtime's thread ran the other task");
+    opener.await.unwrap();
+    node.stop().await;
+}
