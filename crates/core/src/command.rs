@@ -212,6 +212,21 @@ impl Command {
         }
     }
 
+    /// Whether the command may touch or read a key other than the one [`Command::key`] names (a
+    /// batch; a fenced write, which reads its lock's key). When `false`, [`Command::keys`] is that
+    /// key alone (or nothing, for a custom command), and checks can skip collecting it.
+    pub fn touches_several_keys(&self) -> bool {
+        match self {
+            Command::Batch(_) | Command::FencedPut { .. } => true,
+            Command::Put { .. }
+            | Command::Delete { .. }
+            | Command::CompareAndSwap { .. }
+            | Command::Add { .. }
+            | Command::Lock(_)
+            | Command::Custom(_) => false,
+        }
+    }
+
     /// Every key the command touches or reads, in order, with repeats (a fenced write: its key,
     /// then its lock's key).
     pub fn keys(&self) -> Vec<&str> {

@@ -1,6 +1,7 @@
 //! The simple-majority state machine of one node. See the crate docs for the protocol.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,7 +16,7 @@ use concord_core::message::{
     Slot, Snapshot, SnapshotMeta, MEMBERSHIP_KEY,
 };
 use concord_core::state_machine::{ApplyContext, Replica};
-use concord_core::storage::{Persist, RecordWrite};
+use concord_core::storage::RecordWrite;
 use concord_core::time::Instant;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -110,7 +111,7 @@ enum Timer {
 }
 
 enum PendingKind {
-    Command(std::sync::Arc<Proposal>),
+    Command(Arc<Proposal>),
     Membership(MembershipChange),
 }
 
@@ -409,7 +410,10 @@ impl Majority {
     // ----- small helpers -----
 
     /// Timers set: the heartbeat, own proposals' deadlines, open slots' watches and recoveries.
-    /// Bounded by the open work (`maxPendingProposals` and the open slots), not by the write rate.
+    /// Deadlines and watches leave with their proposal or slot, so these are bounded by the open
+    /// work (`maxPendingProposals` and the open slots), not by the write rate; a recovery's timers
+    /// stay until they fire (once each, finding nothing left to do) even if its slot is decided
+    /// sooner.
     pub fn timers_pending(&self) -> usize {
         self.timers.len()
     }
@@ -499,8 +503,8 @@ impl Majority {
         self.timers.insert((at, Timer::Watch(slot.clone())));
     }
 
-    /// Stops watching a closed slot, its timer included (so the timer set holds only open
-    /// slots, not every slot decided in the last `timeout`).
+    /// Stops watching a slot, its timer included (so the timer set holds no watch of a slot
+    /// decided in the last `timeout`).
     fn unwatch(&mut self, slot: &Slot) {
         if let Some(at) = self.watched.remove(slot) {
             self.timers.remove(&(at, Timer::Watch(slot.clone())));
@@ -1144,6 +1148,7 @@ impl Majority {
         }
         if !self.is_past(slot) {
             let at = now + self.jitter();
+            self.unwatch(slot); // a watch armed before the recovery: its timer is replaced
             self.watched.insert(slot.clone(), at);
             self.timers.insert((at, Timer::Watch(slot.clone())));
         }
@@ -1831,11 +1836,11 @@ fn quorum_error(error: QuorumError) -> ProposalError {
 fn fits(slot: &Slot, decision: &Decision) -> bool {
     match decision {
         Decision::Proposal { proposal, .. } => {
-            // Only a batch or a fenced put can touch more than the one key `key()` names; the
-            // others are checked without collecting their keys (this runs for every message).
-            let several = matches!(proposal.command, Command::Batch(_) | Command::FencedPut { .. });
+            // Most commands touch only the key `key()` names: checked without collecting their
+            // keys (this runs for every message).
             slot.key != MEMBERSHIP_KEY
-                && (!several || proposal.command.keys().iter().all(|key| *key == slot.key))
+                && (!proposal.command.touches_several_keys()
+                    || proposal.command.keys().iter().all(|key| *key == slot.key))
                 && proposal.command.key() == slot.key
         }
         Decision::Membership { .. } => slot.key == MEMBERSHIP_KEY,
@@ -1915,7 +1920,7 @@ impl Mechanism for Majority {
     fn propose(&mut self, now: Instant, proposal: Proposal) -> Result<(), ProposalError> {
         let key = self.validate_command(&proposal.command)?;
         let id = proposal.id.clone();
-        self.admit(now, id, key, PendingKind::Command(std::sync::Arc::new(proposal)))
+        self.admit(now, id, key, PendingKind::Command(Arc::new(proposal)))
     }
 
     fn read(&mut self, _now: Instant, _id: ReadId) -> Result<(), ProposalError> {
@@ -1984,14 +1989,13 @@ impl Mechanism for Majority {
         // The buffers start the next batch with this one's capacity: under load each batch is
         // about as large as the last, and regrowing every vector from empty costs a copy per doubling.
         let out = &mut self.out;
+        let persist = std::mem::take(&mut out.persist);
+        out.persist.entries = Vec::with_capacity(persist.entries.len());
+        out.persist.records = Vec::with_capacity(persist.records.len());
         let ready = Ready {
             number: self.ready_number,
             messages: take_with_capacity(&mut out.messages),
-            persist: Persist {
-                entries: take_with_capacity(&mut out.persist.entries),
-                records: take_with_capacity(&mut out.persist.records),
-                ..std::mem::take(&mut out.persist)
-            },
+            persist,
             persisted_messages: take_with_capacity(&mut out.persisted_messages),
             results: take_with_capacity(&mut out.results),
             reads: std::mem::take(&mut out.reads),

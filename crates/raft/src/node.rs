@@ -1287,8 +1287,11 @@ impl Mechanism for Raft {
         self.round_unsent = false;
         self.ready_number += 1;
         let number = self.ready_number;
-        let entries = take_with_capacity(&mut self.persist.entries);
-        let persist = Persist { entries, ..std::mem::take(&mut self.persist) };
+        // The next batch starts with this one's capacity for entries (the rest of `persist` is
+        // rare). Taken whole first: `Persist { entries, ..take(..) }` would take the fresh buffer
+        // away again.
+        let persist = std::mem::take(&mut self.persist);
+        self.persist.entries = Vec::with_capacity(persist.entries.len());
         if !persist.is_empty() {
             self.unacknowledged.push_back((number, self.log.last_index(), self.log.last_term()));
         }

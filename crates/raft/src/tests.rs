@@ -763,3 +763,23 @@ fn entry_events_can_be_turned_off_without_changing_results() {
         assert!(names.contains(name), "{name} missing from {names:?}");
     }
 }
+
+#[test]
+fn the_next_ready_starts_with_the_capacity_the_last_one_needed() {
+    let mut cluster = Cluster::new(3, config());
+    let leader = cluster.elect();
+    for n in 0..50 {
+        cluster.propose(&leader, put(&format!("key-{n}"), "v")).unwrap();
+    }
+    let raft = cluster.nodes.get_mut(&leader).unwrap();
+    let first = raft.ready();
+    assert_eq!(first.persist.entries.len(), 50);
+    let now = cluster.now;
+    let id = ProposalId { origin: leader.clone(), sequence: 1_000 };
+    raft.propose(now, Proposal { id, session: None, command: put("one", "v") }).unwrap();
+    let second = raft.ready();
+    assert_eq!(second.persist.entries.len(), 1);
+    // Under load each batch is about as large as the last: its buffers are not regrown from empty.
+    assert!(second.persist.entries.capacity() >= 50, "{}", second.persist.entries.capacity());
+    assert!(second.messages.capacity() >= first.messages.len());
+}

@@ -348,8 +348,10 @@ pub(crate) struct Shared {
     ready_requested: AtomicBool,
     /// In-process messages handed to this node for its own task (`Handoff::ReceiversTask`), in
     /// arrival order; at most `HANDED_OVER_MAX` messages (beyond that they are handled in the
-    /// sender's task, as with `Handoff::SendersTask`: nothing is lost and nothing grows; their
-    /// bytes are bounded by the senders' flow control, `maxInflightBytes` per follower).
+    /// sender's task, as with `Handoff::SendersTask`: nothing is lost and nothing grows). Under
+    /// Raft their bytes are bounded by the leader's flow control (`maxInflightBytes` per
+    /// follower); under simple majority every message comes this way, bounded by the proposals
+    /// in flight (`maxPendingProposals`).
     handed_over: Mutex<Vec<(NodeId, concord_core::message::Message)>>,
     /// Whether `handed_over` may hold messages: read without the lock by every Ready, which mostly
     /// finds the queue empty. Set and cleared under the queue's lock.
@@ -1477,8 +1479,10 @@ impl LocalDelivery for Shared {
     }
 }
 
-/// Messages at most in a node's `handed_over` queue. The leader's flow control (in-flight
-/// messages per follower) keeps it far below this; it only bounds a misbehaving sender.
+/// Messages at most in a node's `handed_over` queue. Under Raft the leader's flow control
+/// (in-flight messages per follower) keeps it far below this. Under simple majority (every message
+/// queued) a round of thousands of concurrent proposals can reach it; the excess is then handled
+/// in the sender's task: correct, but with the cross-worker lock contention the queue avoids.
 const HANDED_OVER_MAX: usize = 4096;
 
 impl Shared {
@@ -1626,7 +1630,7 @@ const SOLO_PROBE_EVERY: u64 = 64;
 /// every send, so a follower's messages always take the same path. All inline, one write's whole
 /// round trip ran on one thread while the other idled (measured: 1.1–1.2 of 2 cores busy at 256
 /// clients); all in their own tasks, the leader waited for a task switch before it could commit.
-fn send_local(shared: &Shared, messages: Vec<Outbound>) {
+fn send_local(shared: &Shared, mut messages: Vec<Outbound>) {
     let Some(memory) = memory_transport(&shared.transport) else {
         debug_assert!(messages.is_empty(), "send_local is only used with the in-process transport");
         return;
@@ -1634,12 +1638,14 @@ fn send_local(shared: &Shared, messages: Vec<Outbound>) {
     if messages.is_empty() {
         return;
     }
-    let mut messages = messages;
     if !grouped_by_destination(&messages) {
         // One delivery per peer instead of one per message (simple majority interleaves its
         // peers, slot by slot). Stable: each peer still gets its messages in order.
         messages.sort_by(|a, b| a.to.cmp(&b.to));
     }
+    // Learned from the first run: with no leader every run is queued, and the state lock need
+    // not be taken again for each peer.
+    let mut leaderless = false;
     let mut messages = messages.into_iter().peekable();
     while let Some(Outbound { to, message }) = messages.next() {
         let mut run = vec![message];
@@ -1650,9 +1656,12 @@ fn send_local(shared: &Shared, messages: Vec<Outbound>) {
         // hand-over would cost it a wake-up of another task on every write.
         let handoff = if LONE_CALLER_ROUND.with(std::cell::Cell::get) {
             Handoff::SendersTask
+        } else if leaderless {
+            Handoff::ReceiversTask
         } else {
             let state = shared.state.lock();
             let leader = state.mechanism.leader();
+            leaderless = leader.is_none();
             handoff_to(state.mechanism.membership(), leader.as_ref(), &shared.node_id, &to)
         };
         if let Err(error) = memory.send_messages(&to, shared.cluster_id, run, &shared.codec, handoff) {
@@ -1662,17 +1671,19 @@ fn send_local(shared: &Shared, messages: Vec<Outbound>) {
 }
 
 /// Whether every destination's messages are already consecutive (without allocating: this runs
-/// on every send). Past `PEERS` destinations it answers `false`, and the caller sorts.
+/// on every send). It remembers the destinations whose run has ended, at most
+/// `ENDED_RUNS_TRACKED_MAX` of them: a send with more runs than that answers `false`, and the
+/// caller sorts.
 fn grouped_by_destination(messages: &[Outbound]) -> bool {
-    const PEERS: usize = 8;
-    let mut finished: [Option<&NodeId>; PEERS] = [None; PEERS];
+    const ENDED_RUNS_TRACKED_MAX: usize = 8;
+    let mut ended: [Option<&NodeId>; ENDED_RUNS_TRACKED_MAX] = [None; ENDED_RUNS_TRACKED_MAX];
     let mut count = 0;
     for pair in messages.windows(2) {
         if pair[0].to != pair[1].to {
-            if finished[..count].contains(&Some(&pair[1].to)) || count == PEERS {
+            if ended[..count].contains(&Some(&pair[1].to)) || count == ENDED_RUNS_TRACKED_MAX {
                 return false;
             }
-            finished[count] = Some(&pair[0].to);
+            ended[count] = Some(&pair[0].to);
             count += 1;
         }
     }
@@ -1886,7 +1897,8 @@ mod tests {
         assert!(grouped_by_destination(&to(&["n2", "n2", "n3", "n3", "n1"])));
         assert!(!grouped_by_destination(&to(&["n2", "n3", "n2"])));
         assert!(!grouped_by_destination(&to(&["n2", "n2", "n3", "n4", "n3"])));
-        // Past eight destinations the answer is "sort" (no allocation to remember them all).
+        // Nine runs (eight ended) are still checked; ten answer "sort" (no allocation to remember
+        // them all).
         let many: Vec<String> = (0..10).map(|n| format!("n{n}")).collect();
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
         assert!(!grouped_by_destination(&to(&many)));

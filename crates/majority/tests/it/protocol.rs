@@ -531,3 +531,24 @@ fn entry_events_can_be_turned_off_without_changing_results() {
     let names: Vec<&str> = cluster.events("n1").iter().map(Event::name).collect();
     assert!(names.contains(&"consensus:accepted") && names.contains(&"state:changed"), "{names:?}");
 }
+
+#[test]
+fn the_next_ready_starts_with_the_capacity_the_last_one_needed() {
+    let mut cluster = Cluster::new(3, majority_config());
+    let now = cluster.now;
+    for n in 0..20 {
+        let id = cluster.next_id("n1");
+        let command = Command::Put { key: format!("key-{n}"), value: "v".into() };
+        cluster.node_mut("n1").propose(now, Proposal { id, session: None, command }).unwrap();
+    }
+    let first = cluster.node_mut("n1").ready();
+    assert_eq!(first.persist.records.len(), 20, "its own vote in each slot");
+    let id = cluster.next_id("n1");
+    let command = Command::Put { key: "one".into(), value: "v".into() };
+    cluster.node_mut("n1").propose(now, Proposal { id, session: None, command }).unwrap();
+    let second = cluster.node_mut("n1").ready();
+    assert_eq!(second.persist.records.len(), 1);
+    // Under load each batch is about as large as the last: its buffers are not regrown from empty.
+    assert!(second.persist.records.capacity() >= 20, "{}", second.persist.records.capacity());
+    assert!(second.messages.capacity() >= first.messages.len());
+}
