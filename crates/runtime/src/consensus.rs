@@ -1905,6 +1905,72 @@ mod tests {
         assert!(grouped_by_destination(&to(&many[..9])));
     }
 
+    /// Records what an in-process peer is handed: each delivery's messages, in order.
+    #[derive(Default)]
+    struct Deliveries(Mutex<Vec<Vec<concord_core::message::Message>>>);
+
+    impl LocalDelivery for Deliveries {
+        fn deliver(
+            &self,
+            _: &NodeId,
+            _: ClusterId,
+            messages: Vec<concord_core::message::Message>,
+            _: Handoff,
+        ) {
+            self.0.lock().push(messages);
+        }
+    }
+
+    /// Messages a Ready interleaves across peers (simple majority does, slot by slot) reach each
+    /// peer in one delivery, in the order they were emitted for it.
+    #[tokio::test(start_paused = true)]
+    async fn interleaved_messages_reach_each_peer_in_one_delivery_and_in_order() {
+        use concord_core::message::{Message, RaftMessage};
+        let network = MemoryNetwork::new();
+        let members: Vec<NodeInfo> = ["a", "b", "c"].iter().map(|id| NodeInfo::new(*id, "")).collect();
+        let node = Consensus::builder("a")
+            .config(Config::for_mechanism(MechanismKind::SimpleMajority))
+            .members(members)
+            .transport(network.transport("a"))
+            .start()
+            .await
+            .expect("node starts");
+        let peers: Vec<(Arc<Deliveries>, Arc<dyn LocalDelivery>)> = ["b", "c"]
+            .iter()
+            .map(|id| {
+                let deliveries = Arc::new(Deliveries::default());
+                let receiver: Arc<dyn LocalDelivery> = deliveries.clone();
+                network.transport(*id).set_local_delivery(Arc::downgrade(&receiver));
+                (deliveries, receiver)
+            })
+            .collect();
+        let marked =
+            |term: u64| Message::Raft(RaftMessage::TimeoutNow { term: concord_core::id::Term(term) });
+        let to = |id: &str, term: u64| Outbound { to: NodeId::new(id), message: marked(term) };
+        send_local(&node.shared, vec![to("b", 1), to("c", 2), to("b", 3), to("c", 4), to("b", 5)]);
+        // Only the marked messages (the node's own heartbeats may be delivered too).
+        let marked_deliveries = |deliveries: &Deliveries| -> Vec<Vec<u64>> {
+            deliveries
+                .0
+                .lock()
+                .iter()
+                .map(|delivery| {
+                    delivery
+                        .iter()
+                        .filter_map(|message| match message {
+                            Message::Raft(RaftMessage::TimeoutNow { term }) => Some(term.0),
+                            _ => None,
+                        })
+                        .collect::<Vec<u64>>()
+                })
+                .filter(|terms| !terms.is_empty())
+                .collect()
+        };
+        assert_eq!(marked_deliveries(&peers[0].0), vec![vec![1, 3, 5]]);
+        assert_eq!(marked_deliveries(&peers[1].0), vec![vec![2, 4]]);
+        node.stop().await;
+    }
+
     #[test]
     fn the_leader_and_the_first_half_of_the_other_voters_exchange_messages_inline() {
         use Handoff::{ReceiversTask as Queued, SendersTask as Inline};
