@@ -300,6 +300,13 @@ pub struct Config {
     /// Most events buffered for one subscriber before the oldest are dropped (and a lag reported).
     #[serde(alias = "max_event_backlog")]
     pub max_event_backlog: u32,
+    /// Most in-process messages (between nodes of one process on a `MemoryNetwork`) waiting for
+    /// one node's own task; beyond it, further messages are handled in the sender's task instead
+    /// (nothing is lost, only the work moves). Under Raft the leader's flow control keeps the queue
+    /// far below this; under simple majority every message waits here, about as many as the
+    /// proposals in flight.
+    #[serde(alias = "max_handed_over_messages")]
+    pub max_handed_over_messages: u32,
 }
 
 impl Default for Config {
@@ -342,6 +349,7 @@ impl Default for Config {
             max_value_bytes: 1024 * 1024,
             max_batch_commands: 1024,
             max_event_backlog: 4096,
+            max_handed_over_messages: 4096,
         }
     }
 }
@@ -459,7 +467,7 @@ impl Config {
                 "must be at least 10 × timeout: a retried proposal must never outlive its session",
             ));
         }
-        let positive: [(&'static str, u64); 15] = [
+        let positive: [(&'static str, u64); 16] = [
             ("maxMessageBytes", self.max_message_bytes.into()),
             ("maxEntriesPerMessage", self.max_entries_per_message.into()),
             ("maxInflightMessages", self.max_inflight_messages.into()),
@@ -475,6 +483,7 @@ impl Config {
             ("maxValueBytes", self.max_value_bytes.into()),
             ("maxBatchCommands", self.max_batch_commands.into()),
             ("maxEventBacklog", self.max_event_backlog.into()),
+            ("maxHandedOverMessages", self.max_handed_over_messages.into()),
         ];
         for (field, value) in positive {
             if value == 0 {

@@ -347,8 +347,9 @@ pub(crate) struct Shared {
     /// processing) costs no wake-up.
     ready_requested: AtomicBool,
     /// In-process messages handed to this node for its own task (`Handoff::ReceiversTask`), in
-    /// arrival order; at most `HANDED_OVER_MAX` messages (beyond that they are handled in the
-    /// sender's task, as with `Handoff::SendersTask`: nothing is lost and nothing grows). Under
+    /// arrival order; at most `maxHandedOverMessages` messages (beyond that they are handled in
+    /// the sender's task, as with `Handoff::SendersTask`: nothing is lost and nothing grows; past
+    /// it, under simple majority, with the cross-worker lock contention the queue avoids). Under
     /// Raft their bytes are bounded by the leader's flow control (`maxInflightBytes` per
     /// follower); under simple majority every message comes this way, bounded by the proposals
     /// in flight (`maxPendingProposals`).
@@ -1441,7 +1442,7 @@ impl LocalDelivery for Shared {
         }
         if handoff == Handoff::ReceiversTask {
             let mut handed_over = self.handed_over.lock();
-            if handed_over.len() + messages.len() <= HANDED_OVER_MAX {
+            if handed_over.len() + messages.len() <= self.config.max_handed_over_messages as usize {
                 let was_empty = handed_over.is_empty();
                 handed_over.extend(messages.into_iter().map(|message| (from.clone(), message)));
                 self.handed_over_waiting.store(true, Ordering::SeqCst);
@@ -1478,12 +1479,6 @@ impl LocalDelivery for Shared {
         self.process_inline_or_request(depth);
     }
 }
-
-/// Messages at most in a node's `handed_over` queue. Under Raft the leader's flow control
-/// (in-flight messages per follower) keeps it far below this. Under simple majority (every message
-/// queued) a round of thousands of concurrent proposals can reach it; the excess is then handled
-/// in the sender's task: correct, but with the cross-worker lock contention the queue avoids.
-const HANDED_OVER_MAX: usize = 4096;
 
 impl Shared {
     /// Hands the messages waiting in `handed_over` to the mechanism (under the state lock, in
@@ -1968,6 +1963,36 @@ mod tests {
         };
         assert_eq!(marked_deliveries(&peers[0].0), vec![vec![1, 3, 5]]);
         assert_eq!(marked_deliveries(&peers[1].0), vec![vec![2, 4]]);
+        node.stop().await;
+    }
+
+    /// A node's queue of handed-over messages holds at most `maxHandedOverMessages`: a run that
+    /// would pass it is handled in the sender's task instead (nothing is lost).
+    #[tokio::test(start_paused = true)]
+    async fn the_handed_over_queue_is_bounded_by_its_config() {
+        use concord_core::message::{Message, RaftMessage};
+        let network = MemoryNetwork::new();
+        let members: Vec<NodeInfo> = ["a", "b"].iter().map(|id| NodeInfo::new(*id, "")).collect();
+        let mut config = Config::for_mechanism(MechanismKind::SimpleMajority);
+        config.max_handed_over_messages = 3;
+        let node = Consensus::builder("a")
+            .config(config)
+            .members(members)
+            .transport(network.transport("a"))
+            .start()
+            .await
+            .expect("node starts");
+        let run = |count: u64| -> Vec<Message> {
+            (0..count)
+                .map(|term| Message::Raft(RaftMessage::TimeoutNow { term: concord_core::id::Term(term) }))
+                .collect()
+        };
+        let from = NodeId::new("b");
+        // No await in between: the node's task cannot take the queue meanwhile.
+        node.shared.deliver(&from, ClusterId(0), run(3), Handoff::ReceiversTask);
+        assert_eq!(node.shared.handed_over.lock().len(), 3, "within the bound: queued");
+        node.shared.deliver(&from, ClusterId(0), run(1), Handoff::ReceiversTask);
+        assert!(node.shared.handed_over.lock().is_empty(), "past it: handled at once, the queue first");
         node.stop().await;
     }
 

@@ -288,6 +288,7 @@ fn extreme_numbers_in_any_field_give_a_result_not_a_panic() {
         "maxValueBytes",
         "maxBatchCommands",
         "maxEventBacklog",
+        "maxHandedOverMessages",
     ];
     let numbers = ["0", "1", "4294967295", "4294967296", "18446744073709551615", "-1", "1e308", "0.5"];
     for field in fields {
