@@ -109,7 +109,11 @@
 //! `Busy`, or a vote against); decisions waiting for an earlier one (`maxEntriesPerMessage`);
 //! decisions kept for catch-up (`snapshotInterval`); a catch-up message (`maxEntriesPerMessage`
 //! decisions, half of `maxMessageBytes`). A whole-state catch-up larger than `maxMessageBytes` is
-//! not sent (no chunking yet).
+//! not sent (no chunking yet). Timers follow the open work: a proposal's deadline and a slot's
+//! watch leave with the proposal or the slot (a recovery's own timers stay until they fire, once
+//! each), so the timer set does not grow with the write rate.
+//! Between nodes of one process, each node's queue of messages for its own task is bounded by
+//! `maxHandedOverMessages` (the runtime handles the excess in the sender's task).
 //!
 //! ## Durability
 //!
