@@ -58,6 +58,14 @@ pub struct ReadResult {
     pub result: Result<LogIndex, ProposalError>,
 }
 
+/// Empties `buffer` into the returned vector, leaving it the capacity its contents needed: for
+/// mechanisms filling a [`Ready`] batch after batch, so a buffer is not regrown from empty each
+/// time (see also [`Persist::take_with_capacity`](crate::storage::Persist::take_with_capacity)).
+pub fn take_with_capacity<T>(buffer: &mut Vec<T>) -> Vec<T> {
+    let capacity = buffer.len();
+    std::mem::replace(buffer, Vec::with_capacity(capacity))
+}
+
 /// One batch of work for the driver; see the [module docs](self) for the order to follow.
 #[derive(Debug, Default)]
 #[must_use = "a Ready holds messages and writes that must be carried out"]

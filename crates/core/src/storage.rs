@@ -46,6 +46,15 @@ pub struct Persist {
 }
 
 impl Persist {
+    /// Takes the whole write, leaving an empty one whose entry and record buffers keep the
+    /// capacity this one needed (a mechanism's next batch is usually about as large).
+    pub fn take_with_capacity(&mut self) -> Persist {
+        let taken = std::mem::take(self);
+        self.entries = Vec::with_capacity(taken.entries.len());
+        self.records = Vec::with_capacity(taken.records.len());
+        taken
+    }
+
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
         self.snapshot.is_none()

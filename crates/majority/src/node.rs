@@ -10,7 +10,9 @@ use concord_core::config::{Config, MechanismKind, VotingMode};
 use concord_core::error::{PeerError, ProposalError};
 use concord_core::event::{DebugState, Event, ProposalResult, Role, Votes};
 use concord_core::id::{ClientSession, LogIndex, Member, MemberRole, Membership, NodeId, ProposalId, Term};
-use concord_core::mechanism::{Mechanism, MembershipChange, Outbound, ReadId, Ready, Setup, SetupError};
+use concord_core::mechanism::{
+    take_with_capacity, Mechanism, MembershipChange, Outbound, ReadId, Ready, Setup, SetupError,
+};
 use concord_core::message::{
     Ballot, CastVote, Decision, Entry, EntryPayload, MajorityMessage, Message, PromiseOutcome, Proposal,
     Slot, Snapshot, SnapshotMeta, MEMBERSHIP_KEY,
@@ -173,12 +175,6 @@ struct Peer {
     cursor: u64,
     /// No new catch-up request to this peer before this time.
     request_blocked_until: Option<Instant>,
-}
-
-/// Empties `buffer`, leaving it the capacity its contents needed.
-fn take_with_capacity<T>(buffer: &mut Vec<T>) -> Vec<T> {
-    let capacity = buffer.len();
-    std::mem::replace(buffer, Vec::with_capacity(capacity))
 }
 
 /// One simple-majority node. See the crate docs.
@@ -1989,9 +1985,7 @@ impl Mechanism for Majority {
         // The buffers start the next batch with this one's capacity: under load each batch is
         // about as large as the last, and regrowing every vector from empty costs a copy per doubling.
         let out = &mut self.out;
-        let persist = std::mem::take(&mut out.persist);
-        out.persist.entries = Vec::with_capacity(persist.entries.len());
-        out.persist.records = Vec::with_capacity(persist.records.len());
+        let persist = out.persist.take_with_capacity();
         let ready = Ready {
             number: self.ready_number,
             messages: take_with_capacity(&mut out.messages),

@@ -21,7 +21,7 @@ use concord_core::error::{PeerError, ProposalError};
 use concord_core::event::{DebugState, Event, ProposalResult, Role, Votes};
 use concord_core::id::{LogIndex, Member, MemberRole, Membership, NodeId, NodeInfo, ProposalId, Term};
 use concord_core::mechanism::{
-    Mechanism, MembershipChange, Outbound, ReadId, ReadResult, Ready, Setup, SetupError,
+    take_with_capacity, Mechanism, MembershipChange, Outbound, ReadId, ReadResult, Ready, Setup, SetupError,
 };
 use concord_core::message::{
     ConflictHint, Entry, EntryPayload, Message, Proposal, RaftMessage, Snapshot, SnapshotMeta,
@@ -250,14 +250,6 @@ impl Hasher for ProposalIdHasher {
         let mixed = (start ^ value).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         self.0 = mixed ^ (mixed >> 32);
     }
-}
-
-/// Takes a buffer handed out in a [`Ready`], leaving an empty one sized like it: a busy node fills
-/// about as much every round, and growing from empty again would reallocate and copy the large
-/// elements several times per round.
-fn take_with_capacity<T>(buffer: &mut Vec<T>) -> Vec<T> {
-    let capacity = buffer.len();
-    std::mem::replace(buffer, Vec::with_capacity(capacity))
 }
 
 /// A stable fingerprint of a proposal's session and command, telling a proposal from an older one
@@ -1287,11 +1279,7 @@ impl Mechanism for Raft {
         self.round_unsent = false;
         self.ready_number += 1;
         let number = self.ready_number;
-        // The next batch starts with this one's capacity for entries (the rest of `persist` is
-        // rare). Taken whole first: `Persist { entries, ..take(..) }` would take the fresh buffer
-        // away again.
-        let persist = std::mem::take(&mut self.persist);
-        self.persist.entries = Vec::with_capacity(persist.entries.len());
+        let persist = self.persist.take_with_capacity();
         if !persist.is_empty() {
             self.unacknowledged.push_back((number, self.log.last_index(), self.log.last_term()));
         }

@@ -147,10 +147,9 @@ impl ConsensusBuilder {
     /// Must be called inside a tokio runtime.
     ///
     /// Storage is read back, and the mechanism built from it, in tokio's blocking pool. Dropping
-    /// this future while it waits for that
-    /// does not stop the reading: do not start another node on the same `data_dir` until this
-    /// call has returned (or the runtime has shut down), as two stores on one directory corrupt
-    /// each other.
+    /// this future while it waits for that does not stop the reading: do not start another node
+    /// on the same `data_dir` until this call has returned (or the runtime has shut down), as two
+    /// stores on one directory corrupt each other.
     pub async fn start(self) -> Result<Consensus, StartError> {
         self.config.validate()?;
         let node_id = NodeId::parse(&self.node_id)?;
