@@ -8,7 +8,7 @@ use crate::cargo;
 fn run_cluster_bench(run: &ClusterRun, out: &std::path::Path) -> (String, String, String, Option<u64>) {
     let data_dir = out.join("cluster-data");
     let _ = std::fs::remove_dir_all(&data_dir);
-    let mut command = Command::new("target/release/cluster-bench");
+    let mut command = Command::new("target/bench-release/cluster-bench");
     command
         .args(["-c", &run.clients.to_string(), "-n", &run.writes.to_string(), "-m", "3"])
         .args(["-b", &run.batch.to_string(), "--mechanism", run.mechanism])
@@ -108,7 +108,10 @@ pub(crate) fn run(args: &[String]) -> i32 {
         return 1;
     }
     // The node binary too: the failover and loopback benchmarks start `concord serve` processes.
-    let status = cargo(&["build", "--release", "-p", "concord-bench", "-p", "concord-node", "--bins"], &[]);
+    let status = cargo(
+        &["build", "--profile", "bench-release", "-p", "concord-bench", "-p", "concord-node", "--bins"],
+        &[],
+    );
     if status != 0 {
         return status;
     }
@@ -240,8 +243,8 @@ pub(crate) fn run(args: &[String]) -> i32 {
     if quick {
         failover_args.push("--quick".to_owned());
     }
-    let failover = if std::path::Path::new("target/release/failover").exists() {
-        match Command::new("target/release/failover").args(&failover_args).status() {
+    let failover = if std::path::Path::new("target/bench-release/failover").exists() {
+        match Command::new("target/bench-release/failover").args(&failover_args).status() {
             Ok(status) if status.success() => std::fs::read_to_string(&failover_md).ok(),
             _ => None,
         }
@@ -302,10 +305,10 @@ struct ProcessSections {
 /// (writes, snapshot interval, [(writes so far, resident MiB)]).
 type ResidentMemoryRun = (u64, u64, Vec<(u64, u64)>);
 
-/// Runs `target/release/BINARY ARGS`, which writes its markdown to `markdown_path`.
+/// Runs `target/bench-release/BINARY ARGS`, which writes its markdown to `markdown_path`.
 fn run_section(binary: &str, args: &[&str], markdown_path: &std::path::Path) -> Option<String> {
     let _ = std::fs::remove_file(markdown_path);
-    let path = format!("target/release/{binary}");
+    let path = format!("target/bench-release/{binary}");
     match Command::new(&path).args(args).stdout(std::process::Stdio::null()).status() {
         Ok(status) if status.success() => std::fs::read_to_string(markdown_path).ok(),
         Ok(status) => {
@@ -432,11 +435,13 @@ fn benchmarks_markdown(
     text.push_str(&machine_description());
     text.push_str(". Raw output: `target/bench-results/`.\n\n");
     text.push_str("## Cluster throughput (openraft-comparable)\n\n");
-    text.push_str("`cargo run --release -p concord-bench --bin cluster-bench -- -c C -n N -m 3 [-b B] [--mechanism M]`: three nodes in one\n");
+    text.push_str("`cargo run --profile bench-release -p concord-bench --bin cluster-bench -- -c C -n N -m 3 [-b B] [--mechanism M]`: three nodes in one\n");
     text.push_str("process, in-memory log and transport, a no-op state machine (Raft) or the key-value machine with one key per client\n");
     text.push_str(
         "(simple majority), empty values, C clients writing sequentially through the public async API.\n",
     );
+    text.push_str("Every binary here is built with the `bench-release` profile (thin LTO, one codegen unit), as openraft's\n");
+    text.push_str("`benchmarks/minimal` is built; tests, the demo and `--release` builds do not use it.\n");
     text.push_str("The openraft column is the issue's reference for openraft's `benchmarks/minimal` on this machine kind.\n\n");
     text.push_str("Durable rows use `--data-dir` (concord-storage, one fdatasync per persisted batch); the snapshot row\n");
     text.push_str("sets `--snapshot-interval 10000` and reports peak resident memory, which must not grow with the number of writes.\n\n");

@@ -75,7 +75,7 @@ pub fn free_loopback_port() -> std::io::Result<u16> {
     TcpListener::bind("127.0.0.1:0")?.local_addr().map(|address| address.port())
 }
 
-/// The `concord` binary: beside this executable (both live in `target/release/`), unless given.
+/// The `concord` binary: beside this executable (both live in `target/bench-release/`), unless given.
 pub fn concord_binary(given: Option<&Path>) -> PathBuf {
     if let Some(path) = given {
         return path.to_owned();
@@ -83,7 +83,7 @@ pub fn concord_binary(given: Option<&Path>) -> PathBuf {
     std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(|directory| directory.join("concord")))
-        .unwrap_or_else(|| PathBuf::from("target/release/concord"))
+        .unwrap_or_else(|| PathBuf::from("target/bench-release/concord"))
 }
 
 /// Writes the cluster secret every member reads with `--secret-file`.

@@ -1,6 +1,6 @@
 //! The openraft-comparable cluster benchmark.
 //!
-//! `cargo run --release -p concord-bench --bin cluster-bench -- -c 256 -n 1000000 -m 3`
+//! `cargo run --profile bench-release -p concord-bench --bin cluster-bench -- -c 256 -n 1000000 -m 3`
 //! prints one line per run:
 //! `clients: C, n: N, members: M, batch: B: time: T, ns/op: X, op/ms: Y`.
 

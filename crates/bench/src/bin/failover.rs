@@ -1,6 +1,6 @@
 //! Failover after Figure 16 of the Raft paper, in the deterministic simulator.
 //!
-//! `cargo run --release -p concord-bench --bin failover -- [--trials 1000] [--quick] [--out DIR]`
+//! `cargo run --profile bench-release -p concord-bench --bin failover -- [--trials 1000] [--quick] [--out DIR]`
 //! runs every timeout range of the figure (and 150–300 ms with pre-vote and check-quorum on),
 //! prints a markdown table, and writes it to `DIR/failover.md` beside the CDF plot
 //! `DIR/failover-cdf.png`. The numbers are virtual time, so a seed always gives the same table;
@@ -84,7 +84,7 @@ fn run(args: Args) -> Result<(), String> {
     let mut markdown = String::new();
     markdown.push_str("# Failover time after a leader crash (Raft paper, Figure 16), simulated\n\n");
     markdown.push_str(&format!(
-        "Command: `cargo run --release -p concord-bench --bin failover -- --trials {trials} --seed {}`\n\n",
+        "Command: `cargo run --profile bench-release -p concord-bench --bin failover -- --trials {trials} --seed {}`\n\n",
         args.seed
     ));
     markdown.push_str(&format!(

@@ -3,7 +3,7 @@
 //! its heartbeat interval, and polls the survivors' `GET /v1/status` until one reports itself
 //! leader of a newer term. The killed node is then restarted and must rejoin before the next trial.
 //!
-//! `cargo run --release -p concord-bench --bin failover-processes -- --trials 100 --out DIR`
+//! `cargo run --profile bench-release -p concord-bench --bin failover-processes -- --trials 100 --out DIR`
 //! prints a markdown section and writes it to `DIR/failover-processes.md`.
 
 use std::io::IsTerminal;
@@ -226,7 +226,7 @@ fn markdown(
     let mut text = String::new();
     text.push_str("# Failover with real processes\n\n");
     text.push_str(&format!(
-        "`cargo run --release -p concord-bench --bin failover-processes -- --trials {} --nodes {} \
+        "`cargo run --profile bench-release -p concord-bench --bin failover-processes -- --trials {} --nodes {} \
          --election-timeout-ms {min},{max} --heartbeat-interval-ms {}`: {} `concord serve` processes on \
          127.0.0.1 (memory storage, WebSocket), the leader killed with SIGKILL at a random point of its \
          heartbeat interval, the survivors' `GET /v1/status` polled every {} ms until one reports itself \

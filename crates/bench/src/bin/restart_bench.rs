@@ -5,7 +5,7 @@
 //! succeed. Replaying the whole log into the state machine is part of that time, since nothing was
 //! snapshotted.
 //!
-//! `cargo run --release -p concord-bench --bin restart-bench -- --entries 1000000 --out DIR`
+//! `cargo run --profile bench-release -p concord-bench --bin restart-bench -- --entries 1000000 --out DIR`
 //! prints a markdown section and writes it to `DIR/restart.md`.
 
 use std::path::PathBuf;
@@ -281,7 +281,7 @@ async fn run(args: &Args, data: &std::path::Path) -> Result<String, String> {
     let mut text = String::new();
     text.push_str("# Restart with a long log\n\n");
     text.push_str(&format!(
-        "`cargo run --release -p concord-bench --bin restart-bench -- --entries {} --members {} \
+        "`cargo run --profile bench-release -p concord-bench --bin restart-bench -- --entries {} --members {} \
          --election-timeout-ms {}`: {} members in one process (in-memory transport, file storage, \
          `snapshot_interval` 0) write {} entries with {} clients ({:.1} s, {} MiB on disk for all members). \
          Then (1) one follower is stopped and started again from its data directory while the others keep \
