@@ -9,10 +9,11 @@
 //! Ids are an origin and a sequence number that origin hands out in increasing order, and the log
 //! takes them nearly in that order. So each origin keeps a queue of (sequence, value) strictly
 //! increasing by sequence: an insert above the newest is a push at the back, compaction removes
-//! from the front and truncation from the back, all in O(1) on hot cache lines. The few ids that
-//! arrive out of order (proposals in flight together, an origin that restarted and counts from 1
-//! again) go to a small ordered map beside it. Removals inside the queue leave a hole, dropped when
-//! it reaches either end, so nothing is ever shifted.
+//! from the front and truncation from the back, all in O(1) on hot cache lines. An id that arrives
+//! a little late (proposals in flight together reach the log in a slightly different order) is
+//! shifted into place, moving at most [`SHIFTED_MAX`] newer slots. The rare ids far below the
+//! newest (an origin that restarted and counts from 1 again) go to an ordered map beside the queue.
+//! Removals inside the queue leave a hole, dropped when it reaches either end.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -20,6 +21,13 @@ use concord_core::id::{LogIndex, NodeId, ProposalId};
 
 /// Where each proposal of the in-memory log sits.
 pub(crate) type ProposalIndex = ProposalMap<LogIndex>;
+
+/// At most this many newer slots move to make room for a late id; an id later than that goes to
+/// the ordered map instead. Late ids are usually a few places behind (as many as the proposals in
+/// flight at once), and moving 32 slots is one short copy. Before this bound, every late id went
+/// to the map, which a log replayed at start filled with hundreds of thousands of ids, each insert
+/// and removal a search from its root.
+const SHIFTED_MAX: usize = 32;
 
 #[derive(Debug)]
 pub(crate) struct ProposalMap<V> {
@@ -48,26 +56,61 @@ impl<V> Default for Sequences<V> {
 
 impl<V: Copy> Sequences<V> {
     fn find(&self, sequence: u64) -> Result<usize, usize> {
-        // Most look-ups are for recent proposals: check the back before searching.
+        // Most look-ups are for recent proposals: check the back, then the last few slots (where
+        // late ids land), before searching everything.
+        let length = self.in_order.len();
         match self.in_order.back() {
-            Some((last, _)) if *last < sequence => Err(self.in_order.len()),
-            Some((last, _)) if *last == sequence => Ok(self.in_order.len() - 1),
-            _ => self.in_order.binary_search_by_key(&sequence, |(stored, _)| *stored),
+            None => return Err(0),
+            Some((last, _)) if *last < sequence => return Err(length),
+            Some((last, _)) if *last == sequence => return Ok(length - 1),
+            Some(_) => {}
         }
+        let tail_start = length.saturating_sub(SHIFTED_MAX + 1);
+        let (mut low, mut high) =
+            if self.in_order[tail_start].0 <= sequence { (tail_start, length) } else { (0, tail_start) };
+        while low < high {
+            let middle = low + (high - low) / 2;
+            match self.in_order[middle].0.cmp(&sequence) {
+                std::cmp::Ordering::Less => low = middle + 1,
+                std::cmp::Ordering::Equal => return Ok(middle),
+                std::cmp::Ordering::Greater => high = middle,
+            }
+        }
+        Err(low)
     }
 
     fn insert(&mut self, sequence: u64, value: V) {
+        // The common case first: newer than every id here.
+        if self.in_order.back().map_or(true, |(last, _)| *last < sequence) {
+            if !self.out_of_order.is_empty() {
+                self.remove_out_of_order(sequence);
+            }
+            self.in_order.push_back((sequence, Some(value)));
+            return;
+        }
         match self.find(sequence) {
             Ok(position) => self.in_order[position].1 = Some(value),
-            Err(position) if position == self.in_order.len() => {
-                if !self.out_of_order.is_empty() {
-                    self.out_of_order.remove(&sequence);
+            Err(position) if self.in_order.len() - position <= SHIFTED_MAX => {
+                // The id may have been kept beside the queue before (it was far from the newest
+                // then); it lives in one place only.
+                self.remove_out_of_order(sequence);
+                if position == self.in_order.len() {
+                    self.in_order.push_back((sequence, Some(value)));
+                } else {
+                    self.in_order.insert(position, (sequence, Some(value)));
                 }
-                self.in_order.push_back((sequence, Some(value)));
             }
             Err(_) => {
                 self.out_of_order.insert(sequence, value);
             }
+        }
+    }
+
+    /// Removes `sequence` from beside the queue, without searching when it cannot be there (the
+    /// common case: nothing there, or only ids of an earlier life of the origin, all lower).
+    fn remove_out_of_order(&mut self, sequence: u64) {
+        if self.out_of_order.last_key_value().is_some_and(|(highest, _)| *highest >= sequence) {
+            self.out_of_order.remove(&sequence);
         }
     }
 
@@ -81,9 +124,7 @@ impl<V: Copy> Sequences<V> {
                 self.in_order.pop_back();
             }
         }
-        if !self.out_of_order.is_empty() {
-            self.out_of_order.remove(&sequence);
-        }
+        self.remove_out_of_order(sequence);
     }
 
     fn get(&self, sequence: u64) -> Option<V> {
@@ -159,24 +200,48 @@ mod tests {
     }
 
     #[test]
-    fn out_of_order_and_restarted_sequences_are_kept_beside_the_queue() {
+    fn late_ids_are_shifted_into_place_and_restarted_sequences_are_kept_beside_the_queue() {
         let mut index = ProposalIndex::default();
-        for (sequence, position) in [(10, 1), (12, 2), (11, 3), (13, 4), (1, 5), (2, 6)] {
+        for (sequence, position) in [(10, 1), (12, 2), (11, 3), (13, 4)] {
             index.insert(&id("n1", sequence), LogIndex(position));
         }
         let sequences = &index.by_origin[&NodeId::new("n1")];
-        assert_eq!(sequences.in_order.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [10, 12, 13]);
-        assert_eq!(sequences.out_of_order.keys().copied().collect::<Vec<_>>(), [1, 2, 11]);
-        for (sequence, position) in [(10, 1), (12, 2), (11, 3), (13, 4), (1, 5), (2, 6)] {
+        assert_eq!(sequences.in_order.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [10, 11, 12, 13]);
+        assert!(sequences.out_of_order.is_empty(), "a late id near the newest moves into the queue");
+        // More than SHIFTED_MAX newer ids: a restarted origin's 1 and 2 go beside the queue.
+        for sequence in 14..14 + SHIFTED_MAX as u64 {
+            index.insert(&id("n1", sequence), LogIndex(sequence));
+        }
+        index.insert(&id("n1", 1), LogIndex(5));
+        index.insert(&id("n1", 2), LogIndex(6));
+        let sequences = &index.by_origin[&NodeId::new("n1")];
+        assert_eq!(sequences.out_of_order.keys().copied().collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(sequences.in_order.len(), 4 + SHIFTED_MAX);
+        for (sequence, position) in [(10, 1), (12, 2), (11, 3), (13, 4), (1, 5), (2, 6), (20, 20)] {
             assert_eq!(index.get(&id("n1", sequence)), Some(LogIndex(position)), "sequence {sequence}");
         }
         // A hole inside the queue, then the ends: holes never stay at an end.
         index.remove(&id("n1", 12));
         assert_eq!(index.get(&id("n1", 12)), None);
-        index.remove(&id("n1", 13));
+        for sequence in 13..14 + SHIFTED_MAX as u64 {
+            index.remove(&id("n1", sequence));
+        }
         let sequences = &index.by_origin[&NodeId::new("n1")];
-        assert_eq!(sequences.in_order.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [10]);
+        assert_eq!(sequences.in_order.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [10, 11]);
+        // Near the newest again, 2 moves from beside the queue into it: one place only.
+        index.insert(&id("n1", 2), LogIndex(7));
+        let sequences = &index.by_origin[&NodeId::new("n1")];
+        assert_eq!(sequences.in_order.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [2, 10, 11]);
+        assert_eq!(sequences.out_of_order.keys().copied().collect::<Vec<_>>(), [1]);
+        assert_eq!(index.get(&id("n1", 2)), Some(LogIndex(7)));
+        index.remove(&id("n1", 2));
+        assert_eq!(index.get(&id("n1", 2)), None);
+        assert_eq!(index.get(&id("n1", 1)), Some(LogIndex(5)));
     }
+
+    /// Sequences drawn by the model test: wider than `SHIFTED_MAX`, so that late ids take both
+    /// paths.
+    const SEQUENCES: u64 = 3 * SHIFTED_MAX as u64;
 
     #[derive(Clone, Debug)]
     enum Operation {
@@ -186,8 +251,8 @@ mod tests {
 
     fn operation() -> impl Strategy<Value = Operation> {
         prop_oneof![
-            3 => (0..3u8, 0..40u64, 1..1_000u64).prop_map(|(o, s, i)| Operation::Insert(o, s, i)),
-            1 => (0..3u8, 0..40u64).prop_map(|(o, s)| Operation::Remove(o, s)),
+            3 => (0..3u8, 0..SEQUENCES, 1..1_000u64).prop_map(|(o, s, i)| Operation::Insert(o, s, i)),
+            1 => (0..3u8, 0..SEQUENCES).prop_map(|(o, s)| Operation::Remove(o, s)),
         ]
     }
 
@@ -211,7 +276,7 @@ mod tests {
                     }
                 }
                 for origin in 0..3u8 {
-                    for sequence in 0..40u64 {
+                    for sequence in 0..SEQUENCES {
                         let expected = model.get(&(origin, sequence)).copied().map(LogIndex);
                         prop_assert_eq!(index.get(&id(origins[origin as usize], sequence)), expected);
                     }
