@@ -39,6 +39,7 @@ pub enum Decision {
     Proposal {
         /// The proposal (shared: a decision is copied into every voter's message, the vote
         /// record, the history and the log; it encodes as the proposal itself).
+        #[serde(deserialize_with = "super::deserialize_shared")]
         proposal: std::sync::Arc<Proposal>,
         /// Milliseconds by the proposer's clock, passed to the state machine as the entry time.
         timestamp_ms: u64,

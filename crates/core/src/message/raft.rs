@@ -98,6 +98,7 @@ pub enum RaftMessage {
         /// Sender's term.
         term: Term,
         /// The proposal (shared: the leader appends it as is).
+        #[serde(deserialize_with = "super::deserialize_shared")]
         proposal: Arc<Proposal>,
     },
     /// The leader could not take a forwarded proposal.
