@@ -124,6 +124,9 @@ pub struct Raft {
 
     // Volatile state.
     commit: LogIndex,
+    /// The highest commit index written to storage (in a hard state, beside the entries it covers),
+    /// or recovered: a restart applies up to it without waiting to hear from a leader.
+    commit_saved: LogIndex,
     /// Last log index known durable on this node (a leader counts itself only up to it).
     persisted: LogIndex,
     state: State,
@@ -371,7 +374,10 @@ impl Raft {
         let hard_state = recovered.hard_state;
         let term = hard_state.term.max(log.last_term());
         let voted_for = if hard_state.term == term { hard_state.voted_for } else { None };
-        let commit = log.snapshot_index();
+        // Entries up to the saved commit index were committed (it never passes the durable log it
+        // was saved with), so they can be applied before any leader is heard from: a restart with a
+        // long log replays them while the election is still under way.
+        let commit = log.snapshot_index().max(hard_state.commit.min(log.last_index()));
         let persisted = log.last_index();
         // Share the membership's allocation of our own id: ids are compared constantly (quorum
         // counts, progress lookups), and clones of one allocation compare by pointer.
@@ -389,6 +395,7 @@ impl Raft {
             snapshot,
             memberships,
             commit,
+            commit_saved: commit,
             persisted,
             state: State::Follower,
             leader: None,
@@ -607,13 +614,33 @@ impl Raft {
     }
 
     fn save_hard_state(&mut self) {
+        self.persist.hard_state = Some(self.hard_state());
+    }
+
+    fn hard_state(&self) -> HardState {
         #[allow(unused_mut)]
         let mut voted_for = self.voted_for.clone();
         #[cfg(feature = "broken-variants")]
         if self.has_bug(Bug::SkipVotePersistence) {
             voted_for = None;
         }
-        self.persist.hard_state = Some(HardState { term: self.term, voted_for, commit: self.commit });
+        HardState { term: self.term, voted_for, commit: self.commit }
+    }
+
+    /// Saves the commit index with a write that stores entries anyway (same group, same sync: a
+    /// write of its own per commit update would cost a sync each). Every entry up to it is in this
+    /// write or an earlier one, so storage never holds a commit index beyond its log.
+    fn save_commit_with_entries(&mut self) {
+        if self.commit <= self.commit_saved {
+            return;
+        }
+        if self.persist.entries.is_empty() && self.persist.hard_state.is_none() {
+            return;
+        }
+        let mut hard_state = self.persist.hard_state.take().unwrap_or_else(|| self.hard_state());
+        hard_state.commit = self.commit;
+        self.persist.hard_state = Some(hard_state);
+        self.commit_saved = self.commit;
     }
 
     fn set_commit(&mut self, index: LogIndex) {
@@ -1257,11 +1284,13 @@ impl Mechanism for Raft {
             || !self.events.is_empty()
             || (!self.batch.is_empty() && self.config.batch_window.is_zero())
             || (self.commit_unsent && self.state == State::Leader)
-            || self.replica.applied() < self.commit
+            || (self.started && self.replica.applied() < self.commit)
     }
 
     fn ready(&mut self) -> Ready {
-        if self.replica.applied() < self.commit {
+        // Not before the first input: the clock is unknown until then (a restart's saved commit
+        // index is applied from the first round on).
+        if self.started && self.replica.applied() < self.commit {
             // The rest of a committed tail longer than `max_apply_entries`.
             let now = self.now;
             self.apply_committed(now);
@@ -1279,6 +1308,7 @@ impl Mechanism for Raft {
         self.round_unsent = false;
         self.ready_number += 1;
         let number = self.ready_number;
+        self.save_commit_with_entries();
         let persist = self.persist.take_with_capacity();
         if !persist.is_empty() {
             self.unacknowledged.push_back((number, self.log.last_index(), self.log.last_term()));

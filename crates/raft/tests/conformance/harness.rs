@@ -422,6 +422,15 @@ impl Cluster {
                 .persist(&ready.persist)
                 .unwrap_or_else(|error| panic!("{node_id}: storage refused the mechanism's write: {error}"));
             node.persists.push(ready.persist.clone());
+            // A restart applies up to the saved commit index before hearing from a leader, so
+            // storage must hold every entry up to it.
+            let durable = node.storage.state();
+            assert!(
+                durable.hard_state.commit <= durable_last_index(durable),
+                "{node_id} saved commit index {} beyond its durable log ({})",
+                durable.hard_state.commit,
+                durable_last_index(durable)
+            );
         }
         // Step 5: messages that promise what was just persisted.
         for outbound in &ready.persisted_messages {

@@ -700,6 +700,34 @@ fn snapshot_a_restarted_node_restores_from_its_snapshot_and_log_tail() {
     }
 }
 
+// A restarted node applies what it had saved as committed before it hears from any leader (with
+// no snapshot, a long log is replayed while the election is still under way, not after it).
+#[test]
+fn a_restarted_node_applies_its_saved_commit_index_before_hearing_from_a_leader() {
+    let mut cluster = Cluster::new(3, default_config());
+    cluster.elect("n1");
+    cluster.settle();
+    for i in 0..10 {
+        cluster.propose_put("n1", &format!("k{i}"), "v");
+        cluster.deliver_all();
+    }
+    cluster.settle();
+    let saved = cluster.node("n2").storage.state().hard_state.commit;
+    // The last commit update travels without entries and is not saved; everything before it is.
+    assert!(saved >= LogIndex(10), "n2 saved its commit index with its entries: {saved}");
+    assert!(saved <= cluster.commit("n2"));
+
+    cluster.crash("n2");
+    cluster.isolate("n2");
+    cluster.restart("n2");
+    assert_eq!(cluster.commit("n2"), saved, "the saved commit index is where the restart starts");
+    assert_eq!(cluster.raft("n2").replica().applied(), saved, "applied on the first round, with no leader");
+    assert_eq!(cluster.raft("n2").leader(), None);
+    let applied_values = (0..10).filter(|i| cluster.value("n2", &format!("k{i}")).is_some()).count() as u64;
+    // Index 1 is the leader's no-op; each later index one write.
+    assert_eq!(applied_values, saved.0 - 1, "every write up to the saved index is in the state machine");
+}
+
 // ---------------------------------------------------------------- rejoining within a term
 
 // A follower that lost contact and comes back while the leader and the term are unchanged (with
