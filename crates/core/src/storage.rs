@@ -15,7 +15,8 @@ pub struct HardState {
     pub term: Term,
     /// Who this node voted for in `term`.
     pub voted_for: Option<NodeId>,
-    /// Last known commit index (an optimization: recomputed if lost).
+    /// Last known commit index. Raft saves it with the entries it covers, and a restart applies up
+    /// to it before hearing from a leader (an optimization: recomputed from the leader if lost).
     pub commit: LogIndex,
 }
 
