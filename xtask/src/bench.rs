@@ -4,8 +4,11 @@ use std::process::Command;
 
 use crate::cargo;
 
+/// One attempt of a cluster run: output line, latency line, memory line, writes per second.
+type Attempt = (String, String, String, Option<u64>);
+
 /// One cluster-bench run: its output line, latency line, memory line and writes per second.
-fn run_cluster_bench(run: &ClusterRun, out: &std::path::Path) -> (String, String, String, Option<u64>) {
+fn run_cluster_bench(run: &ClusterRun, out: &std::path::Path) -> Attempt {
     let data_dir = out.join("cluster-data");
     let _ = std::fs::remove_dir_all(&data_dir);
     let mut command = Command::new("target/bench-release/cluster-bench");
@@ -157,23 +160,34 @@ pub(crate) fn run(args: &[String]) -> i32 {
     let total_steps = runs.len() + 8;
     let mut cluster_rows = Vec::new();
     let mut sections = ProcessSections::default();
-    for (step, run) in runs.iter().enumerate() {
-        eprintln!(
-            "xtask bench [{}/{total_steps}] cluster {} clients={} n={} batch={}",
-            step + 1,
-            run.mechanism,
-            run.clients,
-            run.writes,
-            run.batch
-        );
-        // In-process runs vary by about ±20% from run to run on this 2-core machine (where tokio
-        // places the nodes' and clients' tasks decides how much runs in parallel): they run three
-        // times and the row shows the median (openraft's reference figures are medians too).
-        let repeats = if run.is_plain() && !quick { 3 } else { 1 };
-        let mut attempts = Vec::new();
-        for _ in 0..repeats {
-            attempts.push(run_cluster_bench(run, out));
+    // In-process runs vary by about ±20% from run to run on this 2-core machine (where tokio places
+    // the nodes' and clients' tasks decides how much runs in parallel), and the machine itself is
+    // slow or fast for minutes at a time: they run three times and the row shows the median
+    // (openraft's reference figures are medians too). The three attempts of a row are taken in
+    // three passes over all rows, not back to back, so that one slow stretch of a few minutes
+    // lowers at most one attempt of each row instead of all three of some rows.
+    let repeats = |run: &ClusterRun| if run.is_plain() && !quick { 3 } else { 1 };
+    let passes = runs.iter().map(repeats).max().unwrap_or(1);
+    let mut attempts: Vec<Vec<Attempt>> = runs.iter().map(|_| Vec::new()).collect();
+    for pass in 0..passes {
+        for (step, run) in runs.iter().enumerate() {
+            if pass >= repeats(run) {
+                continue;
+            }
+            eprintln!(
+                "xtask bench [{}/{total_steps}] cluster {} clients={} n={} batch={} (pass {} of {})",
+                step + 1,
+                run.mechanism,
+                run.clients,
+                run.writes,
+                run.batch,
+                pass + 1,
+                repeats(run)
+            );
+            attempts[step].push(run_cluster_bench(run, out));
         }
+    }
+    for (run, mut attempts) in runs.iter().zip(attempts) {
         let mut all_ops: Vec<u64> = attempts.iter().filter_map(|attempt| attempt.3).collect();
         all_ops.sort_unstable();
         attempts.sort_by_key(|attempt| attempt.3.unwrap_or(0));
@@ -447,8 +461,9 @@ fn benchmarks_markdown(
     text.push_str("sets `--snapshot-interval 10000` and reports peak resident memory, which must not grow with the number of writes.\n\n");
     text.push_str("Tokio workers: cluster-bench's default is one worker thread per core; `1` runs clients and nodes on one thread.\n\n");
     if !quick {
-        text.push_str("In-process rows without storage or snapshots run three times; the row shows the median run (its output line)\n");
-        text.push_str("and all three figures: they vary by about ±20% with where tokio places the tasks on the two cores.\n\n");
+        text.push_str("In-process rows without storage or snapshots run three times, in three passes over all rows (so that a slow\n");
+        text.push_str("stretch of this shared machine lowers one attempt of each row, not all three of some); the row shows the median\n");
+        text.push_str("run (its output line) and all three figures: they vary by about ±20% with where tokio places the tasks on the two cores.\n\n");
     }
     text.push_str("| mechanism | storage | clients | batch | tokio workers | writes | concord ops/s | openraft ops/s | goal | latency and memory | output line |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (run, line, latency, ops, spread) in cluster_rows {
