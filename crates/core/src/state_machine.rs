@@ -522,18 +522,28 @@ pub struct Replica {
 /// every snapshot of it — always encodes; the same on every replica, since it depends only on the
 /// result.
 fn storable(result: &CommandResult) -> CommandResult {
+    match result {
+        Err(failure) if too_deep_to_store(failure) => Err(CommandFailure::Unsupported(failure.to_string())),
+        other => other.clone(),
+    }
+}
+
+/// [`storable`] for a result nobody else needs: moved, not copied.
+fn into_storable(result: CommandResult) -> CommandResult {
+    match result {
+        Err(failure) if too_deep_to_store(&failure) => Err(CommandFailure::Unsupported(failure.to_string())),
+        other => other,
+    }
+}
+
+fn too_deep_to_store(failure: &CommandFailure) -> bool {
     fn depth(failure: &CommandFailure) -> usize {
         match failure {
             CommandFailure::BatchAborted { reason, .. } => 1 + depth(reason),
             _ => 1,
         }
     }
-    match result {
-        Err(failure) if depth(failure) >= Command::NESTING_MAX => {
-            Err(CommandFailure::Unsupported(failure.to_string()))
-        }
-        other => other.clone(),
-    }
+    depth(failure) >= Command::NESTING_MAX
 }
 
 /// A postcard output buffer made with a capacity (postcard's own vector flavor starts empty).
@@ -680,6 +690,34 @@ impl Replica {
         session: Option<ClientSession>,
         command: &Command,
     ) -> CommandResult {
+        match self.apply_answering(context, session, command, true) {
+            Some(result) => result,
+            None => unreachable!("an answered apply always returns its result"),
+        }
+    }
+
+    /// [`Replica::apply`] for a replica nobody waits on for this entry's result (a follower, or a
+    /// node without the proposal's caller): the same state, session table and retention, but the
+    /// result moves into the session table instead of being copied out of it. This runs on every
+    /// replica but one for every entry, and the copy allocates (each changed key, the changes'
+    /// vector) only to be dropped.
+    pub fn apply_unanswered(
+        &mut self,
+        context: &ApplyContext,
+        session: Option<ClientSession>,
+        command: &Command,
+    ) {
+        self.apply_answering(context, session, command, false);
+    }
+
+    /// Applies; returns the result if `answered`, `None` otherwise.
+    fn apply_answering(
+        &mut self,
+        context: &ApplyContext,
+        session: Option<ClientSession>,
+        command: &Command,
+        answered: bool,
+    ) -> Option<CommandResult> {
         assert!(
             context.index > self.applied,
             "entries are applied in order: {} after {}",
@@ -694,7 +732,8 @@ impl Replica {
             self.next_sweep_ms = self.sweep_after(self.last_timestamp_ms);
         }
         let Some(session) = session else {
-            return self.machine.apply(context, command);
+            let result = self.machine.apply(context, command);
+            return answered.then_some(result);
         };
         let full = self.clients.len() >= self.clients_max;
         // One lookup in each table finds both a stored result and the slot for a new one (this
@@ -702,7 +741,7 @@ impl Replica {
         let (record, known) = match self.clients.entry(session.client) {
             hash_map::Entry::Occupied(known) => (known.into_mut(), true),
             hash_map::Entry::Vacant(_) if full => {
-                return Err(CommandFailure::SessionTableFull { limit: self.clients_max as u64 });
+                return Some(Err(CommandFailure::SessionTableFull { limit: self.clients_max as u64 }));
             }
             hash_map::Entry::Vacant(new) => (new.insert(ClientRecord::default()), false),
         };
@@ -716,14 +755,18 @@ impl Replica {
             }
         }
         let slot = match record.results.search(session.sequence) {
-            Ok(stored) => return record.results.0[stored].1.clone(),
+            Ok(stored) => return answered.then(|| record.results.0[stored].1.clone()),
             Err(slot) => slot,
         };
         if known && session.sequence <= record.forgotten_through {
-            return Err(CommandFailure::SessionExpired);
+            return Some(Err(CommandFailure::SessionExpired));
         }
         let result = self.machine.apply(context, command);
-        let stored = (session.sequence, storable(&result));
+        let (stored, result) = if answered {
+            ((session.sequence, storable(&result)), Some(result))
+        } else {
+            ((session.sequence, into_storable(result)), None)
+        };
         if slot == record.results.0.len() {
             record.results.0.push_back(stored);
         } else {
@@ -739,11 +782,11 @@ impl Replica {
         // there in order: a client acknowledges its oldest answers first), so with acknowledging
         // clients the queue holds about what is in flight instead of `results_max` entries.
         while let Some(oldest) = self.retention.front() {
-            let answered = self
+            let acknowledged = self
                 .clients
                 .get(&oldest.client)
                 .map_or(true, |record| oldest.sequence < record.answered_below);
-            if !answered {
+            if !acknowledged {
                 break;
             }
             self.retention.pop_front();

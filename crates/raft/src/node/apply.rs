@@ -64,7 +64,6 @@ impl Raft {
                         term: entry.term,
                         timestamp_ms: entry.timestamp_ms,
                     };
-                    let result = self.replica.apply(&context, proposal.session, &proposal.command);
                     // Ours when this node still waits for this very proposal (not an older one
                     // that reused its id).
                     let ours = self
@@ -72,6 +71,12 @@ impl Raft {
                         .get(&proposal.id)
                         .is_some_and(|pending| pending.fingerprint == fingerprint(proposal))
                         .then(|| proposal.id.clone());
+                    if ours.is_none() && !self.entry_events_wanted {
+                        // Nobody takes this result here (the usual case on a follower).
+                        self.replica.apply_unanswered(&context, proposal.session, &proposal.command);
+                        continue;
+                    }
+                    let result = self.replica.apply(&context, proposal.session, &proposal.command);
                     if ours.is_some() && !tally_taken {
                         self.take_tally();
                         tally_taken = true;
