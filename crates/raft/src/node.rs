@@ -31,6 +31,11 @@ use concord_core::storage::{HardState, Persist};
 use concord_core::time::Instant;
 
 use crate::deadlines::{DeadlineKey, DeadlineQueue};
+
+/// How far a new leader's stamps may run ahead of the newest stamp it saw from earlier leaders
+/// plus the time it measured since (see `Raft::leader_stamp`): room for ordinary clock skew
+/// between nodes, far below any session expiry or lock lease worth having.
+pub(crate) const STAMP_LEAD_MAX_MS: u64 = 1_000;
 use crate::log::RaftLog;
 use crate::progress::{Progress, ReplicationState};
 use crate::proposal_index::{ProposalIndex, ProposalMap};
@@ -133,6 +138,10 @@ pub struct Raft {
     leader: Option<NodeId>,
     started: bool,
     started_at: Option<Instant>,
+    /// The newest leader timestamp this node has seen in its log (replayed at start, appended as a
+    /// follower, restored from a snapshot), and this node's time when it saw it; `None` while the
+    /// log holds no stamp. A leader's own stamps never move it (see `leader_stamp`).
+    stamp_anchor: Option<(u64, Instant)>,
     now: Instant,
     election_deadline: Instant,
     leader_contact: Option<Instant>,
@@ -401,6 +410,7 @@ impl Raft {
             leader: None,
             started: false,
             started_at: None,
+            stamp_anchor: None,
             now: Instant::ZERO,
             election_deadline: Instant::ZERO,
             leader_contact: None,
@@ -671,6 +681,8 @@ impl Raft {
         }
         self.started = true;
         self.started_at = Some(now);
+        let recovered_stamp = self.newest_stamp();
+        self.see_stamp(recovered_stamp, now);
         self.reset_election_deadline(now);
         let peers: Vec<NodeId> =
             self.membership_now().members.keys().filter(|id| **id != self.id).cloned().collect();
@@ -751,14 +763,45 @@ impl Raft {
         self.persist.snapshot = Some(snapshot);
     }
 
-    fn leader_append(&mut self, now: Instant, payload: EntryPayload) -> LogIndex {
-        debug_assert_eq!(self.state, State::Leader);
-        let index = self.log.last_index().next();
-        let previous_timestamp = self
+    /// The newest leader timestamp in this node's log or, below it, its state machine.
+    fn newest_stamp(&self) -> u64 {
+        let last_entry = self.log.entry(self.log.last_index()).map_or(0, |entry| entry.timestamp_ms);
+        last_entry.max(self.replica.last_timestamp_ms())
+    }
+
+    /// Notes a leader timestamp found in the log at `now` (0: none yet).
+    pub(super) fn see_stamp(&mut self, stamp_ms: u64, now: Instant) {
+        if stamp_ms > 0 && self.stamp_anchor.map_or(true, |(newest, _)| stamp_ms > newest) {
+            self.stamp_anchor = Some((stamp_ms, now));
+        }
+    }
+
+    /// The timestamp of the next entry this leader appends: its clock, but never below the last
+    /// entry's stamp (stamps never decrease), and never more than `STAMP_LEAD_MAX_MS` past the
+    /// newest stamp it saw from earlier leaders plus the time it has measured since. So a node
+    /// whose wall clock was set far ahead when its process started cannot, once elected, move
+    /// leader time forward by the error: that would expire every client session at once (a retry
+    /// would then apply a second time) and every lock lease early. Leader time then runs at the
+    /// rate of this node's monotonic clock, and after a whole-cluster outage it stays behind the
+    /// wall clock by about the outage: expiries count the time the cluster ran.
+    fn leader_stamp(&self, now: Instant) -> u64 {
+        let previous = self
             .log
             .entry(self.log.last_index())
             .map_or(self.replica.last_timestamp_ms(), |entry| entry.timestamp_ms);
-        let timestamp_ms = now.as_millis().max(previous_timestamp);
+        let mut stamp = now.as_millis();
+        if let Some((seen_ms, seen_at)) = self.stamp_anchor {
+            let elapsed_ms =
+                u64::try_from(now.saturating_duration_since(seen_at).as_millis()).unwrap_or(u64::MAX);
+            stamp = stamp.min(seen_ms.saturating_add(elapsed_ms).saturating_add(STAMP_LEAD_MAX_MS));
+        }
+        stamp.max(previous)
+    }
+
+    fn leader_append(&mut self, now: Instant, payload: EntryPayload) -> LogIndex {
+        debug_assert_eq!(self.state, State::Leader);
+        let index = self.log.last_index().next();
+        let timestamp_ms = self.leader_stamp(now);
         if let EntryPayload::Command(proposal) = &payload {
             if let Some(pending) = self.pending.get_mut(&proposal.id) {
                 pending.index = Some(index);

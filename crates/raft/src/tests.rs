@@ -15,6 +15,8 @@ struct Cluster {
     nodes: BTreeMap<NodeId, Raft>,
     storage: BTreeMap<NodeId, MemoryStorage>,
     now: Instant,
+    /// How far each node's clock runs ahead of `now` (none: in step).
+    clock_ahead: BTreeMap<NodeId, Duration>,
     network: VecDeque<(NodeId, Outbound)>,
     isolated: BTreeSet<NodeId>,
     results: BTreeMap<NodeId, Vec<ProposalResult>>,
@@ -45,6 +47,7 @@ impl Cluster {
             nodes: BTreeMap::new(),
             storage: BTreeMap::new(),
             now: Instant::from_millis(1_000),
+            clock_ahead: BTreeMap::new(),
             network: VecDeque::new(),
             isolated: BTreeSet::new(),
             results: BTreeMap::new(),
@@ -83,6 +86,17 @@ impl Cluster {
         self.start(node, members);
     }
 
+    /// `node`'s own clock.
+    fn clock(&self, node: &NodeId) -> Instant {
+        self.clock_ahead.get(node).map_or(self.now, |ahead| self.now + *ahead)
+    }
+
+    /// A time on `node`'s clock, on the cluster's.
+    fn cluster_time(&self, node: &NodeId, at: Instant) -> Instant {
+        let ahead = self.clock_ahead.get(node).map_or(0, |ahead| ahead.as_nanos() as u64);
+        Instant::from_nanos(at.as_nanos().saturating_sub(ahead))
+    }
+
     fn node(&self, node: &str) -> &Raft {
         &self.nodes[&id(node)]
     }
@@ -93,6 +107,7 @@ impl Cluster {
             let mut busy = false;
             let ids: Vec<NodeId> = self.nodes.keys().cloned().collect();
             for node in &ids {
+                let clock = self.clock(node);
                 let raft = self.nodes.get_mut(node).unwrap();
                 while raft.has_ready() {
                     busy = true;
@@ -109,7 +124,7 @@ impl Cluster {
                     self.results.entry(node.clone()).or_default().extend(ready.results);
                     self.reads.entry(node.clone()).or_default().extend(ready.reads);
                     self.events.entry(node.clone()).or_default().extend(ready.events);
-                    raft.advance(self.now, ready.number);
+                    raft.advance(clock, ready.number);
                 }
             }
             while let Some((from, outbound)) = self.network.pop_front() {
@@ -117,9 +132,10 @@ impl Cluster {
                 if self.isolated.contains(&from) || self.isolated.contains(&outbound.to) {
                     continue;
                 }
+                let clock = self.clock(&outbound.to);
                 if let Some(raft) = self.nodes.get_mut(&outbound.to) {
                     self.delivered += 1;
-                    let _ = raft.handle_message(self.now, from, outbound.message);
+                    let _ = raft.handle_message(clock, from, outbound.message);
                 }
             }
             if !busy {
@@ -133,14 +149,22 @@ impl Cluster {
         let end = self.now + duration;
         loop {
             self.settle();
-            let next = self.nodes.values().filter_map(|raft| raft.poll_timeout()).min();
+            let next = self
+                .nodes
+                .iter()
+                .filter_map(|(node, raft)| {
+                    raft.poll_timeout().map(|deadline| self.cluster_time(node, deadline))
+                })
+                .min();
             match next {
                 Some(next) if next <= end => {
                     self.now = self.now.max(next);
-                    let now = self.now;
-                    for raft in self.nodes.values_mut() {
-                        if raft.poll_timeout().is_some_and(|deadline| deadline <= now) {
-                            raft.handle_timeout(now);
+                    let ids: Vec<NodeId> = self.nodes.keys().cloned().collect();
+                    for node in ids {
+                        let clock = self.clock(&node);
+                        let raft = self.nodes.get_mut(&node).unwrap();
+                        if raft.poll_timeout().is_some_and(|deadline| deadline <= clock) {
+                            raft.handle_timeout(clock);
                         }
                     }
                 }
@@ -178,7 +202,7 @@ impl Cluster {
     fn propose(&mut self, on: &NodeId, command: Command) -> Result<ProposalId, ProposalError> {
         let proposal = self.proposal(on, command);
         let proposal_id = proposal.id.clone();
-        let now = self.now;
+        let now = self.clock(on);
         self.nodes.get_mut(on).unwrap().propose(now, proposal)?;
         Ok(proposal_id)
     }
@@ -574,6 +598,38 @@ fn timestamps_never_decrease() {
     let stamps: Vec<u64> = cluster.nodes[&leader].log_entries().map(|entry| entry.timestamp_ms).collect();
     assert!(stamps.windows(2).all(|pair| pair[0] <= pair[1]));
     assert!(stamps.iter().all(|stamp| *stamp >= 1_000));
+}
+
+#[test]
+fn a_leader_whose_clock_runs_a_day_ahead_stamps_no_further_than_the_time_it_measured() {
+    let mut cluster = Cluster::new(3, config());
+    let first = cluster.elect();
+    for n in 0..3 {
+        cluster.propose(&first, put(&format!("k{n}"), "v")).unwrap();
+    }
+    cluster.run_for(Duration::from_millis(100));
+    let newest_before = cluster.nodes[&first].log_entries().map(|entry| entry.timestamp_ms).max().unwrap();
+    // A follower's process restarts with its wall clock a day ahead (the runtime anchors a node's
+    // clock at the wall clock when the process starts), and then takes over.
+    let fast = cluster.nodes.keys().find(|node| **node != first).unwrap().clone();
+    cluster.clock_ahead.insert(fast.clone(), Duration::from_secs(86_400));
+    cluster.restart(&fast);
+    cluster.run_for(Duration::from_millis(500));
+    let now = cluster.clock(&first);
+    cluster.nodes.get_mut(&first).unwrap().transfer_leadership(now, &fast).unwrap();
+    cluster.run_for(Duration::from_secs(1));
+    assert_eq!(cluster.leaders(), vec![fast.clone()], "the transfer to the fast node took effect");
+    let written = cluster.propose(&fast, put("after", "v")).unwrap();
+    cluster.run_for(Duration::from_millis(100));
+    assert!(cluster.result(&fast, &written).is_some_and(|result| result.accepted));
+    let newest_after = cluster.nodes[&fast].log_entries().map(|entry| entry.timestamp_ms).max().unwrap();
+    // At most: the cluster time that passed (1.7 s here), the allowance for skew, and the
+    // replication delay; the day of clock error is not in it.
+    assert!(newest_after > newest_before, "leader time still moves forward");
+    assert!(
+        newest_after <= newest_before + 1_700 + crate::node::STAMP_LEAD_MAX_MS + 100,
+        "stamps jumped from {newest_before} to {newest_after}"
+    );
 }
 
 #[test]

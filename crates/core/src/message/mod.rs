@@ -46,6 +46,10 @@ pub struct Entry {
     pub term: Term,
     /// Wall-clock milliseconds since the Unix epoch by the leader that created it, never less than
     /// the previous entry's (leases and locks expire by these stamps, not by each node's clock).
+    /// Raft caps a leader's stamps at the newest stamp it saw from earlier leaders plus the time it
+    /// measured since and one second, so a node whose clock is far ahead cannot move leader time
+    /// forward by its error; after a whole-cluster outage leader time stays behind the wall clock
+    /// by about the outage.
     pub timestamp_ms: u64,
     /// What the entry carries.
     pub payload: EntryPayload,

@@ -315,6 +315,9 @@ impl Raft {
         }
         let last_new = LogIndex(prev_index.0 + entries.len() as u64);
         let carries_entries = !entries.is_empty();
+        if let Some(last) = entries.last() {
+            self.see_stamp(last.timestamp_ms, now);
+        }
         self.persist.entries.reserve(entries.len());
         for entry in entries {
             match self.log.term_at(entry.index) {
@@ -502,6 +505,8 @@ impl Raft {
             });
         }
         debug_assert_eq!(self.replica.applied(), last_index, "a snapshot is taken at its last index");
+        let restored_stamp = self.replica.last_timestamp_ms();
+        self.see_stamp(restored_stamp, now);
         if self.log.term_at(last_index) == Some(meta.last_term) {
             self.forget_proposals_through(last_index);
         } else {
