@@ -589,6 +589,11 @@ struct ReplicaSnapshot {
     machine: Bytes,
 }
 
+/// The retention queue's front is swept of acknowledged results at every index that is a multiple
+/// of this (and before every eviction): at most this many acknowledged places wait in it between
+/// sweeps.
+const RETENTION_SWEEP_EVERY: u64 = 32;
+
 /// Default of [`Replica::with_client_limits`]'s `clients_max` (`Config::max_client_records`).
 pub const DEFAULT_CLIENTS_MAX: usize = 100_000;
 /// Default of [`Replica::with_client_limits`]'s `expiry_ms` (`Config::client_session_expiry`): one hour.
@@ -780,8 +785,14 @@ impl Replica {
         });
         // Places whose results acknowledgements dropped leave from the front (they mostly arrive
         // there in order: a client acknowledges its oldest answers first), so with acknowledging
-        // clients the queue holds about what is in flight instead of `results_max` entries.
-        while let Some(oldest) = self.retention.front() {
+        // clients the queue holds about what is in flight instead of `results_max` entries. Done
+        // every `RETENTION_SWEEP_EVERY`th index rather than every entry (each check is a lookup in
+        // the client table, and the one that stops the sweep found nothing), and always before an
+        // eviction, so evictions see the same queue as with a sweep per entry. The schedule
+        // depends only on the index, so every replica (one restored from a snapshot too) sweeps at
+        // the same entries and holds the same queue.
+        let sweep = context.index.0 % RETENTION_SWEEP_EVERY == 0 || self.retention.len() > self.results_max;
+        while let Some(oldest) = self.retention.front().filter(|_| sweep) {
             let acknowledged = self
                 .clients
                 .get(&oldest.client)
