@@ -64,8 +64,9 @@ impl RaftLog {
     }
 
     /// Entries from `from` on, at most `count_max` of them and, beyond the first, at most
-    /// `bytes_max` bytes in total (one entry always goes, or the log could never move forward).
-    pub(crate) fn slice(&self, from: LogIndex, count_max: usize, bytes_max: usize) -> Vec<Entry> {
+    /// `bytes_max` bytes in total (one entry always goes, or the log could never move forward),
+    /// with their total size (`Entry::size_bytes`, which the caller would otherwise add up again).
+    pub(crate) fn slice(&self, from: LogIndex, count_max: usize, bytes_max: usize) -> (Vec<Entry>, usize) {
         // Reserved up front (this runs for every append), bounded by what the byte budget can hold:
         // an entry is at least `ENTRY_BYTES_MIN` bytes.
         const ENTRY_BYTES_MIN: usize = 24;
@@ -86,7 +87,7 @@ impl RaftLog {
             slice.push(entry.clone());
             index = index.next();
         }
-        slice
+        (slice, bytes)
     }
 
     /// Appends one entry right after the last.
@@ -203,7 +204,7 @@ mod tests {
         assert_eq!(log.term_at(LogIndex(2)), Some(Term(1)));
         assert_eq!(log.term_at(LogIndex(1)), None);
         assert_eq!(log.len(), 2);
-        assert_eq!(log.slice(LogIndex(3), 10, 1 << 20).len(), 2);
+        assert_eq!(log.slice(LogIndex(3), 10, 1 << 20).0.len(), 2);
     }
 
     #[test]
@@ -229,8 +230,10 @@ mod tests {
     #[test]
     fn slice_respects_count_and_bytes_but_sends_one() {
         let log = log_of(&[1, 1, 1, 1]);
-        assert_eq!(log.slice(LogIndex(1), 2, 1 << 20).len(), 2);
-        assert_eq!(log.slice(LogIndex(1), 10, 1).len(), 1);
-        assert_eq!(log.slice(LogIndex(5), 10, 1 << 20).len(), 0);
+        assert_eq!(log.slice(LogIndex(1), 2, 1 << 20).0.len(), 2);
+        let (one, one_bytes) = log.slice(LogIndex(1), 10, 1);
+        assert_eq!(one.len(), 1);
+        assert_eq!(one_bytes, one[0].size_bytes());
+        assert_eq!(log.slice(LogIndex(5), 10, 1 << 20), (Vec::new(), 0));
     }
 }

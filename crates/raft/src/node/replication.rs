@@ -93,8 +93,8 @@ impl Raft {
                 self.start_snapshot(now, peer);
                 return;
             };
-            let entries = if paused {
-                Vec::new()
+            let (entries, bytes) = if paused {
+                (Vec::new(), 0)
             } else {
                 let bytes_left = usize::try_from(progress.inflight_bytes_left(inflight_bytes_max))
                     .unwrap_or(usize::MAX)
@@ -104,7 +104,7 @@ impl Raft {
             if entries.is_empty() && !heartbeat {
                 return;
             }
-            let bytes: u64 = entries.iter().map(|entry| entry.size_bytes() as u64).sum();
+            let bytes = bytes as u64;
             let last = entries.last().map(|entry| entry.index);
             let message = RaftMessage::Append {
                 term: self.term,
