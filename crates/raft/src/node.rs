@@ -196,8 +196,9 @@ pub struct Raft {
     /// Where each proposal in the in-memory log sits, and a bounded memory of compacted ones: a
     /// forwarded proposal the network duplicated is appended only once.
     proposal_index: ProposalIndex,
-    /// The fingerprint of each remembered compacted proposal, and their order for forgetting the
-    /// oldest. One fingerprint per id: an id reused by a restarted origin replaces the older one.
+    /// The fingerprint of each remembered compacted session-less proposal (the only ones
+    /// `is_known_proposal` checks), and their order for forgetting the oldest. One fingerprint per
+    /// id: an id reused by a restarted origin replaces the older one.
     compacted_proposals: VecDeque<(ProposalId, u64)>,
     compacted_fingerprints: ProposalMap<u64>,
 

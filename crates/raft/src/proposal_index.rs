@@ -57,13 +57,19 @@ impl<V> Default for Sequences<V> {
 impl<V: Copy> Sequences<V> {
     fn find(&self, sequence: u64) -> Result<usize, usize> {
         // Most look-ups are for recent proposals: check the back, then the last few slots (where
-        // late ids land), before searching everything.
+        // late ids land), before searching everything. Compaction forgets ids from the oldest on,
+        // so it finds each at the front: checked next.
         let length = self.in_order.len();
         match self.in_order.back() {
             None => return Err(0),
             Some((last, _)) if *last < sequence => return Err(length),
             Some((last, _)) if *last == sequence => return Ok(length - 1),
             Some(_) => {}
+        }
+        match self.in_order.front() {
+            Some((first, _)) if *first == sequence => return Ok(0),
+            Some((first, _)) if *first > sequence => return Err(0),
+            _ => {}
         }
         let tail_start = length.saturating_sub(SHIFTED_MAX + 1);
         let (mut low, mut high) =

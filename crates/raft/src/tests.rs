@@ -701,6 +701,49 @@ fn duplicated_forward_is_appended_once_and_never_reported_as_refused() {
 }
 
 #[test]
+fn a_forward_duplicated_after_its_entry_was_compacted_is_still_dropped() {
+    let mut config = config();
+    config.snapshot_interval = 4;
+    let mut cluster = Cluster::new(3, config);
+    let leader = cluster.elect();
+    let follower = cluster.nodes.keys().find(|node| **node != leader).unwrap().clone();
+    // Session-less: only the leader's memory of compacted proposals stops a late copy.
+    let proposal = cluster.proposal(&follower, Command::Add { key: "counter".into(), delta: 1 });
+    let now = cluster.now;
+    cluster.nodes.get_mut(&follower).unwrap().propose(now, proposal.clone()).unwrap();
+    let ready = cluster.nodes.get_mut(&follower).unwrap().ready();
+    let forward = ready.messages.into_iter().find(|outbound| outbound.to == leader).expect("forwarded");
+    cluster
+        .nodes
+        .get_mut(&leader)
+        .unwrap()
+        .handle_message(now, follower.clone(), forward.message.clone())
+        .unwrap();
+    cluster.run_for(Duration::from_millis(100));
+    // Written with sessions, as the runtime writes: their compaction remembers nothing.
+    for n in 0..10 {
+        let mut written = cluster.proposal(&leader, put(&format!("k{n}"), "v"));
+        written.session = Some(ClientSession::new(77, n + 1));
+        let now = cluster.now;
+        cluster.nodes.get_mut(&leader).unwrap().propose(now, written).unwrap();
+    }
+    cluster.run_for(Duration::from_millis(100));
+    let logged = |raft: &Raft| {
+        raft.log_entries()
+            .filter(
+                |entry| matches!(&entry.payload, EntryPayload::Command(logged) if logged.id == proposal.id),
+            )
+            .count()
+    };
+    assert_eq!(logged(&cluster.nodes[&leader]), 0, "precondition: the forwarded entry was compacted");
+    let now = cluster.now;
+    cluster.nodes.get_mut(&leader).unwrap().handle_message(now, follower.clone(), forward.message).unwrap();
+    cluster.run_for(Duration::from_millis(100));
+    assert_eq!(logged(&cluster.nodes[&leader]), 0, "the late copy was not appended again");
+    assert_eq!(cluster.value(leader.as_str(), "counter"), Some(KvStateMachine::encode_counter(1)));
+}
+
+#[test]
 fn member_metadata_updates_through_the_log() {
     let mut cluster = Cluster::new(3, config());
     let leader = cluster.elect();
