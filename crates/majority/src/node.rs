@@ -1354,7 +1354,7 @@ impl Majority {
                     self.memberships.pop_first();
                 }
                 self.sync_peers();
-                payload = EntryPayload::Membership(membership.clone());
+                payload = EntryPayload::Membership(Box::new(membership.clone()));
             }
             Decision::Abort => {
                 self.replica.skip(LogIndex(index), Term(self.epoch));
@@ -1881,7 +1881,7 @@ fn decode_entry(entry: &Entry) -> Option<(String, Decision)> {
             MEMBERSHIP_KEY.to_owned(),
             Decision::Membership {
                 id: ProposalId { origin: NodeId::new(durable::ABORT_ORIGIN), sequence: 0 },
-                membership: membership.clone(),
+                membership: Membership::clone(membership),
                 state_digest: 0,
             },
         ),

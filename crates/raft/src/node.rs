@@ -365,7 +365,7 @@ impl Raft {
             }
             (last_index, last_term) = (entry.index, entry.term);
             if let EntryPayload::Membership(membership) = &entry.payload {
-                memberships.push((entry.index, membership.clone()));
+                memberships.push((entry.index, Membership::clone(membership)));
             }
         }
         // Checked contiguous just above; the recovered vector becomes the log without a copy.
@@ -711,7 +711,7 @@ impl Raft {
 
     fn append_entry(&mut self, entry: Entry) {
         if let EntryPayload::Membership(membership) = &entry.payload {
-            self.memberships.push((entry.index, membership.clone()));
+            self.memberships.push((entry.index, Membership::clone(membership)));
         }
         let key = match &entry.payload {
             EntryPayload::Command(proposal) => {
@@ -1133,7 +1133,7 @@ impl Mechanism for Raft {
             id.clone(),
             PendingProposal { deadline, fingerprint: 0, key: node.to_string(), value: None, index: None },
         );
-        let index = self.leader_append(now, EntryPayload::Membership(next));
+        let index = self.leader_append(now, EntryPayload::Membership(Box::new(next)));
         if let Some(pending) = self.pending.get_mut(&id) {
             pending.index = Some(index);
         }

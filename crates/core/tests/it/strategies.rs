@@ -249,7 +249,7 @@ pub fn entry() -> impl Strategy<Value = Entry> {
     let payload = prop_oneof![
         1 => Just(EntryPayload::Noop),
         4 => proposal().prop_map(|proposal| EntryPayload::Command(std::sync::Arc::new(proposal))),
-        1 => membership().prop_map(EntryPayload::Membership),
+        1 => membership().prop_map(|membership| EntryPayload::Membership(Box::new(membership))),
     ];
     (log_index(), term(), any::<u64>(), payload).prop_map(|(index, term, timestamp_ms, payload)| Entry {
         index,

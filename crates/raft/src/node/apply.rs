@@ -21,7 +21,7 @@ impl Raft {
         let mut next = self.membership_now().clone();
         let Some(member) = next.members.get_mut(&node) else { return };
         member.role = MemberRole::Voter;
-        let index = self.leader_append(now, EntryPayload::Membership(next));
+        let index = self.leader_append(now, EntryPayload::Membership(Box::new(next)));
         self.membership_proposals.insert(index, id);
         self.broadcast_append(now);
     }
