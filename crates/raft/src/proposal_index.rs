@@ -15,7 +15,7 @@
 //! newest (an origin that restarted and counts from 1 again) go to an ordered map beside the queue.
 //! Removals inside the queue leave a hole, dropped when it reaches either end.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use concord_core::id::{LogIndex, NodeId, ProposalId};
 
@@ -42,15 +42,20 @@ impl<V> Default for ProposalMap<V> {
 
 #[derive(Debug)]
 struct Sequences<V> {
-    /// Strictly increasing by sequence; `None` is a removed slot, never at either end.
-    in_order: VecDeque<(u64, Option<V>)>,
+    /// Strictly increasing by sequence. A slot whose sequence is in `holes` was removed; never at
+    /// either end.
+    in_order: VecDeque<(u64, V)>,
+    /// The removed slots inside `in_order`. Kept apart instead of as an `Option` in every slot:
+    /// removals come almost always at the ends (compaction at the front, truncation at the back),
+    /// and the queue holds one slot per entry of the log, 16 bytes instead of 24 with the index.
+    holes: BTreeSet<u64>,
     /// Sequences that came below the newest of `in_order` and are not in it.
     out_of_order: BTreeMap<u64, V>,
 }
 
 impl<V> Default for Sequences<V> {
     fn default() -> Self {
-        Sequences { in_order: VecDeque::new(), out_of_order: BTreeMap::new() }
+        Sequences { in_order: VecDeque::new(), holes: BTreeSet::new(), out_of_order: BTreeMap::new() }
     }
 }
 
@@ -91,19 +96,24 @@ impl<V: Copy> Sequences<V> {
             if !self.out_of_order.is_empty() {
                 self.remove_out_of_order(sequence);
             }
-            self.in_order.push_back((sequence, Some(value)));
+            self.in_order.push_back((sequence, value));
             return;
         }
         match self.find(sequence) {
-            Ok(position) => self.in_order[position].1 = Some(value),
+            Ok(position) => {
+                self.in_order[position].1 = value;
+                if !self.holes.is_empty() {
+                    self.holes.remove(&sequence);
+                }
+            }
             Err(position) if self.in_order.len() - position <= SHIFTED_MAX => {
                 // The id may have been kept beside the queue before (it was far from the newest
                 // then); it lives in one place only.
                 self.remove_out_of_order(sequence);
                 if position == self.in_order.len() {
-                    self.in_order.push_back((sequence, Some(value)));
+                    self.in_order.push_back((sequence, value));
                 } else {
-                    self.in_order.insert(position, (sequence, Some(value)));
+                    self.in_order.insert(position, (sequence, value));
                 }
             }
             Err(_) => {
@@ -122,12 +132,24 @@ impl<V: Copy> Sequences<V> {
 
     fn remove(&mut self, sequence: u64) {
         if let Ok(position) = self.find(sequence) {
-            self.in_order[position].1 = None;
-            while self.in_order.front().is_some_and(|(_, value)| value.is_none()) {
+            if position == 0 {
                 self.in_order.pop_front();
-            }
-            while self.in_order.back().is_some_and(|(_, value)| value.is_none()) {
+                while let Some((first, _)) = self.in_order.front() {
+                    if !self.holes.remove(first) {
+                        break;
+                    }
+                    self.in_order.pop_front();
+                }
+            } else if position + 1 == self.in_order.len() {
                 self.in_order.pop_back();
+                while let Some((last, _)) = self.in_order.back() {
+                    if !self.holes.remove(last) {
+                        break;
+                    }
+                    self.in_order.pop_back();
+                }
+            } else {
+                self.holes.insert(sequence);
             }
         }
         self.remove_out_of_order(sequence);
@@ -135,7 +157,8 @@ impl<V: Copy> Sequences<V> {
 
     fn get(&self, sequence: u64) -> Option<V> {
         match self.find(sequence) {
-            Ok(position) => self.in_order[position].1,
+            Ok(_) if self.holes.contains(&sequence) => None,
+            Ok(position) => Some(self.in_order[position].1),
             // An id is in one place only: a removed slot is filled again by its own id.
             Err(_) => self.out_of_order.get(&sequence).copied(),
         }
@@ -289,8 +312,9 @@ mod tests {
                 }
             }
             for sequences in index.by_origin.values() {
-                prop_assert!(sequences.in_order.front().map_or(true, |(_, value)| value.is_some()));
-                prop_assert!(sequences.in_order.back().map_or(true, |(_, value)| value.is_some()));
+                prop_assert!(sequences.in_order.front().map_or(true, |(first, _)| !sequences.holes.contains(first)));
+                prop_assert!(sequences.in_order.back().map_or(true, |(last, _)| !sequences.holes.contains(last)));
+                prop_assert!(sequences.holes.iter().all(|hole| sequences.in_order.iter().any(|(s, _)| s == hole)));
                 prop_assert!(sequences.in_order.iter().zip(sequences.in_order.iter().skip(1)).all(|(a, b)| a.0 < b.0));
             }
         }
