@@ -473,10 +473,18 @@ impl Majority {
         }
     }
 
-    fn send_to_voters(&mut self, voters: &[NodeId], message: &MajorityMessage) {
-        for voter in voters {
-            self.send(voter, message.clone());
+    fn send_to_voters(&mut self, voters: &[NodeId], message: MajorityMessage) {
+        self.send_to_each(voters, message);
+    }
+
+    /// Sends `message` to each of `to`: clones for all but the last, which takes the message
+    /// itself (a clone copies the slot's key and the decision's command).
+    fn send_to_each(&mut self, to: &[NodeId], message: MajorityMessage) {
+        let Some((last, others)) = to.split_last() else { return };
+        for node in others {
+            self.send(node, message.clone());
         }
+        self.send(last, message);
     }
 
     fn event(&mut self, event: Event) {
@@ -664,7 +672,7 @@ impl Majority {
         }
         self.proposed_in.insert(slot.clone());
         let voters = self.voters();
-        self.send_to_voters(&voters, &message);
+        self.send_to_voters(&voters, message);
         self.watch(now, &slot);
     }
 
@@ -1083,9 +1091,7 @@ impl Majority {
         let message = MajorityMessage::Decided { slot: slot.clone(), decision: Box::new(decision.clone()) };
         let members: Vec<NodeId> =
             self.membership.members.keys().filter(|id| **id != self.node_id).cloned().collect();
-        for member in members {
-            self.send(&member, message.clone());
-        }
+        self.send_to_each(&members, message);
         self.learn(now, slot, decision);
     }
 
@@ -1130,7 +1136,7 @@ impl Majority {
         self.timers
             .insert((now + self.config.heartbeat_interval * 2, Timer::RecoveryGrace(slot.clone(), round)));
         let message = MajorityMessage::Prepare { slot: slot.clone(), ballot, epoch: self.epoch };
-        self.send_to_voters(&voters, &message);
+        self.send_to_voters(&voters, message);
     }
 
     /// Gives up the current recovery of `slot`; it is retried after a random pause while open.
@@ -1225,7 +1231,7 @@ impl Majority {
             decision: Box::new(decision),
         };
         let voters = recovery.voters.clone();
-        self.send_to_voters(&voters, &message);
+        self.send_to_voters(&voters, message);
     }
 
     /// The value a recovery must propose given a quorum of promises, or `None` to wait for more.
@@ -1300,16 +1306,19 @@ impl Majority {
         }
         let key = slot.key.clone();
         self.apply(slot, decision);
-        // Decisions that were waiting for this one.
-        loop {
-            let next = self.current_slot(&key);
-            let Some(decision) = self.future.remove(&next) else { break };
-            self.apply(next, decision);
+        // Decisions that were waiting for this one. Usually none wait: then this skips building
+        // the next slot (a copy of the key) and its lookup.
+        if !self.future.is_empty() {
+            loop {
+                let next = self.current_slot(&key);
+                let Some(decision) = self.future.remove(&next) else { break };
+                self.apply(next, decision);
+            }
+            self.future.retain(|waiting, _| {
+                waiting.key != key
+                    || Position::of(waiting) > self.positions.get(&key).copied().unwrap_or_default()
+            });
         }
-        self.future.retain(|waiting, _| {
-            waiting.key != key
-                || Position::of(waiting) > self.positions.get(&key).copied().unwrap_or_default()
-        });
         if !self.replaying {
             self.launch(now, &key);
         }
