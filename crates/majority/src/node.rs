@@ -751,7 +751,7 @@ impl Majority {
                 false,
             ),
         };
-        let mut result = ProposalResult::failed(id.clone(), pending.key.clone(), ProposalError::Timeout);
+        let mut result = ProposalResult::failed(id.clone(), pending.key, ProposalError::Timeout);
         result.votes = votes;
         result.quorum_required = quorum_required;
         result.advisory = advisory;
@@ -1384,16 +1384,18 @@ impl Majority {
             Position { version, attempt: before.attempt + 1 }
         };
         // The digest is the sum over every key in `positions` of its position's hash.
-        if self.positions.contains_key(&slot.key) {
-            self.digest = self.digest.wrapping_sub(position_hash(&slot.key, before));
+        // Updated in place when the key is known, which spares a copy of the key.
+        match self.positions.get_mut(&slot.key) {
+            Some(position) => {
+                *position = after;
+                self.digest = self.digest.wrapping_sub(position_hash(&slot.key, before));
+            }
+            None => {
+                self.positions.insert(slot.key.clone(), after);
+            }
         }
         self.digest = self.digest.wrapping_add(position_hash(&slot.key, after));
-        self.positions.insert(slot.key.clone(), after);
         self.applied = index;
-        self.history.push_back((index, slot.clone(), decision.clone()));
-        while self.history.len() > self.limits.history_max {
-            self.history.pop_front();
-        }
         if !self.replaying {
             self.out.persist.entries.push(Entry {
                 index: LogIndex(index),
@@ -1432,6 +1434,12 @@ impl Majority {
                     .map_or(reason.clone(), |first| format!("{reason} ({first})"));
                 self.finish(&id, None, Some(ProposalError::Rejected { reason }));
             }
+        }
+        // Kept last so that the slot and decision move in rather than being copied; nothing above
+        // reads the history.
+        self.history.push_back((index, slot, decision));
+        while self.history.len() > self.limits.history_max {
+            self.history.pop_front();
         }
         self.maybe_snapshot();
     }
