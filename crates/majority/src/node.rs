@@ -924,8 +924,10 @@ impl Majority {
             acceptance.promised = Some(ballot.clone());
         }
         acceptance.voted = Some(CastVote { ballot: ballot.clone(), epoch, decision });
+        // Encoded from the entry in hand rather than looked up again by `write_acceptance`.
         if changed {
-            self.write_acceptance(&slot);
+            let value = Some(acceptance.encode());
+            self.out.persist.records.push(RecordWrite { key: durable::vote_record_key(&slot), value });
         }
         if ballot.round.0 == 0 {
             self.event(Event::VoteGranted { to: to.clone(), term: Term(slot.version) });
