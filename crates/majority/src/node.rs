@@ -30,6 +30,9 @@ use crate::quorum::{self, QuorumError, QuorumRule, Tally};
 const MEMBERSHIP_HISTORY_MAX: usize = 8;
 /// Bytes reserved for a catch-up message's envelope, next to its decisions.
 const MESSAGE_OVERHEAD_BYTES: usize = 1024;
+/// How far a proposer's stamp may run ahead of the newest stamp it saw from other proposers plus
+/// the time its own clock measured since (see `Majority::stamp`).
+pub const STAMP_LEAD_MAX_MS: u64 = 1_000;
 
 /// A deliberately broken behaviour, for proving that the simulator catches it. Only the
 /// `broken-variants` feature exports it and [`Majority::with_bug`].
@@ -224,6 +227,10 @@ pub struct Majority {
     self_after_persist: Vec<MajorityMessage>,
     awaiting_persist: VecDeque<(u64, Vec<MajorityMessage>)>,
     replaying: bool,
+    /// Newest stamp applied here from another proposer's decision (or from the recovered state).
+    stamp_seen_ms: u64,
+    /// `stamp_seen_ms` as last anchored, and the instant this node anchored it at.
+    stamp_anchor: Option<(u64, Instant)>,
     /// Whether anyone takes the per-entry events (`Mechanism::set_entry_events_wanted`).
     entry_events_wanted: bool,
     bug: Option<Bug>,
@@ -294,6 +301,8 @@ impl Majority {
             self_after_persist: Vec::new(),
             awaiting_persist: VecDeque::new(),
             replaying: false,
+            stamp_seen_ms: 0,
+            stamp_anchor: None,
             entry_events_wanted: true,
             bug,
             config,
@@ -641,7 +650,7 @@ impl Majority {
         };
         let decision = match &pending.kind {
             PendingKind::Command(proposal) => {
-                Decision::Proposal { proposal: proposal.clone(), timestamp_ms: now.as_millis() }
+                Decision::Proposal { proposal: proposal.clone(), timestamp_ms: self.stamp(now) }
             }
             PendingKind::Membership(change) => match self.next_membership(change) {
                 Ok(membership) => {
@@ -1321,9 +1330,37 @@ impl Majority {
                     || Position::of(waiting) > self.positions.get(&key).copied().unwrap_or_default()
             });
         }
+        self.see_stamps(now);
         if !self.replaying {
             self.launch(now, &key);
         }
+    }
+
+    /// Anchors the newest stamp seen from other proposers at `now`, the instant it was seen.
+    fn see_stamps(&mut self, now: Instant) {
+        if self.stamp_seen_ms > 0
+            && self.stamp_anchor.map_or(true, |(anchored, _)| self.stamp_seen_ms > anchored)
+        {
+            self.stamp_anchor = Some((self.stamp_seen_ms, now));
+        }
+    }
+
+    /// The timestamp for a decision this node proposes: its clock, but never more than
+    /// `STAMP_LEAD_MAX_MS` past the newest stamp it saw from other proposers (or recovered at
+    /// start) plus the time its own monotonic clock measured since. Its own stamps never raise that
+    /// anchor. So a node whose wall clock was set far ahead when its process started cannot move a
+    /// lock's time forward by the error (a lease granted afterwards by an honest node would then
+    /// outlive its TTL by the error). Stamps of different proposers need not be ordered: the state
+    /// machine keeps each lock's clock from running backwards.
+    fn stamp(&mut self, now: Instant) -> u64 {
+        self.see_stamps(now);
+        let mut stamp = now.as_millis();
+        if let Some((seen_ms, seen_at)) = self.stamp_anchor {
+            let elapsed_ms =
+                u64::try_from(now.saturating_duration_since(seen_at).as_millis()).unwrap_or(u64::MAX);
+            stamp = stamp.min(seen_ms.saturating_add(elapsed_ms).saturating_add(STAMP_LEAD_MAX_MS));
+        }
+        stamp
     }
 
     fn apply(&mut self, slot: Slot, decision: Decision) {
@@ -1336,6 +1373,9 @@ impl Majority {
         match &decision {
             Decision::Proposal { proposal, timestamp_ms: stamped } => {
                 timestamp_ms = *stamped;
+                if self.replaying || proposal.id.origin != self.node_id {
+                    self.stamp_seen_ms = self.stamp_seen_ms.max(timestamp_ms);
+                }
                 let context = ApplyContext { index: LogIndex(index), term: Term(self.epoch), timestamp_ms };
                 // Acknowledgements are dropped: decisions are ordered per key only, so on another
                 // replica a write could be applied after a later write of its client that
@@ -1489,6 +1529,7 @@ impl Majority {
         self.epoch = state.epoch;
         self.memberships = state.memberships;
         self.positions = state.positions;
+        self.stamp_seen_ms = self.stamp_seen_ms.max(self.replica.last_timestamp_ms());
         self.digest = self
             .positions
             .iter()
@@ -1656,6 +1697,7 @@ impl Majority {
             return Ok(());
         }
         self.install_state(state).map_err(|reason| PeerError::Protocol { from: from.to_string(), reason })?;
+        self.see_stamps(now);
         self.applied = (self.applied + 1).max(self.replica.applied().0);
         self.history.clear();
         let positions = self.positions.clone();

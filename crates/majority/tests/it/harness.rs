@@ -25,6 +25,8 @@ pub struct Cluster {
     /// Every message sent, by kind, for counting round trips.
     pub sent: Vec<(NodeId, NodeId, &'static str)>,
     pub sequence: u64,
+    /// How far a node's clock runs ahead of cluster time (`now`); none for most nodes.
+    pub clock_ahead: BTreeMap<NodeId, Duration>,
 }
 
 pub fn majority_config() -> Config {
@@ -51,6 +53,7 @@ impl Cluster {
             cut: BTreeSet::new(),
             sent: Vec::new(),
             sequence: 0,
+            clock_ahead: BTreeMap::new(),
         };
         for member in members {
             cluster.nodes.insert(
@@ -120,9 +123,14 @@ impl Cluster {
         self.cut.clear();
     }
 
+    /// The time on `node`'s clock: cluster time plus the node's skew.
+    pub fn clock(&self, node: &NodeId) -> Instant {
+        self.now + self.clock_ahead.get(node).copied().unwrap_or_default()
+    }
+
     /// Runs a node's Ready loop: send, persist, send what waited for persistence, advance.
     pub fn drain(&mut self, node: &NodeId) {
-        let now = self.now;
+        let now = self.clock(node);
         for _ in 0..1000 {
             let entry = self.nodes.get_mut(node).unwrap();
             let Some(mechanism) = entry.mechanism.as_mut() else { return };
@@ -148,7 +156,7 @@ impl Cluster {
         if self.cut.contains(&(from.clone(), to.clone())) {
             return true;
         }
-        let now = self.now;
+        let now = self.clock(&to);
         let Some(mechanism) = self.nodes.get_mut(&to).and_then(|node| node.mechanism.as_mut()) else {
             return true;
         };
@@ -174,15 +182,18 @@ impl Cluster {
             self.settle();
             let next = self
                 .nodes
-                .values()
-                .filter_map(|node| node.mechanism.as_ref().and_then(|m| m.poll_timeout()))
+                .iter()
+                .filter_map(|(id, node)| {
+                    let ahead = self.clock_ahead.get(id).copied().unwrap_or_default();
+                    node.mechanism.as_ref().and_then(|m| m.poll_timeout()).map(|at| at - ahead)
+                })
                 .min();
             match next {
                 Some(at) if at <= end => {
                     self.now = self.now.max(at);
                     let ids: Vec<NodeId> = self.nodes.keys().cloned().collect();
                     for node in ids {
-                        let now = self.now;
+                        let now = self.clock(&node);
                         if let Some(mechanism) = self.nodes.get_mut(&node).unwrap().mechanism.as_mut() {
                             if mechanism.poll_timeout().is_some_and(|at| at <= now) {
                                 mechanism.handle_timeout(now);
@@ -207,7 +218,7 @@ impl Cluster {
 
     pub fn propose(&mut self, node: &str, command: Command) -> Result<ProposalId, ProposalError> {
         let proposal_id = self.next_id(node);
-        let now = self.now;
+        let now = self.clock(&id(node));
         let proposal = Proposal { id: proposal_id.clone(), session: None, command };
         self.node_mut(node).propose(now, proposal)?;
         self.drain(&id(node));

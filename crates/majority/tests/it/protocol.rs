@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use concord_core::command::LockCommand;
 use concord_core::mechanism::SetupError;
 use concord_core::prelude::*;
 use concord_majority::{Majority, MEMBERSHIP_KEY};
@@ -551,4 +552,36 @@ fn the_next_ready_starts_with_the_capacity_the_last_one_needed() {
     // Under load each batch is about as large as the last: its buffers are not regrown from empty.
     assert!(second.persist.records.capacity() >= 20, "{}", second.persist.records.capacity());
     assert!(second.messages.capacity() >= first.messages.len());
+}
+
+#[test]
+fn a_proposer_whose_clock_runs_a_day_ahead_cannot_hold_a_lock_past_its_ttl() {
+    let mut cluster = Cluster::new(3, majority_config());
+    cluster.put("n1", "a", "1");
+    cluster.run_for(Duration::from_millis(100));
+    // n2's process restarts with its wall clock a day ahead (the runtime anchors a node's clock at
+    // the wall clock when the process starts).
+    cluster.crash("n2");
+    cluster.clock_ahead.insert(id("n2"), Duration::from_secs(86_400));
+    cluster.restart("n2");
+    cluster.run_for(Duration::from_millis(500));
+
+    let acquire = |holder: &str| Command::Lock(LockCommand::acquire("door", holder, 1_000));
+    let fast = cluster.propose("n2", acquire("fast")).unwrap();
+    cluster.settle();
+    assert!(cluster.result("n2", &fast).is_some_and(|result| result.accepted), "the fast node got the lock");
+    let newest = cluster.node("n1").replica().last_timestamp_ms();
+    let cluster_ms = cluster.now.as_millis();
+    assert!(
+        newest <= cluster_ms + concord_majority::STAMP_LEAD_MAX_MS + 100,
+        "the fast node stamped {newest} at cluster time {cluster_ms}"
+    );
+
+    // Once the lease's TTL has passed in real time, an honest node gets the lock.
+    cluster.run_for(Duration::from_millis(2_500));
+    let honest = cluster.propose("n1", acquire("honest")).unwrap();
+    cluster.settle();
+    let result = cluster.result("n1", &honest).expect("a result").clone();
+    assert!(result.accepted, "{result:?}");
+    cluster.assert_converged();
 }
