@@ -33,6 +33,13 @@ fn id(name: &str) -> NodeId {
     NodeId::new(name)
 }
 
+/// Proposes `count` puts (`k0`, `k1`, …) at `node` without running the cluster.
+fn write_keys(cluster: &mut Cluster, node: &NodeId, count: usize) {
+    for n in 0..count {
+        cluster.propose(node, put(&format!("k{n}"), "v")).unwrap();
+    }
+}
+
 fn put(key: &str, value: &str) -> Command {
     Command::Put { key: key.into(), value: Bytes::from(value.to_owned()) }
 }
@@ -344,9 +351,7 @@ fn rejoining_follower_does_not_disrupt_the_leader() {
 fn restart_recovers_log_and_state() {
     let mut cluster = Cluster::new(3, config());
     let leader = cluster.elect();
-    for n in 0..5 {
-        cluster.propose(&leader, put(&format!("k{n}"), "v")).unwrap();
-    }
+    write_keys(&mut cluster, &leader, 5);
     cluster.run_for(Duration::from_millis(500));
     let follower = cluster.nodes.keys().find(|node| **node != leader).unwrap().clone();
     let last = cluster.nodes[&follower].last_log_index();
@@ -472,9 +477,7 @@ fn leadership_transfer_hands_over() {
 fn add_voter_catches_up_as_learner_then_is_promoted() {
     let mut cluster = Cluster::new(3, config());
     let leader = cluster.elect();
-    for n in 0..10 {
-        cluster.propose(&leader, put(&format!("k{n}"), "v")).unwrap();
-    }
+    write_keys(&mut cluster, &leader, 10);
     cluster.run_for(Duration::from_millis(300));
     // The new node starts empty and waits to be added.
     let new = id("n4");
@@ -569,9 +572,7 @@ fn batching_puts_proposals_in_one_append() {
     let mut cluster = Cluster::new(3, config);
     let leader = cluster.elect();
     let before = cluster.nodes[&leader].last_log_index();
-    for n in 0..10 {
-        cluster.propose(&leader, put(&format!("k{n}"), "v")).unwrap();
-    }
+    write_keys(&mut cluster, &leader, 10);
     assert_eq!(cluster.nodes[&leader].last_log_index(), before, "held for the batch window");
     let now = cluster.now + Duration::from_millis(20);
     cluster.now = now;
@@ -604,9 +605,7 @@ fn timestamps_never_decrease() {
 fn a_leader_whose_clock_runs_a_day_ahead_stamps_no_further_than_the_time_it_measured() {
     let mut cluster = Cluster::new(3, config());
     let first = cluster.elect();
-    for n in 0..3 {
-        cluster.propose(&first, put(&format!("k{n}"), "v")).unwrap();
-    }
+    write_keys(&mut cluster, &first, 3);
     cluster.run_for(Duration::from_millis(100));
     let newest_before = cluster.nodes[&first].log_entries().map(|entry| entry.timestamp_ms).max().unwrap();
     // A follower's process restarts with its wall clock a day ahead (the runtime anchors a node's
@@ -654,16 +653,24 @@ fn unreachable_and_reconnected_events() {
     assert_eq!(names, vec!["unreachable", "reconnected"]);
 }
 
+/// Proposes a session-less increment at `follower` and returns it with the forward it sends `leader`
+/// (not delivered).
+fn forward_an_increment(cluster: &mut Cluster, follower: &NodeId, leader: &NodeId) -> (Proposal, Outbound) {
+    let proposal = cluster.proposal(follower, Command::Add { key: "counter".into(), delta: 1 });
+    let now = cluster.now;
+    cluster.nodes.get_mut(follower).unwrap().propose(now, proposal.clone()).unwrap();
+    let ready = cluster.nodes.get_mut(follower).unwrap().ready();
+    let forward = ready.messages.into_iter().find(|outbound| outbound.to == *leader).expect("forwarded");
+    (proposal, forward)
+}
+
 #[test]
 fn duplicated_forward_is_appended_once_and_never_reported_as_refused() {
     let mut cluster = Cluster::new(3, config());
     let leader = cluster.elect();
     let follower = cluster.nodes.keys().find(|node| **node != leader).unwrap().clone();
-    let proposal = cluster.proposal(&follower, Command::Add { key: "counter".into(), delta: 1 });
+    let (proposal, forward) = forward_an_increment(&mut cluster, &follower, &leader);
     let now = cluster.now;
-    cluster.nodes.get_mut(&follower).unwrap().propose(now, proposal.clone()).unwrap();
-    let ready = cluster.nodes.get_mut(&follower).unwrap().ready();
-    let forward = ready.messages.into_iter().find(|outbound| outbound.to == leader).expect("forwarded");
     // The network delivers the forward twice, the second copy after the leader lost its term.
     let leader_raft = cluster.nodes.get_mut(&leader).unwrap();
     leader_raft.handle_message(now, follower.clone(), forward.message.clone()).unwrap();
@@ -708,11 +715,8 @@ fn a_forward_duplicated_after_its_entry_was_compacted_is_still_dropped() {
     let leader = cluster.elect();
     let follower = cluster.nodes.keys().find(|node| **node != leader).unwrap().clone();
     // Session-less: only the leader's memory of compacted proposals stops a late copy.
-    let proposal = cluster.proposal(&follower, Command::Add { key: "counter".into(), delta: 1 });
+    let (proposal, forward) = forward_an_increment(&mut cluster, &follower, &leader);
     let now = cluster.now;
-    cluster.nodes.get_mut(&follower).unwrap().propose(now, proposal.clone()).unwrap();
-    let ready = cluster.nodes.get_mut(&follower).unwrap().ready();
-    let forward = ready.messages.into_iter().find(|outbound| outbound.to == leader).expect("forwarded");
     cluster
         .nodes
         .get_mut(&leader)
