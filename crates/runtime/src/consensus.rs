@@ -570,14 +570,17 @@ impl Consensus {
         // The first attempt awaits only its answer channel: this future stays small (it is moved
         // and polled once per write), and the retry loop's state is boxed on the rare retry.
         let proposal = Proposal { id, session: Some(session), command: command.clone() };
-        let result = match self.submit(proposal, command.key(), deadline) {
-            Ok(receiver) => self.answer(receiver.await, &command, session),
-            Err(refusal) => *refusal,
-        };
-        // Decided before the retry's await, so that no result is kept in this future across it.
-        let outcome_unknown = match self.after_attempt(result, false, 1, deadline) {
-            Ok(result) => return result,
-            Err(outcome_unknown) => outcome_unknown,
+        // The result (about 300 bytes) is completed and judged in place: each move is a copy. Its
+        // scope ends before the retry's await, so that this future keeps no result across it.
+        let outcome_unknown = {
+            let mut result = match self.submit(proposal, command.key(), deadline) {
+                Ok(receiver) => self.answer(receiver.await, &command, session),
+                Err(refusal) => *refusal,
+            };
+            match self.retry_after(&mut result, false, 1, deadline) {
+                None => return result,
+                Some(outcome_unknown) => outcome_unknown,
+            }
         };
         Box::pin(self.retry(command, session, deadline, outcome_unknown)).await
     }
@@ -596,31 +599,31 @@ impl Consensus {
             attempt += 1;
             let id = ProposalId { origin: self.shared.node_id.clone(), sequence: session.sequence };
             let proposal = Proposal { id, session: Some(session), command: command.clone() };
-            let result = match self.submit(proposal, command.key(), deadline) {
+            let mut result = match self.submit(proposal, command.key(), deadline) {
                 Ok(receiver) => self.answer(receiver.await, &command, session),
                 Err(refusal) => *refusal,
             };
-            match self.after_attempt(result, outcome_unknown, attempt, deadline) {
-                Ok(result) => return result,
-                Err(unknown) => outcome_unknown = unknown,
+            match self.retry_after(&mut result, outcome_unknown, attempt, deadline) {
+                None => return result,
+                Some(unknown) => outcome_unknown = unknown,
             }
         }
     }
 
-    /// What one attempt's result means: `Ok` to return it, `Err(outcome_unknown)` to retry with
-    /// the same session (so at most once): leadership changed, or no leader is known yet (an
-    /// election is under way). `outcome_unknown` says whether an earlier attempt's entry may still
-    /// commit, so that a later attempt refused up front (not leader, no quorum, busy) does not
+    /// What one attempt's result means: `None` to return it (as amended here), `Some(outcome_unknown)`
+    /// to retry with the same session (so at most once): leadership changed, or no leader is known
+    /// yet (an election is under way). `outcome_unknown` says whether an earlier attempt's entry may
+    /// still commit, so that a later attempt refused up front (not leader, no quorum, busy) does not
     /// report a definite failure.
-    fn after_attempt(
+    fn retry_after(
         &self,
-        mut result: ProposalResult,
+        result: &mut ProposalResult,
         mut outcome_unknown: bool,
         attempt: u32,
         deadline: tokio::time::Instant,
-    ) -> Result<ProposalResult, bool> {
+    ) -> Option<bool> {
         let retryable = match &result.error {
-            None => return Ok(result),
+            None => return None,
             Some(ProposalError::LeadershipLost) => true,
             Some(ProposalError::NotLeader { leader: None }) => self.shared.config.forward_to_leader,
             _ => false,
@@ -630,11 +633,8 @@ impl Consensus {
         }
         outcome_unknown |=
             matches!(result.error, Some(ProposalError::LeadershipLost | ProposalError::Timeout));
-        if retryable && tokio::time::Instant::now() < deadline && attempt < PROPOSAL_ATTEMPTS_MAX {
-            Err(outcome_unknown)
-        } else {
-            Ok(result)
-        }
+        (retryable && tokio::time::Instant::now() < deadline && attempt < PROPOSAL_ATTEMPTS_MAX)
+            .then_some(outcome_unknown)
     }
 
     /// Leaves one attempt in the inbox and returns where its answer comes, or the refusal (boxed:
@@ -674,7 +674,9 @@ impl Consensus {
         Ok(receiver)
     }
 
-    /// The answer to one attempt; a dropped channel means the node stopped.
+    /// The answer to one attempt; a dropped channel means the node stopped. Inlined into the
+    /// awaiting caller so that the result is not copied in and out of a call on every write.
+    #[inline(always)]
     fn answer(
         &self,
         received: Result<ProposalResult, oneshot::error::RecvError>,

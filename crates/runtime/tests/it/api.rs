@@ -930,3 +930,20 @@ async fn start_builds_the_mechanism_off_the_async_thread() {
     opener.await.unwrap();
     node.stop().await;
 }
+
+/// Every in-flight proposal holds one of these futures: one that kept a result (about 300 bytes)
+/// across the retry's await would double it.
+#[tokio::test(start_paused = true)]
+async fn a_proposal_future_holds_no_result_across_its_retry() {
+    let network = MemoryNetwork::new();
+    let nodes = cluster(&network, 1, raft_config()).await;
+    let future = nodes[0].propose_command(Command::Delete { key: "k".into() });
+    let size = std::mem::size_of_val(&future);
+    assert!(
+        size < 2 * std::mem::size_of::<ProposalResult>(),
+        "a proposal future takes {size} bytes; a result takes {}",
+        std::mem::size_of::<ProposalResult>()
+    );
+    drop(future);
+    stop_all(&nodes).await;
+}
