@@ -47,6 +47,44 @@ impl Instant {
     }
 }
 
+/// How far a node's timestamps may run ahead of the newest timestamp it saw from other nodes plus
+/// the time its own clock measured since (see [`StampAnchor`]).
+pub const STAMP_LEAD_MAX_MS: u64 = 1_000;
+
+/// The newest timestamp a node saw from other nodes (other leaders, other proposers, or its own
+/// recovered state), and the instant it saw it. A node stamps entries with its wall clock capped by
+/// it ([`StampAnchor::cap`]), so a node whose wall clock was set far ahead when its process started
+/// cannot move the cluster's time forward by the error (that would expire client sessions and lock
+/// leases early, or let a lease outlive its TTL). Its own stamps must never be passed to
+/// [`StampAnchor::see`], or the cap would follow its clock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StampAnchor {
+    newest: Option<(u64, Instant)>,
+}
+
+impl StampAnchor {
+    /// Notes `stamp_ms` (0: none) seen at `now`, if it is newer than any seen before.
+    pub fn see(&mut self, stamp_ms: u64, now: Instant) {
+        if stamp_ms > 0 && self.newest.map_or(true, |(newest, _)| stamp_ms > newest) {
+            self.newest = Some((stamp_ms, now));
+        }
+    }
+
+    /// The clock's reading at `now`, but at most [`STAMP_LEAD_MAX_MS`] past the newest stamp seen
+    /// plus the time measured since it was seen. Uncapped if nothing was seen.
+    pub fn cap(&self, now: Instant) -> u64 {
+        let clock_ms = now.as_millis();
+        match self.newest {
+            Some((seen_ms, seen_at)) => {
+                let elapsed_ms =
+                    u64::try_from(now.saturating_duration_since(seen_at).as_millis()).unwrap_or(u64::MAX);
+                clock_ms.min(seen_ms.saturating_add(elapsed_ms).saturating_add(STAMP_LEAD_MAX_MS))
+            }
+            None => clock_ms,
+        }
+    }
+}
+
 fn duration_nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -75,5 +113,24 @@ impl Sub<Instant> for Instant {
 impl fmt::Debug for Instant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{:06}ms", self.0 / 1_000_000, self.0 % 1_000_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stamp_is_the_clock_capped_by_the_newest_stamp_seen_plus_the_time_since() {
+        let day_ahead = |millis: u64| Instant::from_millis(86_400_000 + millis);
+        let mut anchor = StampAnchor::default();
+        assert_eq!(anchor.cap(day_ahead(0)), 86_400_000, "nothing seen: the clock");
+        anchor.see(5_000, day_ahead(0));
+        anchor.see(4_000, day_ahead(100)); // older: ignored
+        anchor.see(0, day_ahead(200)); // none: ignored
+        assert_eq!(anchor.cap(day_ahead(0)), 5_000 + STAMP_LEAD_MAX_MS);
+        assert_eq!(anchor.cap(day_ahead(2_500)), 5_000 + 2_500 + STAMP_LEAD_MAX_MS);
+        // A clock behind the anchor is not moved forward.
+        assert_eq!(anchor.cap(Instant::from_millis(3_000)), 3_000);
     }
 }

@@ -175,7 +175,7 @@ pub mod quorum;
 pub mod simulation;
 
 pub use concord_core::message::MEMBERSHIP_KEY;
-pub use node::{Limits, Majority, ValidationRequest, Validator, STAMP_LEAD_MAX_MS};
+pub use node::{Limits, Majority, ValidationRequest, Validator};
 
 #[cfg(feature = "broken-variants")]
 pub use node::Bug;

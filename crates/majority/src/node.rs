@@ -19,7 +19,7 @@ use concord_core::message::{
 };
 use concord_core::state_machine::{ApplyContext, Replica};
 use concord_core::storage::RecordWrite;
-use concord_core::time::Instant;
+use concord_core::time::{Instant, StampAnchor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -30,9 +30,6 @@ use crate::quorum::{self, QuorumError, QuorumRule, Tally};
 const MEMBERSHIP_HISTORY_MAX: usize = 8;
 /// Bytes reserved for a catch-up message's envelope, next to its decisions.
 const MESSAGE_OVERHEAD_BYTES: usize = 1024;
-/// How far a proposer's stamp may run ahead of the newest stamp it saw from other proposers plus
-/// the time its own clock measured since (see `Majority::stamp`).
-pub const STAMP_LEAD_MAX_MS: u64 = 1_000;
 
 /// A deliberately broken behaviour, for proving that the simulator catches it. Only the
 /// `broken-variants` feature exports it and [`Majority::with_bug`].
@@ -229,8 +226,8 @@ pub struct Majority {
     replaying: bool,
     /// Newest stamp applied here from another proposer's decision (or from the recovered state).
     stamp_seen_ms: u64,
-    /// `stamp_seen_ms` as last anchored, and the instant this node anchored it at.
-    stamp_anchor: Option<(u64, Instant)>,
+    /// `stamp_seen_ms` as last anchored, at the instant this node anchored it.
+    stamp_anchor: StampAnchor,
     /// Whether anyone takes the per-entry events (`Mechanism::set_entry_events_wanted`).
     entry_events_wanted: bool,
     bug: Option<Bug>,
@@ -302,7 +299,7 @@ impl Majority {
             awaiting_persist: VecDeque::new(),
             replaying: false,
             stamp_seen_ms: 0,
-            stamp_anchor: None,
+            stamp_anchor: StampAnchor::default(),
             entry_events_wanted: true,
             bug,
             config,
@@ -1338,15 +1335,11 @@ impl Majority {
 
     /// Anchors the newest stamp seen from other proposers at `now`, the instant it was seen.
     fn see_stamps(&mut self, now: Instant) {
-        if self.stamp_seen_ms > 0
-            && self.stamp_anchor.map_or(true, |(anchored, _)| self.stamp_seen_ms > anchored)
-        {
-            self.stamp_anchor = Some((self.stamp_seen_ms, now));
-        }
+        self.stamp_anchor.see(self.stamp_seen_ms, now);
     }
 
     /// The timestamp for a decision this node proposes: its clock, but never more than
-    /// `STAMP_LEAD_MAX_MS` past the newest stamp it saw from other proposers (or recovered at
+    /// [`STAMP_LEAD_MAX_MS`](concord_core::time::STAMP_LEAD_MAX_MS) past the newest stamp it saw from other proposers (or recovered at
     /// start) plus the time its own monotonic clock measured since. Its own stamps never raise that
     /// anchor. So a node whose wall clock was set far ahead when its process started cannot move a
     /// lock's time forward by the error (a lease granted afterwards by an honest node would then
@@ -1354,13 +1347,7 @@ impl Majority {
     /// machine keeps each lock's clock from running backwards.
     fn stamp(&mut self, now: Instant) -> u64 {
         self.see_stamps(now);
-        let mut stamp = now.as_millis();
-        if let Some((seen_ms, seen_at)) = self.stamp_anchor {
-            let elapsed_ms =
-                u64::try_from(now.saturating_duration_since(seen_at).as_millis()).unwrap_or(u64::MAX);
-            stamp = stamp.min(seen_ms.saturating_add(elapsed_ms).saturating_add(STAMP_LEAD_MAX_MS));
-        }
-        stamp
+        self.stamp_anchor.cap(now)
     }
 
     fn apply(&mut self, slot: Slot, decision: Decision) {

@@ -28,14 +28,13 @@ use concord_core::message::{
 };
 use concord_core::state_machine::{ApplyContext, Replica};
 use concord_core::storage::{HardState, Persist};
-use concord_core::time::Instant;
+use concord_core::time::{Instant, StampAnchor};
 
 use crate::deadlines::{DeadlineKey, DeadlineQueue};
 
 /// How far a new leader's stamps may run ahead of the newest stamp it saw from earlier leaders
 /// plus the time it measured since (see `Raft::leader_stamp`): room for ordinary clock skew
 /// between nodes, far below any session expiry or lock lease worth having.
-pub(crate) const STAMP_LEAD_MAX_MS: u64 = 1_000;
 use crate::log::RaftLog;
 use crate::progress::{Progress, ReplicationState};
 use crate::proposal_index::{ProposalIndex, ProposalMap};
@@ -141,7 +140,7 @@ pub struct Raft {
     /// The newest leader timestamp this node has seen in its log (replayed at start, appended as a
     /// follower, restored from a snapshot), and this node's time when it saw it; `None` while the
     /// log holds no stamp. A leader's own stamps never move it (see `leader_stamp`).
-    stamp_anchor: Option<(u64, Instant)>,
+    stamp_anchor: StampAnchor,
     now: Instant,
     election_deadline: Instant,
     leader_contact: Option<Instant>,
@@ -411,7 +410,7 @@ impl Raft {
             leader: None,
             started: false,
             started_at: None,
-            stamp_anchor: None,
+            stamp_anchor: StampAnchor::default(),
             now: Instant::ZERO,
             election_deadline: Instant::ZERO,
             leader_contact: None,
@@ -772,9 +771,7 @@ impl Raft {
 
     /// Notes a leader timestamp found in the log at `now` (0: none yet).
     pub(super) fn see_stamp(&mut self, stamp_ms: u64, now: Instant) {
-        if stamp_ms > 0 && self.stamp_anchor.map_or(true, |(newest, _)| stamp_ms > newest) {
-            self.stamp_anchor = Some((stamp_ms, now));
-        }
+        self.stamp_anchor.see(stamp_ms, now);
     }
 
     /// The timestamp of the next entry this leader appends: its clock, but never below the last
@@ -790,13 +787,7 @@ impl Raft {
             .log
             .entry(self.log.last_index())
             .map_or(self.replica.last_timestamp_ms(), |entry| entry.timestamp_ms);
-        let mut stamp = now.as_millis();
-        if let Some((seen_ms, seen_at)) = self.stamp_anchor {
-            let elapsed_ms =
-                u64::try_from(now.saturating_duration_since(seen_at).as_millis()).unwrap_or(u64::MAX);
-            stamp = stamp.min(seen_ms.saturating_add(elapsed_ms).saturating_add(STAMP_LEAD_MAX_MS));
-        }
-        stamp.max(previous)
+        self.stamp_anchor.cap(now).max(previous)
     }
 
     fn leader_append(&mut self, now: Instant, payload: EntryPayload) -> LogIndex {

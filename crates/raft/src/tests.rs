@@ -626,7 +626,7 @@ fn a_leader_whose_clock_runs_a_day_ahead_stamps_no_further_than_the_time_it_meas
     // replication delay; the day of clock error is not in it.
     assert!(newest_after > newest_before, "leader time still moves forward");
     assert!(
-        newest_after <= newest_before + 1_700 + crate::node::STAMP_LEAD_MAX_MS + 100,
+        newest_after <= newest_before + 1_700 + concord_core::time::STAMP_LEAD_MAX_MS + 100,
         "stamps jumped from {newest_before} to {newest_after}"
     );
 }

@@ -123,9 +123,14 @@ impl Cluster {
         self.cut.clear();
     }
 
+    /// How far `node`'s clock runs ahead of cluster time.
+    fn ahead(&self, node: &NodeId) -> Duration {
+        self.clock_ahead.get(node).copied().unwrap_or_default()
+    }
+
     /// The time on `node`'s clock: cluster time plus the node's skew.
     pub fn clock(&self, node: &NodeId) -> Instant {
-        self.now + self.clock_ahead.get(node).copied().unwrap_or_default()
+        self.now + self.ahead(node)
     }
 
     /// Runs a node's Ready loop: send, persist, send what waited for persistence, advance.
@@ -184,8 +189,7 @@ impl Cluster {
                 .nodes
                 .iter()
                 .filter_map(|(id, node)| {
-                    let ahead = self.clock_ahead.get(id).copied().unwrap_or_default();
-                    node.mechanism.as_ref().and_then(|m| m.poll_timeout()).map(|at| at - ahead)
+                    node.mechanism.as_ref().and_then(|m| m.poll_timeout()).map(|at| at - self.ahead(id))
                 })
                 .min();
             match next {
