@@ -138,6 +138,17 @@ pub(crate) fn run(args: &[String]) -> i32 {
     ] {
         runs.push(ClusterRun { batch, ..ClusterRun::raft(clients, writes / scale) });
     }
+    // The same clients against no consensus at all (`--mechanism none`): the ceiling of one
+    // awaited call per write on this machine, which the goals are set against below the table.
+    for (clients, writes, batch) in [
+        (1, 1_000_000, 1),
+        (256, 2_000_000, 1),
+        (1024, 2_000_000, 1),
+        (4096, 2_000_000, 1),
+        (4096, 2_000_000, 4),
+    ] {
+        runs.push(ClusterRun { mechanism: "none", batch, ..ClusterRun::raft(clients, writes / scale) });
+    }
     // With openraft's default snapshot policy, which its benchmark runs with: the log is compacted
     // every 5,000 entries instead of growing by about 570 MiB per million writes.
     for clients in [256, 1024, 4096] {
@@ -522,7 +533,7 @@ fn benchmarks_markdown(
         };
         text.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | `{}` |\n",
-            run.mechanism,
+            if run.mechanism == "none" { "none (the ceiling)" } else { run.mechanism },
             storage,
             run.clients,
             run.batch,
@@ -539,6 +550,7 @@ fn benchmarks_markdown(
             line
         ));
     }
+    text.push_str(&ceiling_markdown(cluster_rows));
     text.push_str("\n## Real processes on loopback\n\n");
     text.push_str(
         "Every consensus message crosses a process boundary: member `n1` runs in the benchmark process and leads \
@@ -639,9 +651,46 @@ fn cargo_output(args: &[&str]) -> String {
     }
 }
 
+/// The ceiling rows (`--mechanism none`) set against the Raft rows and the goals: how much of what
+/// this machine allows one awaited call per write concord reaches, and whether a goal is within it.
+fn ceiling_markdown(cluster_rows: &[(&ClusterRun, String, String, Option<u64>, String)]) -> String {
+    let find = |mechanism: &str, clients: u64, batch: u64| {
+        cluster_rows.iter().find_map(|(run, _, _, ops, _)| {
+            let plain = run.is_plain() && run.snapshot_interval == 0 && run.workers == 0;
+            (run.mechanism == mechanism && run.clients == clients && run.batch == batch && plain)
+                .then_some(*ops)
+                .flatten()
+        })
+    };
+    let mut text = String::new();
+    text.push_str("\n### The ceiling: one awaited call per write, no consensus\n\n");
+    text.push_str("Rows `none (the ceiling)` run the same clients with `--mechanism none`: every write takes the path a write \
+        to a node takes outside consensus (the command moved to another task through a locked inbox, one wake-up of that \
+        task per batch, a `ProposalResult` answered through a oneshot channel per write) and nothing else. No library \
+        whose API is one awaited call per write, as openraft's `client_write` and the lesson's `propose` are, can go \
+        faster on this machine. A goal above the ceiling cannot be met here by any implementation of this API.\n\n");
+    text.push_str("| clients | batch | ceiling ops/s | concord Raft ops/s | Raft / ceiling | goal ops/s | goal / ceiling |\n|---|---|---|---|---|---|---|\n");
+    for (clients, batch, multiple) in [(1, 1, 10), (256, 1, 3), (1024, 1, 3), (4096, 1, 3), (4096, 4, 3)] {
+        let (Some(ceiling), Some(raft)) = (find("none", clients, batch), find("raft", clients, batch)) else {
+            continue;
+        };
+        let goal = openraft_reference(clients, batch).map(|reference| reference * multiple);
+        let ratio = |value: u64| format!("{:.2}", value as f64 / ceiling.max(1) as f64);
+        text.push_str(&format!(
+            "| {clients} | {batch} | {ceiling} | {raft} | {} | {} | {} |\n",
+            ratio(raft),
+            goal.map_or("—".to_owned(), |goal| format!("{goal} ({multiple}× openraft)")),
+            goal.map_or("—".to_owned(), ratio),
+        ));
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{demoted, parse_criterion, parse_resident_series, resident_memory_table};
+    use super::{
+        ceiling_markdown, demoted, parse_criterion, parse_resident_series, resident_memory_table, ClusterRun,
+    };
 
     #[test]
     fn resident_series_is_parsed_and_judged() {
@@ -688,5 +737,23 @@ majority: one uncontended vote round, 3 nodes
                 ("majority: one uncontended vote round, 3 nodes".into(), "13.274 µs".into(), String::new()),
             ]
         );
+    }
+
+    #[test]
+    fn the_ceiling_table_sets_raft_and_the_goal_against_the_no_consensus_row() {
+        let none = ClusterRun { mechanism: "none", ..ClusterRun::raft(256, 1000) };
+        let raft = ClusterRun::raft(256, 1000);
+        let snapshots = ClusterRun { snapshot_interval: 5_000, ..ClusterRun::raft(256, 1000) };
+        let row = |run, ops: u64| (run, String::new(), String::new(), Some(ops), String::new());
+        let rows = vec![row(&none, 1_500_000), row(&snapshots, 1), row(&raft, 750_000)];
+        let text = ceiling_markdown(&rows);
+        // 3× openraft's 720,000 is 2,160,000: 1.44 times the ceiling. The snapshot row is not the
+        // plain one.
+        assert!(
+            text.contains("| 256 | 1 | 1500000 | 750000 | 0.50 | 2160000 (3× openraft) | 1.44 |"),
+            "{text}"
+        );
+        // No row for a client count without both figures.
+        assert!(!text.contains("| 4096 |"), "{text}");
     }
 }

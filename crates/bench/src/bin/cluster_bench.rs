@@ -3,6 +3,9 @@
 //! `cargo run --profile bench-release -p concord-bench --bin cluster-bench -- -c 256 -n 1000000 -m 3`
 //! prints one line per run:
 //! `clients: C, n: N, members: M, batch: B: time: T, ns/op: X, op/ms: Y`.
+//!
+//! `--mechanism none` runs the same clients against no consensus at all (see [`ImmediateAnswers`]):
+//! the most any library whose API is one awaited call per write can do on this machine.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,7 +32,8 @@ struct Args {
     /// Writes each client keeps in flight per round (1: strictly sequential).
     #[arg(short = 'b', long, default_value_t = 1)]
     batch: u64,
-    /// `raft` or `simple_majority`.
+    /// `raft`, `simple_majority`, or `none`: no cluster, every write answered at once by one task
+    /// (the ceiling of this benchmark's shape on this machine).
     #[arg(long, default_value = "raft")]
     mechanism: String,
     /// Tokio worker threads (default: one per core).
@@ -73,80 +77,27 @@ fn main() {
 
 async fn run(args: Args) -> Result<(), String> {
     let mechanism = match args.mechanism.as_str() {
-        "raft" => MechanismKind::Raft,
-        "simple_majority" | "majority" => MechanismKind::SimpleMajority,
-        other => return Err(format!("unknown mechanism {other:?}")),
+        "raft" => Some(MechanismKind::Raft),
+        "simple_majority" | "majority" => Some(MechanismKind::SimpleMajority),
+        "none" => None,
+        other => return Err(format!("unknown mechanism {other:?} (raft, simple_majority or none)")),
     };
     if args.clients == 0 || args.writes == 0 || args.members == 0 || args.batch == 0 {
         return Err("-c, -n, -m and -b must be at least 1".into());
     }
-    let mut config = Config::for_mechanism(mechanism);
-    config.timeout = Duration::from_secs(30);
-    config.snapshot_interval = args.snapshot_interval;
-    config.max_pending_proposals = 1_000_000;
-    let network = MemoryNetwork::new();
-    let ids: Vec<String> = (1..=args.members).map(|i| format!("n{i}")).collect();
-    let secret = b"cluster-bench-secret-0123456789";
-    let cluster = ClusterId(1);
-    // Bind every transport first (OS-chosen loopback ports), then tell each node the addresses.
-    let mut transports: Vec<Arc<dyn Transport>> = Vec::new();
-    let mut members: Vec<NodeInfo> = Vec::new();
-    for id in &ids {
-        let (transport, address): (Arc<dyn Transport>, String) = match args.transport.as_str() {
-            "memory" => (network.transport(id.as_str()), String::new()),
-            "ws" => {
-                let transport = concord_transport_ws::WsTransport::bind(
-                    concord_transport_ws::WsOptions::new(id.as_str(), cluster, secret),
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-                let address = format!("ws://{}", transport.local_addr());
-                (transport, address)
-            }
-            "zmq" => {
-                let transport = concord_transport_zmq::ZmqTransport::bind(
-                    concord_transport_zmq::ZmqOptions::new(id.as_str(), cluster, secret),
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-                let address = format!("tcp://{}", transport.local_addr());
-                (transport, address)
-            }
-            other => return Err(format!("unknown transport {other:?} (memory, ws or zmq)")),
-        };
-        transports.push(transport);
-        members.push(NodeInfo::new(id.as_str(), address));
+    if mechanism.is_none()
+        && (args.transport != "memory" || args.data_dir.is_some() || args.snapshot_interval > 0)
+    {
+        return Err(
+            "--mechanism none runs no cluster: --transport, --data-dir and --snapshot-interval do not apply"
+                .into(),
+        );
     }
-    let mut nodes = Vec::new();
-    for (index, id) in ids.iter().enumerate() {
-        let mut builder = Consensus::builder(id.as_str())
-            .config(config.clone())
-            .cluster_id(cluster)
-            .members(members.clone())
-            .transport(transports[index].clone())
-            .seed(index as u64);
-        if mechanism == MechanismKind::Raft {
-            builder = builder.state_machine(Box::new(NoopStateMachine));
-        }
-        if let Some(directory) = &args.data_dir {
-            builder = builder.data_dir(directory.join(id));
-        }
-        nodes.push(builder.start().await.map_err(|e| e.to_string())?);
-    }
-    let target = if mechanism == MechanismKind::Raft {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(leader) = nodes.iter().find(|n| n.is_leader()) {
-                break leader.clone();
-            }
-            if Instant::now() > deadline {
-                return Err("no leader within 10 s".into());
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    } else {
-        nodes[0].clone()
+    let (target, nodes) = match mechanism {
+        Some(mechanism) => start_cluster(&args, mechanism).await?,
+        None => (Target::Ceiling(ImmediateAnswers::start()), Vec::new()),
     };
+    let mechanism = mechanism.unwrap_or(MechanismKind::Raft);
     let per_client = args.writes / args.clients;
     let total = per_client * args.clients;
     let started = Instant::now();
@@ -173,7 +124,7 @@ async fn run(args: Args) -> Result<(), String> {
                     // without the join's buffers. The clock is read only for the sampled writes
                     // (a clock read costs about as much as a tenth of a write here).
                     let round_started = (done % 16 == 0).then(Instant::now);
-                    if !node.propose_command(make_command(mechanism, &key)).await.accepted {
+                    if !node.write(make_command(mechanism, &key)).await {
                         failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     if let Some(started) = round_started {
@@ -187,11 +138,11 @@ async fn run(args: Args) -> Result<(), String> {
                 }
                 let mut pending = Vec::with_capacity(round as usize);
                 for _ in 0..round {
-                    pending.push(node.propose_command(make_command(mechanism, &key)));
+                    pending.push(node.write(make_command(mechanism, &key)));
                 }
                 let round_started = (done % 16 == 0).then(Instant::now);
-                for result in futures_util::future::join_all(pending).await {
-                    if !result.accepted {
+                for accepted in futures_util::future::join_all(pending).await {
+                    if !accepted {
                         failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
@@ -220,7 +171,7 @@ async fn run(args: Args) -> Result<(), String> {
         "clients: {}, n: {}, members: {}, batch: {}: time: {:?}, ns/op: {}, op/ms: {}",
         args.clients,
         total,
-        args.members,
+        nodes.len(),
         args.batch,
         elapsed,
         elapsed.as_nanos() / u128::from(total.max(1)),
@@ -248,6 +199,9 @@ async fn run(args: Args) -> Result<(), String> {
     }
     for node in &nodes {
         node.stop().await;
+    }
+    if let Target::Ceiling(answers) = &target {
+        answers.stop();
     }
     if failed > 0 {
         return Err(format!("{failed} of {total} writes failed"));
@@ -304,4 +258,173 @@ fn make_command(mechanism: MechanismKind, key: &str) -> Command {
         MechanismKind::Raft => Command::Custom(Bytes::new()),
         _ => Command::Put { key: key.to_owned(), value: Bytes::new() },
     }
+}
+
+/// What the clients write to.
+#[derive(Clone)]
+enum Target {
+    /// A cluster member: the leader for Raft, the first member for simple majority.
+    Node(Consensus),
+    /// No consensus at all.
+    Ceiling(Arc<ImmediateAnswers>),
+}
+
+impl Target {
+    /// One write; whether it was accepted.
+    async fn write(&self, command: Command) -> bool {
+        match self {
+            Target::Node(node) => node.propose_command(command).await.accepted,
+            Target::Ceiling(answers) => answers.write(command).await.accepted,
+        }
+    }
+}
+
+/// The ceiling of this benchmark's shape: each write takes the path a write to a node takes
+/// outside consensus (the command moved to another task through a locked inbox, one wake-up of
+/// that task per batch, the answer, a [`ProposalResult`], through a oneshot channel per write), and
+/// nothing else: the task answers every write as soon as it takes it. No library whose API is one
+/// awaited call per write can go faster on this machine; the table in BENCHMARKS.md sets the
+/// cluster's figures and the goals against it.
+struct ImmediateAnswers {
+    inbox: parking_lot::Mutex<Vec<(Command, tokio::sync::oneshot::Sender<ProposalResult>)>>,
+    wake: tokio::sync::Notify,
+    origin: NodeId,
+    next_sequence: std::sync::atomic::AtomicU64,
+    task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl ImmediateAnswers {
+    fn start() -> Arc<ImmediateAnswers> {
+        let answers = Arc::new(ImmediateAnswers {
+            inbox: parking_lot::Mutex::new(Vec::new()),
+            wake: tokio::sync::Notify::new(),
+            origin: NodeId::parse("n1").expect("a valid id"),
+            next_sequence: std::sync::atomic::AtomicU64::new(1),
+            task: parking_lot::Mutex::new(None),
+        });
+        let task = tokio::spawn(answers.clone().answer_forever());
+        *answers.task.lock() = Some(task);
+        answers
+    }
+
+    async fn answer_forever(self: Arc<Self>) {
+        let mut batch = Vec::new();
+        loop {
+            self.wake.notified().await;
+            loop {
+                std::mem::swap(&mut *self.inbox.lock(), &mut batch);
+                if batch.is_empty() {
+                    break;
+                }
+                for (command, sender) in batch.drain(..) {
+                    drop(command);
+                    let sequence = self.next_sequence.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let _ = sender.send(ProposalResult {
+                        proposal_id: ProposalId { origin: self.origin.clone(), sequence },
+                        accepted: true,
+                        key: String::new(),
+                        value: None,
+                        votes: Votes { in_favor: 1, against: 0, total: 1 },
+                        quorum_required: 1,
+                        error: None,
+                        output: Some(CommandOutput::default()),
+                        index: Some(LogIndex(sequence)),
+                        advisory: false,
+                    });
+                }
+            }
+        }
+    }
+
+    async fn write(&self, command: Command) -> ProposalResult {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let first = {
+            let mut inbox = self.inbox.lock();
+            inbox.push((command, sender));
+            inbox.len() == 1
+        };
+        if first {
+            self.wake.notify_one();
+        }
+        receiver.await.expect("the answering task runs until stop")
+    }
+
+    fn stop(&self) {
+        if let Some(task) = self.task.lock().take() {
+            task.abort();
+        }
+    }
+}
+
+/// Starts the cluster and returns the node the clients write to (the leader for Raft) and every
+/// node.
+async fn start_cluster(args: &Args, mechanism: MechanismKind) -> Result<(Target, Vec<Consensus>), String> {
+    let mut config = Config::for_mechanism(mechanism);
+    config.timeout = Duration::from_secs(30);
+    config.snapshot_interval = args.snapshot_interval;
+    config.max_pending_proposals = 1_000_000;
+    let network = MemoryNetwork::new();
+    let ids: Vec<String> = (1..=args.members).map(|i| format!("n{i}")).collect();
+    let secret = b"cluster-bench-secret-0123456789";
+    let cluster = ClusterId(1);
+    // Bind every transport first (OS-chosen loopback ports), then tell each node the addresses.
+    let mut transports: Vec<Arc<dyn Transport>> = Vec::new();
+    let mut members: Vec<NodeInfo> = Vec::new();
+    for id in &ids {
+        let (transport, address): (Arc<dyn Transport>, String) = match args.transport.as_str() {
+            "memory" => (network.transport(id.as_str()), String::new()),
+            "ws" => {
+                let transport = concord_transport_ws::WsTransport::bind(
+                    concord_transport_ws::WsOptions::new(id.as_str(), cluster, secret),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                let address = format!("ws://{}", transport.local_addr());
+                (transport, address)
+            }
+            "zmq" => {
+                let transport = concord_transport_zmq::ZmqTransport::bind(
+                    concord_transport_zmq::ZmqOptions::new(id.as_str(), cluster, secret),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                let address = format!("tcp://{}", transport.local_addr());
+                (transport, address)
+            }
+            other => return Err(format!("unknown transport {other:?} (memory, ws or zmq)")),
+        };
+        transports.push(transport);
+        members.push(NodeInfo::new(id.as_str(), address));
+    }
+    let mut nodes = Vec::new();
+    for (index, id) in ids.iter().enumerate() {
+        let mut builder = Consensus::builder(id.as_str())
+            .config(config.clone())
+            .cluster_id(cluster)
+            .members(members.clone())
+            .transport(transports[index].clone())
+            .seed(index as u64);
+        if mechanism == MechanismKind::Raft {
+            builder = builder.state_machine(Box::new(NoopStateMachine));
+        }
+        if let Some(directory) = &args.data_dir {
+            builder = builder.data_dir(directory.join(id));
+        }
+        nodes.push(builder.start().await.map_err(|e| e.to_string())?);
+    }
+    let leader = if mechanism == MechanismKind::Raft {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(leader) = nodes.iter().find(|n| n.is_leader()) {
+                break leader.clone();
+            }
+            if Instant::now() > deadline {
+                return Err("no leader within 10 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    } else {
+        nodes[0].clone()
+    };
+    Ok((Target::Node(leader), nodes))
 }
