@@ -20,7 +20,9 @@ fn run_cluster_bench(run: &ClusterRun, out: &std::path::Path) -> Attempt {
     if run.rss_every > 0 {
         command.args(["--rss-every", &run.rss_every.to_string()]);
     }
-    if run.workers > 0 {
+    if run.current_thread {
+        command.arg("--current-thread");
+    } else if run.workers > 0 {
         command.args(["--workers", &run.workers.to_string()]);
     }
     if run.durable {
@@ -64,6 +66,8 @@ struct ClusterRun {
     rss_every: u64,
     /// Tokio worker threads (0: cluster-bench's default, one per core).
     workers: u64,
+    /// Tokio's current-thread runtime instead (`workers` is then ignored).
+    current_thread: bool,
 }
 
 impl ClusterRun {
@@ -88,6 +92,7 @@ impl ClusterRun {
             transport: "memory",
             rss_every: 0,
             workers: 0,
+            current_thread: false,
         }
     }
 }
@@ -161,6 +166,20 @@ pub(crate) fn run(args: &[String]) -> i32 {
     // no thread hand-offs, but the clients and the three nodes share one core.
     for (clients, writes) in [(1, 200_000), (256, 1_000_000), (4096, 1_000_000)] {
         runs.push(ClusterRun { workers: 1, ..ClusterRun::raft(clients, writes / scale) });
+    }
+    // Tokio's current-thread runtime: less scheduling work per wake-up than one worker of the
+    // multi-thread runtime (which the ceiling shows), the consensus work unchanged.
+    for (mechanism, clients, writes) in [
+        ("none", 256, 2_000_000),
+        ("none", 4096, 2_000_000),
+        ("raft", 256, 1_000_000),
+        ("raft", 4096, 1_000_000),
+    ] {
+        runs.push(ClusterRun {
+            mechanism,
+            current_thread: true,
+            ..ClusterRun::raft(clients, writes / scale)
+        });
     }
     // Durable group commit, and a long run with snapshots whose peak memory must stay flat.
     runs.push(ClusterRun { durable: true, ..ClusterRun::raft(256, 300_000 / scale) });
@@ -487,7 +506,8 @@ fn benchmarks_markdown(
     text.push_str("Rows with `snapshot every 5000` use openraft's default snapshot policy (`LogsSinceLast(5000)`), which its benchmark\n");
     text.push_str("runs with; rows with plain `memory` keep the whole log (about 570 MiB per million writes, whose page faults\n");
     text.push_str("cost about a sixth of the CPU time here). Both are compared with openraft's figure.\n\n");
-    text.push_str("Tokio workers: cluster-bench's default is one worker thread per core; `1` runs clients and nodes on one thread.\n\n");
+    text.push_str("Tokio workers: cluster-bench's default is one worker thread per core; `1` runs clients and nodes on one worker thread;\n");
+    text.push_str("`current thread` on tokio's current-thread runtime (`--current-thread`, one thread without work stealing).\n\n");
     if !quick {
         text.push_str("In-process rows without storage or snapshots run three times, in three passes over all rows (so that a slow\n");
         text.push_str("stretch of this shared machine lowers one attempt of each row, not all three of some); the row shows the median\n");
@@ -537,7 +557,11 @@ fn benchmarks_markdown(
             storage,
             run.clients,
             run.batch,
-            if run.workers == 0 { "one per core".to_owned() } else { run.workers.to_string() },
+            match (run.current_thread, run.workers) {
+                (true, _) => "current thread".to_owned(),
+                (false, 0) => "one per core".to_owned(),
+                (false, workers) => workers.to_string(),
+            },
             run.writes,
             match (ops, spread.is_empty()) {
                 (None, _) => "failed".to_owned(),
@@ -654,34 +678,42 @@ fn cargo_output(args: &[&str]) -> String {
 /// The ceiling rows (`--mechanism none`) set against the Raft rows and the goals: how much of what
 /// this machine allows one awaited call per write concord reaches, and whether a goal is within it.
 fn ceiling_markdown(cluster_rows: &[(&ClusterRun, String, String, Option<u64>, String)]) -> String {
-    let find = |mechanism: &str, clients: u64, batch: u64| {
+    let find = |mechanism: &str, clients: u64, batch: u64, current_thread: bool| {
         cluster_rows.iter().find_map(|(run, _, _, ops, _)| {
             let plain = run.is_plain() && run.snapshot_interval == 0 && run.workers == 0;
-            (run.mechanism == mechanism && run.clients == clients && run.batch == batch && plain)
-                .then_some(*ops)
-                .flatten()
+            let matches = run.mechanism == mechanism
+                && run.clients == clients
+                && run.batch == batch
+                && run.current_thread == current_thread;
+            (plain && matches).then_some(*ops).flatten()
         })
     };
     let mut text = String::new();
     text.push_str("\n### The ceiling: one awaited call per write, no consensus\n\n");
-    text.push_str("Rows `none (the ceiling)` run the same clients with `--mechanism none`: every write takes the path a write \
+    text.push_str(
+        "Rows `none (the ceiling)` run the same clients with `--mechanism none`: every write takes the path a write \
         to a node takes outside consensus (the command moved to another task through a locked inbox, one wake-up of that \
         task per batch, a `ProposalResult` answered through a oneshot channel per write) and nothing else. No library \
         whose API is one awaited call per write, as openraft's `client_write` and the lesson's `propose` are, can go \
-        faster on this machine. A goal above the ceiling cannot be met here by any implementation of this API.\n\n");
-    text.push_str("| clients | batch | ceiling ops/s | concord Raft ops/s | Raft / ceiling | goal ops/s | goal / ceiling |\n|---|---|---|---|---|---|---|\n");
-    for (clients, batch, multiple) in [(1, 1, 10), (256, 1, 3), (1024, 1, 3), (4096, 1, 3), (4096, 4, 3)] {
-        let (Some(ceiling), Some(raft)) = (find("none", clients, batch), find("raft", clients, batch)) else {
-            continue;
-        };
-        let goal = openraft_reference(clients, batch).map(|reference| reference * multiple);
-        let ratio = |value: u64| format!("{:.2}", value as f64 / ceiling.max(1) as f64);
-        text.push_str(&format!(
-            "| {clients} | {batch} | {ceiling} | {raft} | {} | {} | {} |\n",
-            ratio(raft),
-            goal.map_or("—".to_owned(), |goal| format!("{goal} ({multiple}× openraft)")),
-            goal.map_or("—".to_owned(), ratio),
-        ));
+        faster on the same tokio runtime on this machine; a goal above the ceiling leaves no time at all for consensus.\n\n",
+    );
+    text.push_str("| tokio runtime | clients | batch | ceiling ops/s | concord Raft ops/s | Raft / ceiling | goal ops/s | goal / ceiling |\n|---|---|---|---|---|---|---|---|\n");
+    let rows = [(1, 1, 10), (256, 1, 3), (1024, 1, 3), (4096, 1, 3), (4096, 4, 3)];
+    for current_thread in [false, true] {
+        for (clients, batch, multiple) in rows {
+            let ceiling = find("none", clients, batch, current_thread);
+            let raft = find("raft", clients, batch, current_thread);
+            let (Some(ceiling), Some(raft)) = (ceiling, raft) else { continue };
+            let goal = openraft_reference(clients, batch).map(|reference| reference * multiple);
+            let ratio = |value: u64| format!("{:.2}", value as f64 / ceiling.max(1) as f64);
+            text.push_str(&format!(
+                "| {} | {clients} | {batch} | {ceiling} | {raft} | {} | {} | {} |\n",
+                if current_thread { "current thread" } else { "multi-thread, one worker per core" },
+                ratio(raft),
+                goal.map_or("—".to_owned(), |goal| format!("{goal} ({multiple}× openraft)")),
+                goal.map_or("—".to_owned(), ratio),
+            ));
+        }
     }
     text
 }
@@ -745,12 +777,29 @@ majority: one uncontended vote round, 3 nodes
         let raft = ClusterRun::raft(256, 1000);
         let snapshots = ClusterRun { snapshot_interval: 5_000, ..ClusterRun::raft(256, 1000) };
         let row = |run, ops: u64| (run, String::new(), String::new(), Some(ops), String::new());
-        let rows = vec![row(&none, 1_500_000), row(&snapshots, 1), row(&raft, 750_000)];
+        let none_one_thread = ClusterRun {
+            current_thread: true,
+            ..ClusterRun { mechanism: "none", ..ClusterRun::raft(256, 1000) }
+        };
+        let raft_one_thread = ClusterRun { current_thread: true, ..ClusterRun::raft(256, 1000) };
+        let rows = vec![
+            row(&none, 1_500_000),
+            row(&snapshots, 1),
+            row(&raft, 750_000),
+            row(&none_one_thread, 5_000_000),
+            row(&raft_one_thread, 600_000),
+        ];
         let text = ceiling_markdown(&rows);
         // 3× openraft's 720,000 is 2,160,000: 1.44 times the ceiling. The snapshot row is not the
         // plain one.
         assert!(
             text.contains("| 256 | 1 | 1500000 | 750000 | 0.50 | 2160000 (3× openraft) | 1.44 |"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "| current thread | 256 | 1 | 5000000 | 600000 | 0.12 | 2160000 (3× openraft) | 0.43 |"
+            ),
             "{text}"
         );
         // No row for a client count without both figures.

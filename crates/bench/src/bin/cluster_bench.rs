@@ -39,6 +39,10 @@ struct Args {
     /// Tokio worker threads (default: one per core).
     #[arg(short = 'w', long)]
     workers: Option<usize>,
+    /// Run everything on tokio's current-thread runtime (one thread, no work stealing) instead of the
+    /// multi-thread one.
+    #[arg(long, conflicts_with = "workers")]
+    current_thread: bool,
     /// Durable file storage under this directory (one subdirectory per node) instead of memory:
     /// measures group commit. The directory must not hold an older cluster.
     #[arg(long)]
@@ -58,7 +62,11 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    let mut builder = if args.current_thread {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
     if let Some(workers) = args.workers {
         builder.worker_threads(workers.max(1));
     }
