@@ -31,10 +31,6 @@ use concord_core::storage::{HardState, Persist};
 use concord_core::time::{Instant, StampAnchor};
 
 use crate::deadlines::{DeadlineKey, DeadlineQueue};
-
-/// How far a new leader's stamps may run ahead of the newest stamp it saw from earlier leaders
-/// plus the time it measured since (see `Raft::leader_stamp`): room for ordinary clock skew
-/// between nodes, far below any session expiry or lock lease worth having.
 use crate::log::RaftLog;
 use crate::progress::{Progress, ReplicationState};
 use crate::proposal_index::{ProposalIndex, ProposalMap};
@@ -138,7 +134,7 @@ pub struct Raft {
     started: bool,
     started_at: Option<Instant>,
     /// The newest leader timestamp this node has seen in its log (replayed at start, appended as a
-    /// follower, restored from a snapshot), and this node's time when it saw it; `None` while the
+    /// follower, restored from a snapshot), and this node's time when it saw it; empty while the
     /// log holds no stamp. A leader's own stamps never move it (see `leader_stamp`).
     stamp_anchor: StampAnchor,
     now: Instant,

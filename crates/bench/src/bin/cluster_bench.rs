@@ -105,6 +105,7 @@ async fn run(args: Args) -> Result<(), String> {
         Some(mechanism) => start_cluster(&args, mechanism).await?,
         None => (Target::Ceiling(ImmediateAnswers::start()), Vec::new()),
     };
+    // The ceiling's clients send the command the Raft runs send (`make_command`).
     let mechanism = mechanism.unwrap_or(MechanismKind::Raft);
     let per_client = args.writes / args.clients;
     let total = per_client * args.clients;
@@ -312,7 +313,7 @@ impl ImmediateAnswers {
         let answers = Arc::new(ImmediateAnswers {
             inbox: parking_lot::Mutex::new(Vec::new()),
             wake: tokio::sync::Notify::new(),
-            origin: NodeId::parse("n1").expect("a valid id"),
+            origin: NodeId::new("n1"),
             next_sequence: std::sync::atomic::AtomicU64::new(1),
             task: parking_lot::Mutex::new(None),
         });
@@ -360,7 +361,15 @@ impl ImmediateAnswers {
         if first {
             self.wake.notify_one();
         }
-        receiver.await.expect("the answering task runs until stop")
+        match receiver.await {
+            Ok(result) => result,
+            // The answering task stopped: counted as a failed write, as a stopped node's would be.
+            Err(_) => ProposalResult::failed(
+                ProposalId { origin: self.origin.clone(), sequence: 0 },
+                "",
+                ProposalError::Stopped,
+            ),
+        }
     }
 
     fn stop(&self) {
